@@ -1,0 +1,611 @@
+"""The engine façade: what coordinators, auditors and embedding services call.
+
+``Engine`` ties the pieces together: programs from the registry, compiled machines, areas,
+the store, and the audit chain. Every change (``start``, ``fire``) is one database
+transaction that re-reads the instance under a lock, re-checks trigger, role, evidence and
+guards against what it read, appends the hash-chained event and moves the instance — or
+changes nothing at all. Everything it returns is frozen and typed (see ``records``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from workflow import areas as _areas
+from workflow import audit as _audit
+from workflow.audit import Digest
+from workflow.errors import (
+    DuplicateInstance,
+    IdempotencyConflict,
+    InstanceNotFound,
+    RoleNotAllowed,
+    UsageError,
+    VersionConflict,
+)
+from workflow.evidence import check_fiscal_year, parse_date
+from workflow.machine import CompiledMachine, Configuration, GuardFunction, compile_program
+from workflow.model import Program
+from workflow.records import (
+    Event,
+    FireResult,
+    Instance,
+    Report,
+    ReportRow,
+    VerifyProblem,
+    VerifyResult,
+)
+from workflow.registry import Registry
+from workflow.storage import EventRow, InstanceRow, Store, os_user
+
+DEFAULT_URL = "sqlite:///workflow.db"
+POLICY_NONE = "none"
+
+
+def now_utc() -> str:
+    """The current time as stored: ISO 8601 UTC with microseconds (sorts as text)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _config_text(config: Configuration) -> str:
+    return json.dumps(list(config), separators=(",", ":"), ensure_ascii=False)
+
+
+def _config_of(text: str | None) -> Configuration | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+def _request_hash(*parts: Any) -> str:
+    return hashlib.sha256(
+        json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    program: Program
+    machine: CompiledMachine
+    definition_id: int
+
+
+class Engine:
+    """A workflow engine over one database.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///workflow.db``, ``postgresql+psycopg://...``);
+    ``definitions`` adds directories or files of programs to the bundled ones; ``guards``
+    registers named guard functions that definitions refer to with ``function: NAME``.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        definitions: Sequence[str | Path] = (),
+        *,
+        guards: Mapping[str, GuardFunction] | None = None,
+    ) -> None:
+        self.url = url
+        self.registry = Registry(definitions)
+        self.guards: dict[str, GuardFunction] = dict(guards or {})
+        self.store = Store(url)
+        self._by_definition: dict[int, _Loaded] = {}
+        self._stored: dict[tuple[str, int, str], int] = {}
+        self._os_user = os_user()
+
+    def close(self) -> None:
+        self.store.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ schema and programs
+
+    def init(self) -> tuple[str | None, str]:
+        """Create or upgrade the schema; safe to repeat. Returns (revision before, after)."""
+        return self.store.init()
+
+    def programs(self) -> list[Program]:
+        return self.registry.programs()
+
+    def program(self, program_id: str, version: int | None = None) -> Program:
+        return self.registry.get(program_id, version)
+
+    def _loaded(self, definition_id: int) -> _Loaded:
+        loaded = self._by_definition.get(definition_id)
+        if loaded is None:
+            row = self.store.definition(definition_id)
+            program = self.registry.find(row.program, row.version)
+            if program is None or program.content_hash != row.content_hash:
+                # The file changed or is gone: the instance keeps the exact text it started on.
+                program = Registry((), bundled=False).add_text(
+                    row.source_text, f"<stored {row.program} v{row.version}>")
+            loaded = _Loaded(program, compile_program(program), definition_id)
+            self._by_definition[definition_id] = loaded
+        return loaded
+
+    def _store_definition(self, program: Program) -> _Loaded:
+        key = (program.id, program.version, program.content_hash)
+        definition_id = self._stored.get(key)
+        if definition_id is None:
+            definition_id = self.store.ensure_definition(
+                program.id, program.version, program.content_hash, program.source_file,
+                program.source_text, now_utc())
+            self._stored[key] = definition_id
+        loaded = self._by_definition.get(definition_id)
+        if loaded is None:
+            loaded = _Loaded(program, compile_program(program), definition_id)
+            self._by_definition[definition_id] = loaded
+        return loaded
+
+    # ------------------------------------------------------------------ records
+
+    def _instance(self, row: InstanceRow, happened: Callable[[], set[str]] | None = None
+                  ) -> Instance:
+        loaded = self._loaded(row.definition_id)
+        config = tuple(json.loads(row.active))
+        available = loaded.machine.available(config, happened=happened or (lambda: set()))
+        return Instance(
+            id=row.id, program=row.program, program_version=row.program_version,
+            area=_areas.get(row.area_code), fiscal_year=row.fiscal_year, title=row.title,
+            state=row.state, active=config, version=row.version, created_at=row.created_at,
+            updated_at=row.updated_at, available_triggers=available,
+            final=loaded.machine.is_final(config),
+        )
+
+    @staticmethod
+    def _event(row: EventRow, program: str | None = None, area: str | None = None) -> Event:
+        return Event(
+            id=row.id, instance=row.instance_id, seq=row.seq, trigger=row.trigger,
+            from_=_config_of(row.from_state), to=_config_of(row.to_state) or (),
+            actor=row.actor, role=row.role, os_user=row.os_user, at=row.at,
+            evidence=json.loads(row.evidence), note=row.note,
+            definition_hash=row.definition_hash, policy=row.policy, prev_hash=row.prev_hash,
+            hash=row.hash, program=program, area=area,
+        )
+
+    def _append(self, conn: Any, *, instance: int, seq: int, trigger: str,
+                before: Configuration | None, after: Configuration, actor: str, role: str,
+                at: str, evidence: Mapping[str, Any], note: str | None, definition_hash: str,
+                prev_hash: str) -> EventRow:
+        values = dict(
+            instance_id=instance, seq=seq, trigger=trigger,
+            from_state=None if before is None else _config_text(before),
+            to_state=_config_text(after), actor=actor, role=role, os_user=self._os_user, at=at,
+            evidence=_audit.canonical_json(dict(evidence)), note=note,
+            definition_hash=definition_hash, policy=POLICY_NONE, prev_hash=prev_hash,
+        )
+        values["hash"] = _audit.event_hash(
+            instance=instance, seq=seq, trigger=trigger, from_state=values["from_state"],
+            to_state=values["to_state"], actor=actor, role=role, os_user=self._os_user, at=at,
+            evidence=values["evidence"], note=note, definition_hash=definition_hash,
+            policy=POLICY_NONE, prev_hash=prev_hash,
+        )
+        event_id = self.store.insert_event(conn, values)
+        return EventRow(id=event_id, **values)
+
+    # ------------------------------------------------------------------ changes
+
+    def start(
+        self,
+        program: str,
+        *,
+        area: str,
+        fiscal_year: int | str,
+        actor: str,
+        role: str,
+        title: str | None = None,
+        key: str | None = None,
+        allow_duplicate: bool = False,
+        note: str | None = None,
+    ) -> Instance:
+        """Start ``program`` for an area and (Buddhist-Era) fiscal year; its first event is
+        ``start``. Refused as a duplicate unless ``allow_duplicate``."""
+        definition = self.registry.get(program)
+        the_area = _areas.resolve(str(area))
+        year = check_fiscal_year(fiscal_year)
+        actor = _clean_name(actor, "actor")
+        if role not in definition.start_roles:
+            raise RoleNotAllowed("start", role, definition.start_roles)
+        title = title.strip() if title and title.strip() else None
+        request = _request_hash("start", definition.id, the_area.code, year, actor, role, title,
+                                allow_duplicate, note)
+        loaded = self._store_definition(definition)
+        machine = loaded.machine
+
+        def work(conn: Any) -> int:
+            if key is not None:
+                replay = self._replay(conn, key, request)
+                if replay is not None:
+                    return replay[0]
+            existing, duplicate_no = self.store.find_duplicate(conn, definition.id, the_area.code, year)
+            if existing is not None and not allow_duplicate:
+                raise DuplicateInstance(definition.id, the_area.code, year, existing)
+            at = now_utc()
+            config = machine.initial()
+            instance_id = self.store.insert_instance(conn, dict(
+                program=definition.id, program_version=definition.version,
+                definition_id=loaded.definition_id, area_code=the_area.code,
+                province_code=the_area.province_code, fiscal_year=year, duplicate_no=duplicate_no,
+                title=title, state=machine.top_state(config), active=_config_text(config),
+                version=1, head_hash=_audit.GENESIS, created_at=at, updated_at=at))
+            identity = {"program": definition.id, "program_version": definition.version,
+                        "area": the_area.code, "fiscal_year": year, "title": title,
+                        "duplicate_no": duplicate_no}
+            event = self._append(
+                conn, instance=instance_id, seq=1, trigger="start", before=None, after=config,
+                actor=actor, role=role, at=at, evidence=identity, note=note,
+                definition_hash=definition.content_hash, prev_hash=_audit.GENESIS)
+            self.store.set_head(conn, instance_id, event.hash)
+            if key is not None:
+                self.store.insert_key(conn, key, request, instance_id, 1, at)
+            return instance_id
+
+        instance_id = self._write(work, duplicate=(definition.id, the_area.code, year, allow_duplicate))
+        return self.get(instance_id)
+
+    def fire(
+        self,
+        instance_id: int,
+        trigger: str,
+        *,
+        actor: str,
+        role: str,
+        evidence: Mapping[str, object] | None = None,
+        note: str | None = None,
+        expect_version: int | None = None,
+        key: str | None = None,
+    ) -> FireResult:
+        """Fire ``trigger`` on an instance, recording ``evidence``; one transaction."""
+        actor = _clean_name(actor, "actor")
+        note = note.strip() if note and note.strip() else None
+        request = _request_hash("fire", instance_id, trigger, actor, role, dict(evidence or {}), note)
+
+        def work(conn: Any) -> tuple[EventRow, InstanceRow, bool]:
+            if key is not None:
+                replay = self._replay(conn, key, request)
+                if replay is not None:
+                    row = self.store.get_instance(conn, replay[0])
+                    event = self.store.event_at(conn, replay[0], replay[1])
+                    assert row is not None and event is not None
+                    return event, row, True
+            row = self.store.lock_instance(conn, instance_id)
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            if expect_version is not None and row.version != expect_version:
+                raise VersionConflict(instance_id, expect_version, row.version)
+            loaded = self._loaded(row.definition_id)
+            config: Configuration = tuple(json.loads(row.active))
+            context = {"instance": row.id, "area": row.area_code, "fiscal_year": row.fiscal_year}
+            step = loaded.machine.apply(
+                config, trigger, role, evidence,
+                happened=lambda: self.store.triggers_of(conn, row.id),
+                functions=self.guards, context=context,
+            )
+            at = now_utc()
+            event = self._append(
+                conn, instance=row.id, seq=row.version + 1, trigger=trigger, before=config,
+                after=step.after, actor=actor, role=role, at=at, evidence=step.evidence,
+                note=note, definition_hash=loaded.program.content_hash, prev_hash=row.head_hash)
+            state = loaded.machine.top_state(step.after)
+            active = _config_text(step.after)
+            if not self.store.advance_instance(conn, row.id, row.version, state, active,
+                                               event.hash, at):
+                raise VersionConflict(row.id, row.version, row.version + 1)
+            if key is not None:
+                self.store.insert_key(conn, key, request, row.id, event.seq, at)
+            new_row = row._replace(state=state, active=active, version=row.version + 1,
+                                   head_hash=event.hash, updated_at=at)
+            return event, new_row, False
+
+        event_row, inst_row, replayed = self._write(work)
+        loaded = self._loaded(inst_row.definition_id)
+        happened = None
+        if any(loaded.machine.needs_history(t) for t in loaded.machine.triggers_from(
+                tuple(json.loads(inst_row.active)))):
+            happened = lambda: self._triggers(inst_row.id)  # noqa: E731
+        return FireResult(event=self._event(event_row), instance=self._instance(inst_row, happened),
+                          replayed=replayed)
+
+    def _replay(self, conn: Any, key: str, request: str) -> tuple[int, int] | None:
+        if not key.strip() or len(key) > 200:
+            raise UsageError("an idempotency key is 1 to 200 characters")
+        found = self.store.find_key(conn, key)
+        if found is None:
+            return None
+        stored_request, instance_id, seq = found
+        if stored_request != request:
+            raise IdempotencyConflict(key)
+        return instance_id, seq
+
+    def _write(self, work: Callable[[Any], Any], duplicate: tuple[str, str, int, bool] | None = None
+               ) -> Any:
+        """Run a change; a unique-key collision means another writer won: say who."""
+        from workflow.errors import DatabaseUnavailable
+
+        try:
+            return self.store.run(work, write=True)
+        except DatabaseUnavailable as e:
+            if not self.store.is_integrity_error(e.__cause__):
+                raise
+            # Another writer committed the same key, duplicate or sequence number first.
+            # Run again: the re-read sees their change and answers accordingly.
+            try:
+                return self.store.run(work, write=True)
+            except DatabaseUnavailable as again:
+                if self.store.is_integrity_error(again.__cause__):
+                    from workflow.errors import Conflict
+
+                    raise Conflict("a concurrent change collided with this one; try again") from again
+                raise
+
+    def _triggers(self, instance_id: int) -> set[str]:
+        return self.store.run(lambda conn: self.store.triggers_of(conn, instance_id))
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, instance_id: int) -> Instance:
+        """The instance as it is now, with the triggers available from its state."""
+
+        def work(conn: Any) -> Instance:
+            row = self.store.get_instance(conn, int(instance_id))
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            return self._instance(row, lambda: self.store.triggers_of(conn, row.id))
+
+        return self.store.run(work)
+
+    def available_triggers(self, instance_id: int, role: str | None = None) -> tuple[str, ...]:
+        """Triggers that may fire now (for ``role``, if given): state, roles and every guard
+        that does not depend on the evidence are taken into account."""
+
+        def work(conn: Any) -> tuple[str, ...]:
+            row = self.store.get_instance(conn, int(instance_id))
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            machine = self._loaded(row.definition_id).machine
+            return machine.available(tuple(json.loads(row.active)), role,
+                                     happened=lambda: self.store.triggers_of(conn, row.id))
+
+        return self.store.run(work)
+
+    def list(
+        self,
+        *,
+        program: str | None = None,
+        state: str | None = None,
+        area: str | None = None,
+        fiscal_year: int | str | None = None,
+        limit: int | None = None,
+    ) -> list[Instance]:
+        """Instances, oldest first; ``area`` matches the area and everything inside it."""
+        code = _areas.resolve(area).code if area else None
+        year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
+        if program is not None:
+            self.registry.get(program)
+
+        def work(conn: Any) -> list[Instance]:
+            rows = self.store.list_instances(conn, program=program, state=state, area=code,
+                                             fiscal_year=year, limit=limit)
+            return [self._instance(r, lambda r=r: self.store.triggers_of(conn, r.id)) for r in rows]
+
+        return self.store.run(work)
+
+    def history(self, instance_id: int) -> list[Event]:
+        """The instance's events, oldest first (the first is ``start``)."""
+
+        def work(conn: Any) -> list[Event]:
+            rows = self.store.events_of(conn, int(instance_id))
+            if not rows and self.store.get_instance(conn, int(instance_id)) is None:
+                raise InstanceNotFound(instance_id)
+            return [self._event(r) for r in rows]
+
+        return self.store.run(work)
+
+    def audit_log(
+        self,
+        *,
+        actor: str | None = None,
+        program: str | None = None,
+        area: str | None = None,
+        since: str | dt.date | None = None,
+        until: str | dt.date | None = None,
+        instance: int | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Events across instances, oldest first. ``since``/``until`` are dates (CE or BE,
+        ``until`` inclusive) or ISO timestamps."""
+        code = _areas.resolve(area).code if area else None
+        lo = _bound(since, end=False)
+        hi = _bound(until, end=True)
+
+        def work(conn: Any) -> list[Event]:
+            return [self._event(row, program=p, area=a) for row, p, a in self.store.audit_log(
+                conn, actor=actor, program=program, area=code, since=lo, until=hi,
+                instance=instance, limit=limit)]
+
+        return self.store.run(work)
+
+    def report(self, *, program: str | None = None, fiscal_year: int | str | None = None
+               ) -> Report:
+        """Instances per program, province and top-level state; for programs with parallel
+        states, how many instances have finished each region."""
+        year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
+        groups = self.store.run(lambda conn: self.store.report(conn, program=program,
+                                                               fiscal_year=year))
+        merged: dict[tuple[str, str, str], tuple[int, dict[str, int]]] = {}
+        for prog, province, state, active, count in groups:
+            count_before, regions = merged.get((prog, province, state), (0, {}))
+            done = _regions_done(self.registry, prog, state, active)
+            for region, finished in done.items():
+                regions[region] = regions.get(region, 0) + (count if finished else 0)
+            merged[(prog, province, state)] = (count_before + count, regions)
+        rows = tuple(
+            ReportRow(program=prog, province=_areas.get(province), state=state, count=count,
+                      regions_done=regions)
+            for (prog, province, state), (count, regions) in sorted(merged.items())
+        )
+        return Report(fiscal_year=year, rows=rows)
+
+    # ------------------------------------------------------------------ audit
+
+    def digest(self) -> Digest:
+        """A commitment to the head of every instance's chain, as of now."""
+        heads: dict[str, tuple[int, str]] = {}
+        with self.store.snapshot() as conn:
+            taken = now_utc()
+            for row in self.store.stream_instances(conn):
+                heads[str(row.id)] = (row.version, row.head_hash)
+        return Digest(instances=len(heads), events=sum(s for s, _ in heads.values()),
+                      root=Digest.root_of(heads), heads=heads, taken_at=taken)
+
+    def verify(self, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
+        """Re-compute every chain and check each instance against its last event; with a
+        ``digest``, also check that everything it covered is still there, unchanged."""
+        if digest is not None and not isinstance(digest, Digest):
+            try:
+                digest = Digest.from_dict(digest)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        problems: list[VerifyProblem] = []
+        events = instances = 0
+        wanted = {int(k): s for k, (s, _) in digest.heads.items()} if digest else {}
+        found: dict[int, tuple[int, str]] = {}
+        with self.store.snapshot() as conn:
+            definitions = {d.id: d for d in self.store.all_definitions(conn)}
+            for d in definitions.values():
+                if hashlib.sha256(d.source_text.encode("utf-8")).hexdigest() != d.content_hash:
+                    problems.append(VerifyProblem(None, None,
+                                                  f"stored definition {d.program} v{d.version} "
+                                                  "was altered (its text no longer matches its hash)"))
+            pairs = _audit.merge_by_instance(
+                self.store.stream_instances(conn),
+                _audit.chains(self.store.stream_events(conn), wanted, found))
+            for inst, chain in pairs:
+                if chain is not None:
+                    events += chain.events
+                if inst is not None:
+                    instances += 1
+                problem = _check_instance(inst, chain, definitions)
+                if problem is not None:
+                    problems.append(problem)
+        if digest is not None:
+            for key, (seq, head) in sorted(digest.heads.items(), key=lambda kv: int(kv[0])):
+                now = found.get(int(key))
+                if now is None:
+                    problems.append(VerifyProblem(int(key), seq, "event covered by the digest is "
+                                                  "missing (instance or events removed)"))
+                elif now[1] != head:
+                    problems.append(VerifyProblem(int(key), seq, "event differs from the one the "
+                                                  "digest covered"))
+        problems.sort(key=lambda p: (p.instance is not None, p.instance or 0, p.seq or 0))
+        return VerifyResult(ok=not problems, events_checked=events, instances_checked=instances,
+                            problems=tuple(problems), digest_checked=digest is not None)
+
+
+def _check_instance(inst: InstanceRow | None, chain: _audit.Chain | None,
+                    definitions: Mapping[int, Any]) -> VerifyProblem | None:
+    if inst is None:
+        assert chain is not None
+        return VerifyProblem(chain.instance, chain.first.seq, "events belong to no instance")
+    if chain is None:
+        return VerifyProblem(inst.id, 0, "instance has no events (its trail was removed)")
+    if chain.problem is not None:
+        return chain.problem
+    first = chain.first
+    if first.trigger != "start" or first.from_state is not None:
+        return VerifyProblem(inst.id, first.seq, "the first event is not the instance's start")
+    try:
+        identity = json.loads(first.evidence)
+    except ValueError:
+        return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
+    expected = {"program": inst.program, "program_version": inst.program_version,
+                "area": inst.area_code, "fiscal_year": inst.fiscal_year, "title": inst.title,
+                "duplicate_no": inst.duplicate_no}
+    for field, value in expected.items():
+        if identity.get(field) != value:
+            return VerifyProblem(inst.id, 0, f"instance {field} differs from its start event")
+    if inst.province_code != inst.area_code[:2]:
+        return VerifyProblem(inst.id, 0, "instance province differs from its area")
+    if inst.created_at != first.at:
+        return VerifyProblem(inst.id, 0, "instance created_at differs from its start event")
+    checks = (
+        (inst.version == chain.last_seq, "version"),
+        (inst.head_hash == chain.head, "head hash"),
+        (inst.active == chain.last_to, "active states"),
+        (inst.updated_at == chain.last_at, "updated_at"),
+        (chain.last_to is not None and inst.state == json.loads(chain.last_to)[0].split(".")[0],
+         "state"),
+    )
+    for ok, what in checks:
+        if not ok:
+            return VerifyProblem(inst.id, chain.last_seq,
+                                 f"instance {what} differs from its last event")
+    definition = definitions.get(inst.definition_id)
+    if definition is None or (definition.program, definition.version) != (
+            inst.program, inst.program_version):
+        return VerifyProblem(inst.id, 0, "instance refers to a missing or different definition")
+    if chain.definition_hashes != {definition.content_hash}:
+        return VerifyProblem(inst.id, 0, "events were recorded under a different definition "
+                             "than the one stored for this instance")
+    return None
+
+
+def _regions_done(registry: Registry, program: str, state: str, active: str) -> dict[str, bool]:
+    return _regions_done_cached(registry, program, state, active)
+
+
+@lru_cache(maxsize=1024)
+def _regions_done_cached(registry: Registry, program: str, state: str, active: str
+                         ) -> dict[str, bool]:
+    try:
+        definition = registry.get(program)
+    except Exception:
+        return {}
+    top = definition.state(state)
+    if top is None or not top.regions:
+        return {}
+    config = json.loads(active)
+    finals = {s.path for s in definition.all_states() if s.final}
+    out = {}
+    for region in top.regions:
+        prefix = f"{state}.{region.name}."
+        leaves = [p for p in config if p.startswith(prefix)]
+        out[region.name] = bool(leaves) and all(p in finals for p in leaves)
+    return out
+
+
+def _bound(value: str | dt.date | None, *, end: bool) -> str | None:
+    """A date or timestamp bound as stored text; a date ``until`` includes that whole day."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and "T" in value:
+        return value
+    try:
+        day = parse_date(value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if end:
+        day = day + dt.timedelta(days=1)
+    return day.isoformat() + "T00:00:00.000000Z"
+
+
+def _clean_name(name: str, what: str) -> str:
+    text = (name or "").strip()
+    if not text:
+        raise UsageError(f"{what} must not be empty")
+    if len(text) > 200 or any(ord(c) < 32 for c in text):
+        raise UsageError(f"{what} must be at most 200 printable characters")
+    return text
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

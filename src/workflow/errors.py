@@ -1,0 +1,255 @@
+"""The exceptions of workflow: one root, a shallow tree, one exit code per branch.
+
+Every error the engine raises on purpose is a :class:`WorkflowError`. Each branch maps to one
+exit code of the command line (CONTRACT §4), so the CLI needs no table of its own::
+
+    WorkflowError                      (exit_code 1)
+    ├── DefinitionError                1   a definition file is invalid (carries .problems)
+    ├── UsageError                     2   a request that cannot be understood (bad option value)
+    ├── NotFound                       3
+    │   ├── ProgramNotFound
+    │   ├── InstanceNotFound
+    │   ├── AreaNotFound               (also: a name matching several areas, with .candidates)
+    │   └── GrantNotFound
+    ├── Refused                        4
+    │   ├── TriggerNotAllowed          unknown trigger, or not allowed in the current state
+    │   ├── EvidenceInvalid            missing, undeclared or ill-typed evidence
+    │   ├── GuardFailed
+    │   ├── RoleNotAllowed             the transition does not allow this role
+    │   └── PermissionDenied           the actor holds no grant covering this change
+    ├── Conflict                       5
+    │   ├── VersionConflict            --expect-version did not match, or a concurrent change won
+    │   ├── DuplicateInstance
+    │   ├── IdempotencyConflict        a key reused for a different request
+    │   └── DefinitionChanged          a stored (program, version) differs from the file
+    └── StorageError                   6
+        ├── DatabaseUnavailable        down, locked, read-only, full, bad credentials
+        └── SchemaOutOfDate            missing, older or newer schema
+
+Exceptions carry their data as attributes and build their own message, so callers can react
+to the data and the CLI can print ``str(error)`` as its one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class WorkflowError(Exception):
+    """Root of every error workflow raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a definition file, reported as ``FILE:LINE: CODE message``."""
+
+    file: str
+    line: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.code} {self.message}"
+
+
+class DefinitionError(WorkflowError):
+    """A definition file is invalid; ``problems`` lists every problem found in it."""
+
+    exit_code = 1
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        first = str(self.problems[0]) if self.problems else "invalid definition"
+        more = len(self.problems) - 1
+        super().__init__(first + (f" (and {more} more)" if more > 0 else ""))
+
+
+class UsageError(WorkflowError):
+    """A request the engine cannot understand (a malformed value, a bad option)."""
+
+    exit_code = 2
+
+
+class NotFound(WorkflowError):
+    """Something named by the caller does not exist."""
+
+    exit_code = 3
+
+
+class ProgramNotFound(NotFound):
+    def __init__(self, program: str, version: int | None = None, known: Sequence[str] = ()) -> None:
+        self.program = program
+        self.version = version
+        self.known = tuple(known)
+        what = f"{program!r} version {version}" if version is not None else repr(program)
+        hint = f" (known: {', '.join(self.known)})" if self.known else ""
+        super().__init__(f"unknown program {what}{hint}")
+
+
+class InstanceNotFound(NotFound):
+    def __init__(self, instance: object) -> None:
+        self.instance = instance
+        super().__init__(f"no instance {instance!r}")
+
+
+class AreaNotFound(NotFound):
+    """No area matches, or a name matches several (``candidates`` then lists them)."""
+
+    def __init__(self, query: str, candidates: Sequence[str] = ()) -> None:
+        self.query = query
+        self.candidates = tuple(candidates)
+        if self.candidates:
+            shown = "; ".join(self.candidates[:10])
+            more = f"; and {len(self.candidates) - 10} more" if len(self.candidates) > 10 else ""
+            msg = f"area {query!r} is ambiguous, give a code: {shown}{more}"
+        else:
+            msg = f"unknown area {query!r} (give a DOPA code: 2, 4 or 6 digits, or a Thai/English name)"
+        super().__init__(msg)
+
+
+class GrantNotFound(NotFound):
+    def __init__(self, actor: str, role: str, area: str | None, program: str | None) -> None:
+        self.actor, self.role, self.area, self.program = actor, role, area, program
+        scope = f" area {area}" if area else " everywhere"
+        scope += f" program {program}" if program else ""
+        super().__init__(f"{actor!r} holds no grant {role}{scope}")
+
+
+class Refused(WorkflowError):
+    """The change is not allowed; nothing was written."""
+
+    exit_code = 4
+
+
+class TriggerNotAllowed(Refused):
+    def __init__(self, trigger: str, state: str, allowed: Sequence[str], known: bool) -> None:
+        self.trigger = trigger
+        self.state = state
+        self.allowed = tuple(allowed)
+        self.known = known
+        now = ", ".join(self.allowed) if self.allowed else "none"
+        if known:
+            msg = f"trigger {trigger!r} is not allowed in state {state!r} (allowed now: {now})"
+        else:
+            msg = f"unknown trigger {trigger!r} (allowed now: {now})"
+        super().__init__(msg)
+
+
+class EvidenceInvalid(Refused):
+    def __init__(self, trigger: str, field: str, reason: str) -> None:
+        self.trigger = trigger
+        self.field = field
+        self.reason = reason
+        super().__init__(f"evidence {field!r} for {trigger!r}: {reason}")
+
+
+class GuardFailed(Refused):
+    def __init__(self, trigger: str, guard: str) -> None:
+        self.trigger = trigger
+        self.guard = guard
+        super().__init__(f"{trigger!r} refused: guard not met: {guard}")
+
+
+class RoleNotAllowed(Refused):
+    def __init__(self, trigger: str, role: str, allowed: Sequence[str]) -> None:
+        self.trigger = trigger
+        self.role = role
+        self.allowed = tuple(allowed)
+        super().__init__(
+            f"role {role!r} may not fire {trigger!r} (allowed roles: {', '.join(self.allowed)})"
+        )
+
+
+class PermissionDenied(Refused):
+    def __init__(self, actor: str, role: str, action: str, reason: str) -> None:
+        self.actor = actor
+        self.role = role
+        self.action = action
+        self.reason = reason
+        super().__init__(f"{actor!r} as {role} may not {action}: {reason}")
+
+
+class Conflict(WorkflowError):
+    """The change collides with the stored state; nothing was written."""
+
+    exit_code = 5
+
+
+class VersionConflict(Conflict):
+    def __init__(self, instance: int, expected: int, actual: int) -> None:
+        self.instance = instance
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"instance {instance} is at version {actual}, not {expected} (changed meanwhile?)"
+        )
+
+
+class DuplicateInstance(Conflict):
+    def __init__(self, program: str, area: str, fiscal_year: int, existing: int) -> None:
+        self.program = program
+        self.area = area
+        self.fiscal_year = fiscal_year
+        self.existing = existing
+        super().__init__(
+            f"{program} already runs for area {area} in fiscal year {fiscal_year} "
+            f"(instance {existing}); pass --allow-duplicate to start another"
+        )
+
+
+class IdempotencyConflict(Conflict):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} was already used for a different request")
+
+
+class DefinitionChanged(Conflict):
+    def __init__(self, program: str, version: int, stored: str, current: str) -> None:
+        self.program, self.version, self.stored, self.current = program, version, stored, current
+        super().__init__(
+            f"definition {program} version {version} differs from the one stored "
+            f"(hash {current[:12]} vs {stored[:12]}); give the changed file a new version"
+        )
+
+
+class StorageError(WorkflowError):
+    """The database cannot be used as asked."""
+
+    exit_code = 6
+
+
+class DatabaseUnavailable(StorageError):
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"database {url} unavailable: {reason}")
+
+
+class SchemaOutOfDate(StorageError):
+    """The schema is missing or older than this code expects (or newer: then upgrade workflow)."""
+
+    def __init__(self, url: str, current: str | None, expected: str, newer: bool = False) -> None:
+        self.url = url
+        self.current = current
+        self.expected = expected
+        self.newer = newer
+        if current is None:
+            msg = f"database {url} has no workflow schema; run `workflow init`"
+        elif newer:
+            msg = (
+                f"database {url} is at schema {current}, newer than this workflow knows "
+                f"({expected}); upgrade workflow"
+            )
+        else:
+            msg = (
+                f"database {url} is at schema {current}, this workflow needs {expected}; "
+                "run `workflow init`"
+            )
+        super().__init__(msg)

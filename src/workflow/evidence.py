@@ -1,0 +1,181 @@
+"""Evidence: turning what a person typed (or an API passed) into typed, canonical values.
+
+Evidence is what makes an audit trail worth reading, so it is checked strictly: undeclared
+fields are refused (a typo must not pass silently), required fields must be there, and every
+value is converted to one canonical JSON form (dates as CE ``YYYY-MM-DD``) before it is hashed.
+Dates may be given in the Buddhist Era, as the source documents write them: a year of 2400 or
+more is read as BE and stored as CE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping
+
+from workflow.errors import EvidenceInvalid, UsageError
+from workflow.model import EvidenceField, Transition
+
+#: The JSON-compatible values evidence is stored as.
+EvidenceValue = str | int | float | bool
+
+BE_OFFSET = 543
+BE_THRESHOLD = 2400
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_TRUE = {"true", "yes", "y", "1", "on", "ใช่"}
+_FALSE = {"false", "no", "n", "0", "off", "ไม่ใช่"}
+
+
+def parse_date(value: object) -> dt.date:
+    """Read a date given as ``YYYY-MM-DD`` (CE, or BE when the year is 2400 or more)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date YYYY-MM-DD, got {_show(value)}")
+    m = _DATE.match(value.strip())
+    if not m:
+        raise ValueError(f"expected a date YYYY-MM-DD (CE or BE), got {_show(value)}")
+    year, month, day = (int(x) for x in m.groups())
+    if year >= BE_THRESHOLD:
+        year -= BE_OFFSET
+    try:
+        return dt.date(year, month, day)
+    except ValueError as e:
+        raise ValueError(f"{value.strip()} is not a real date ({e})") from None
+
+
+def to_be(date_text: str) -> str:
+    """Show a stored CE date ``YYYY-MM-DD`` with its Buddhist-Era year."""
+    m = _DATE.match(date_text)
+    if not m:
+        return date_text
+    return f"{int(m.group(1)) + BE_OFFSET:04d}-{m.group(2)}-{m.group(3)}"
+
+
+def fiscal_year_of(date: dt.date) -> int:
+    """The Thai fiscal year (BE) a date falls in: FY N runs 1 Oct N-1 to 30 Sep N."""
+    return date.year + BE_OFFSET + (1 if date.month >= 10 else 0)
+
+
+def check_fiscal_year(value: object) -> int:
+    """A fiscal year is Buddhist Era; a CE year is a likely mistake worth a clear message."""
+    try:
+        year = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise UsageError(f"fiscal year must be a Buddhist-Era year such as 2564, not {_show(value)}") from None
+    if isinstance(value, bool) or not 2400 <= year <= 2800:
+        hint = f" (did you mean {year + BE_OFFSET}?)" if 1857 <= year <= 2257 else ""
+        raise UsageError(f"fiscal year must be a Buddhist-Era year such as 2564, not {year}{hint}")
+    return year
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def convert(field: EvidenceField, value: object) -> EvidenceValue:
+    """Convert one value to the field's type; ``ValueError`` says why it does not fit."""
+    t = field.type
+    if t == "text":
+        if not isinstance(value, str):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"expected text, got {_show(value)}")
+            value = str(value)
+        text = value.strip()
+        if not text:
+            raise ValueError("is empty")
+        if "\x00" in text:
+            raise ValueError("contains a NUL character")
+        if len(text) > field.max_length:
+            raise ValueError(f"is {len(text)} characters long, at most {field.max_length} allowed")
+        return text
+    if t == "integer":
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number, got {_show(value)}")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str):
+            try:
+                value = int(value.strip().replace(",", ""))
+            except ValueError:
+                raise ValueError(f"expected a whole number, got {_show(value)}") from None
+        if not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {_show(value)}")
+        if abs(value) > 2**53:
+            raise ValueError(f"{value} is too large")
+        _bounds(field, value)
+        return value
+    if t == "number":
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {_show(value)}")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip().replace(",", ""))
+            except ValueError:
+                raise ValueError(f"expected a number, got {_show(value)}") from None
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {_show(value)}")
+        number = float(value)
+        _bounds(field, number)
+        # Whole numbers are kept as integers so that 25 and 25.0 hash the same.
+        return int(number) if number.is_integer() and abs(number) <= 2**53 else number
+    if t == "date":
+        return parse_date(value).isoformat()
+    if t == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    # choice
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+    if text is None or text not in field.choices:
+        raise ValueError(f"must be one of {', '.join(field.choices)}, got {_show(value)}")
+    return text
+
+
+def _bounds(field: EvidenceField, value: float) -> None:
+    if field.min is not None and value < field.min:
+        raise ValueError(f"{value} is below the minimum {field.min:g}")
+    if field.max is not None and value > field.max:
+        raise ValueError(f"{value} is above the maximum {field.max:g}")
+
+
+def validate(transition: Transition, raw: Mapping[str, object] | None) -> dict[str, EvidenceValue]:
+    """Check and convert the evidence for ``transition``; raise :class:`EvidenceInvalid`."""
+    raw = raw or {}
+    fields = {f.name: f for f in transition.evidence}
+    out: dict[str, EvidenceValue] = {}
+    for name, value in raw.items():
+        field = fields.get(name)
+        if field is None:
+            known = ", ".join(fields) or "none"
+            raise EvidenceInvalid(transition.trigger, str(name), f"not declared (declared: {known})")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue  # an empty optional value is no value; required ones are caught below
+        try:
+            out[name] = convert(field, value)
+        except ValueError as e:
+            raise EvidenceInvalid(transition.trigger, name, str(e)) from None
+    for field in transition.evidence:
+        if field.required and field.name not in out:
+            raise EvidenceInvalid(transition.trigger, field.name, "required but missing")
+    # Canonical order: the definition's, so the stored JSON does not depend on the caller.
+    return {f.name: out[f.name] for f in transition.evidence if f.name in out}
+
+
+def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Read ``FIELD=VALUE`` pairs from the command line."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
+        if name.strip() in out:
+            raise UsageError(f"--set {name.strip()} given twice")
+        out[name.strip()] = value
+    return out

@@ -1,0 +1,377 @@
+"""Compiling a program into one shared ``transitions`` machine that advances plain data.
+
+An instance's state is a *configuration*: the tuple of its active leaf states as dotted paths
+(``("planned",)``, or one leaf per region inside a parallel state). Each (program, version) is
+compiled once into a ``transitions`` machine with ``auto_transitions=False`` (no ``to_<state>``
+backdoors); applying a trigger puts a configuration on a throwaway token, lets the machine
+decide, and reads the new configuration back. No machine is ever built per instance, so the
+cost of compiling is paid once per process.
+
+The refusals are precise because every check runs as a ``transitions`` condition that notes
+why it failed: role, then evidence, then each guard, in that order.
+
+This is the only module that imports ``transitions``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from transitions import Machine as _FlatMachine
+from transitions.extensions.nesting import HierarchicalMachine as _HierarchicalMachine
+from transitions.extensions.nesting import NestedState as _NestedState
+
+from workflow import evidence as _evidence
+from workflow.errors import (
+    EvidenceInvalid,
+    GuardFailed,
+    Refused,
+    RoleNotAllowed,
+    TriggerNotAllowed,
+    WorkflowError,
+)
+from workflow.evidence import EvidenceValue
+from workflow.model import (
+    CompareGuard,
+    FunctionGuard,
+    Guard,
+    HappenedGuard,
+    Program,
+    RegionsFinalGuard,
+    State,
+    Transition,
+)
+
+Configuration = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GuardContext:
+    """What a registered guard function is told about the transition being attempted."""
+
+    program: str
+    program_version: int
+    trigger: str
+    actor: str
+    role: str
+    evidence: Mapping[str, EvidenceValue]
+    active: Configuration
+    instance: int | None = None
+    area: str | None = None
+    fiscal_year: int | None = None
+
+
+GuardFunction = Callable[[GuardContext], bool]
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of applying a trigger: the transition taken, typed evidence, new configuration."""
+
+    transition: Transition
+    evidence: dict[str, EvidenceValue]
+    before: Configuration
+    after: Configuration
+
+
+@dataclass
+class _Attempt:
+    """Mutable scratch state for one trigger attempt; conditions write into it."""
+
+    role: str
+    raw_evidence: Mapping[str, object]
+    happened: Callable[[], Collection[str]]
+    functions: Mapping[str, GuardFunction]
+    context: dict[str, Any]
+    config: Configuration
+    failure: Refused | None = None
+    chosen: Transition | None = None
+    typed: dict[str, EvidenceValue] = field(default_factory=dict)
+
+    def fail(self, error: Refused) -> bool:
+        if self.failure is None:
+            self.failure = error
+        return False
+
+
+class _Token:
+    """The stand-in model a machine moves; it lives for one call only."""
+
+    state: Any
+
+
+class _DotState(_NestedState):  # type: ignore[misc]
+    # State and trigger ids are snake_case, so '_' cannot separate nested names.
+    separator = "."
+
+
+class _DotMachine(_HierarchicalMachine):  # type: ignore[misc]
+    state_cls = _DotState
+
+
+def _flatten(state: Any) -> Configuration:
+    if isinstance(state, str):
+        return (state,)
+    out: list[str] = []
+    for item in state:
+        out.extend(_flatten(item))
+    return tuple(out)
+
+
+class CompiledMachine:
+    """One program version compiled for reuse by every instance of it."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._by_path: dict[str, State] = {s.path: s for s in program.all_states()}
+        self._final = frozenset(p for p, s in self._by_path.items() if s.final)
+        self.hierarchical = any(s.parallel for s in program.states)
+        self._lock = threading.Lock()
+        self._order = {path: i for i, path in enumerate(self._by_path)}
+        transitions = [self._spec(t) for t in program.transitions]
+        common = dict(
+            model=None, transitions=transitions, initial=program.initial,
+            auto_transitions=False, send_event=True, ignore_invalid_triggers=True,
+        )
+        if self.hierarchical:
+            self._machine = _DotMachine(states=[self._state_spec(s) for s in program.states], **common)
+        else:
+            self._machine = _FlatMachine(states=[s.name for s in program.states], **common)
+        self._initial = self._enter(program.initial)
+        self._triggers_from = lru_cache(maxsize=4096)(self._compute_triggers_from)
+
+    # -- building
+
+    def _state_spec(self, s: State) -> Any:
+        if not s.regions:
+            return {"name": s.name, "final": s.final} if s.final else s.name
+        return {
+            "name": s.name,
+            "parallel": [
+                {"name": r.name, "initial": r.initial, "children": [self._state_spec(c) for c in r.states]}
+                for r in s.regions
+            ],
+        }
+
+    def _spec(self, t: Transition) -> dict[str, Any]:
+        conditions: list[Callable[[Any], bool]] = [
+            lambda ev, t=t: self._check_role(ev.kwargs["attempt"], t),
+            lambda ev, t=t: self._check_evidence(ev.kwargs["attempt"], t),
+        ]
+        for g in t.guards:
+            conditions.append(lambda ev, t=t, g=g: self._check_guard(ev.kwargs["attempt"], t, g))
+        conditions.append(lambda ev, t=t: self._choose(ev.kwargs["attempt"], t))
+        return {"trigger": t.trigger, "source": list(t.sources), "dest": t.dest, "conditions": conditions}
+
+    def _enter(self, path: str) -> Configuration:
+        """The configuration of entering ``path``: its own leaf, or every region's initial."""
+        state = self._by_path[path]
+        if not state.regions:
+            return (path,)
+        out: list[str] = []
+        for r in state.regions:
+            out.extend(self._enter(f"{path}.{r.name}.{r.initial}"))
+        return tuple(out)
+
+    # -- conditions (run by transitions, in order; the first failure is the one reported)
+
+    def _check_role(self, attempt: _Attempt, t: Transition) -> bool:
+        if attempt.role in t.roles:
+            return True
+        return attempt.fail(RoleNotAllowed(t.trigger, attempt.role, t.roles))
+
+    def _check_evidence(self, attempt: _Attempt, t: Transition) -> bool:
+        try:
+            attempt.typed = _evidence.validate(t, attempt.raw_evidence)
+        except EvidenceInvalid as e:
+            return attempt.fail(e)
+        return True
+
+    def _check_guard(self, attempt: _Attempt, t: Transition, g: Guard) -> bool:
+        ok = self.guard_holds(g, t, attempt)
+        return True if ok else attempt.fail(GuardFailed(t.trigger, g.describe()))
+
+    def _choose(self, attempt: _Attempt, t: Transition) -> bool:
+        attempt.chosen = t
+        return True
+
+    def guard_holds(self, g: Guard, t: Transition, attempt: _Attempt) -> bool:
+        if isinstance(g, HappenedGuard):
+            return g.trigger in attempt.happened()
+        if isinstance(g, RegionsFinalGuard):
+            return self.regions_final(g.state, attempt.config)
+        if isinstance(g, CompareGuard):
+            return _compare(g, t, attempt.typed)
+        return self._call(g, t, attempt)
+
+    def _call(self, g: FunctionGuard, t: Transition, attempt: _Attempt) -> bool:
+        fn = attempt.functions.get(g.name)
+        if fn is None:
+            attempt.fail(GuardFailed(t.trigger, f"guard function {g.name!r} is not registered"))
+            return False
+        ctx = GuardContext(
+            program=self.program.id, program_version=self.program.version, trigger=t.trigger,
+            role=attempt.role, evidence=dict(attempt.typed), active=attempt.config, **attempt.context,
+        )
+        try:
+            return bool(fn(ctx))
+        except WorkflowError:
+            raise
+        except Exception as e:
+            attempt.fail(GuardFailed(t.trigger, f"guard function {g.name!r} raised {type(e).__name__}: {e}"))
+            return False
+
+    # -- queries
+
+    def initial(self) -> Configuration:
+        return self._initial
+
+    def top_state(self, config: Configuration) -> str:
+        return config[0].split(".", 1)[0]
+
+    def is_final(self, config: Configuration) -> bool:
+        return all(p in self._final for p in config) and self.top_state(config) in self._final
+
+    def regions_final(self, path: str, config: Configuration) -> bool:
+        state = self._by_path.get(path)
+        if state is None or not state.regions:
+            return False
+        for r in state.regions:
+            prefix = f"{path}.{r.name}."
+            leaves = [p for p in config if p.startswith(prefix)]
+            if not leaves or not all(p in self._final for p in leaves):
+                return False
+        return True
+
+    def check_configuration(self, config: Configuration) -> bool:
+        """Whether ``config`` is one this program can be in (used by verify)."""
+        return bool(config) and all(p in self._by_path and not self._by_path[p].regions for p in config)
+
+    def _compute_triggers_from(self, config: Configuration) -> tuple[str, ...]:
+        found = set(self._machine.get_triggers(*config))
+        return tuple(t for t in self.program.triggers if t in found)
+
+    def triggers_from(self, config: Configuration) -> tuple[str, ...]:
+        """Triggers defined from this configuration, ignoring roles and guards."""
+        return self._triggers_from(config)
+
+    def _candidates(self, config: Configuration, trigger: str) -> list[Transition]:
+        active = set()
+        for leaf in config:
+            parts = leaf.split(".")
+            active.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return [t for t in self.program.transitions_for(trigger) if active.intersection(t.sources)]
+
+    def available(
+        self, config: Configuration, role: str | None = None,
+        happened: Callable[[], Collection[str]] | None = None,
+    ) -> tuple[str, ...]:
+        """Triggers that could fire now: allowed for ``role`` (if given) and with every guard
+        that does not depend on evidence (history, regions) holding."""
+        out = []
+        for trigger in self.triggers_from(config):
+            for t in self._candidates(config, trigger):
+                if role is not None and role not in t.roles:
+                    continue
+                attempt = _Attempt(role or "", {}, happened or (lambda: ()), {}, {}, config)
+                if all(self.guard_holds(g, t, attempt) for g in t.guards
+                       if isinstance(g, HappenedGuard | RegionsFinalGuard)):
+                    out.append(trigger)
+                    break
+        return tuple(out)
+
+    def needs_history(self, trigger: str) -> bool:
+        return any(isinstance(g, HappenedGuard) for t in self.program.transitions_for(trigger)
+                   for g in t.guards)
+
+    # -- applying
+
+    def apply(
+        self,
+        config: Configuration,
+        trigger: str,
+        role: str,
+        evidence: Mapping[str, object] | None = None,
+        *,
+        happened: Callable[[], Collection[str]] = lambda: (),
+        functions: Mapping[str, GuardFunction] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Step:
+        """Apply ``trigger`` to ``config``; return the :class:`Step` or raise a :class:`Refused`."""
+        if trigger not in self.triggers_from(config):
+            raise TriggerNotAllowed(
+                trigger, self.describe(config), self.triggers_from(config),
+                known=trigger in self.program.triggers,
+            )
+        attempt = _Attempt(
+            role=role, raw_evidence=evidence or {}, happened=happened, functions=functions or {},
+            context=dict(context or {}), config=config,
+        )
+        token = _Token()
+        token.state = list(config) if self.hierarchical and len(config) > 1 else config[0]
+        with self._lock:  # a transitions machine keeps per-call scratch state
+            if self.hierarchical:
+                ok = self._machine.trigger_event(token, trigger, attempt=attempt)
+            else:
+                ok = self._machine.events[trigger].trigger(token, attempt=attempt)
+        if not ok or attempt.chosen is None:
+            if attempt.failure is not None:
+                raise attempt.failure
+            raise TriggerNotAllowed(trigger, self.describe(config), self.triggers_from(config), known=True)
+        after = self._normalise(_flatten(token.state))
+        return Step(transition=attempt.chosen, evidence=attempt.typed, before=config, after=after)
+
+    def _normalise(self, config: Configuration) -> Configuration:
+        # Definition order, so equal configurations are equal tuples (and hash the same).
+        return tuple(sorted(config, key=lambda p: self._order.get(p, len(self._order))))
+
+    def describe(self, config: Configuration) -> str:
+        return config[0] if len(config) == 1 else self.top_state(config)
+
+
+def _compare(g: CompareGuard, t: Transition, typed: Mapping[str, EvidenceValue]) -> bool:
+    left = typed.get(g.field)
+    if left is None:
+        return True  # nothing recorded, nothing to compare: optional fields stay optional
+    if g.other_field is not None:
+        right: object = typed.get(g.other_field)
+        if right is None:
+            return True
+    else:
+        f = t.field(g.field)
+        right = _evidence.convert(f, g.value) if f is not None else g.value
+    try:
+        return bool(_OPS[g.op](left, right))
+    except TypeError:
+        return False
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+_compiled: dict[tuple[str, int, str], CompiledMachine] = {}
+_compiled_lock = threading.Lock()
+
+
+def compile_program(program: Program) -> CompiledMachine:
+    """The shared machine of a program version (compiled on first use, then reused)."""
+    key = (program.id, program.version, program.content_hash)
+    machine = _compiled.get(key)
+    if machine is None:
+        with _compiled_lock:
+            machine = _compiled.get(key)
+            if machine is None:
+                machine = CompiledMachine(program)
+                _compiled[key] = machine
+    return machine

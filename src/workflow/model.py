@@ -1,0 +1,193 @@
+"""The typed, frozen form of a program definition.
+
+The loader parses YAML once into these objects; nothing past the loader sees raw dicts.
+A program is a tree of states (a state may hold parallel regions, each a small tree of its own)
+plus a flat list of transitions between dotted state paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice"]
+EVIDENCE_TYPES: tuple[str, ...] = ("text", "integer", "number", "date", "boolean", "choice")
+COMPARISON_OPS: tuple[str, ...] = ("==", "!=", "<", "<=", ">", ">=")
+
+
+@dataclass(frozen=True)
+class Label:
+    """A Thai and an English text for the same thing."""
+
+    th: str
+    en: str
+
+    def get(self, lang: str) -> str:
+        return self.th if lang == "th" else self.en
+
+
+@dataclass(frozen=True)
+class EvidenceField:
+    """One piece of evidence a transition records (``date``, ``venue``, ``participants``...)."""
+
+    name: str
+    type: EvidenceType
+    required: bool = False
+    label: Label | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    max_length: int = 2000
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class HappenedGuard:
+    """True when an earlier event with ``trigger`` happened on this instance."""
+
+    trigger: str
+    line: int = 0
+
+    def describe(self) -> str:
+        return f"an earlier {self.trigger!r} event"
+
+
+@dataclass(frozen=True)
+class RegionsFinalGuard:
+    """True when every region of the parallel state ``state`` is in a final state."""
+
+    state: str
+    line: int = 0
+
+    def describe(self) -> str:
+        return f"every region of {self.state!r} is done"
+
+
+@dataclass(frozen=True)
+class CompareGuard:
+    """Compares an evidence field with a constant or with another evidence field."""
+
+    field: str
+    op: str
+    value: object = None
+    other_field: str | None = None
+    line: int = 0
+
+    def describe(self) -> str:
+        rhs = self.other_field if self.other_field is not None else repr(self.value)
+        return f"{self.field} {self.op} {rhs}"
+
+
+@dataclass(frozen=True)
+class FunctionGuard:
+    """A named guard function the embedding application registers from Python."""
+
+    name: str
+    line: int = 0
+
+    def describe(self) -> str:
+        return f"function {self.name!r}"
+
+
+Guard = HappenedGuard | RegionsFinalGuard | CompareGuard | FunctionGuard
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of a parallel state: its own initial state and states."""
+
+    name: str
+    initial: str
+    states: tuple[State, ...]
+    label: Label | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class State:
+    """A state; ``path`` is its dotted path from the top (``activities.training.done``)."""
+
+    name: str
+    path: str
+    label: Label
+    final: bool = False
+    regions: tuple[Region, ...] = ()
+    description: Label | None = None
+    line: int = 0
+
+    @property
+    def parallel(self) -> bool:
+        return bool(self.regions)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A trigger leading from one or more states (dotted paths) to one state."""
+
+    trigger: str
+    sources: tuple[str, ...]
+    dest: str
+    label: Label
+    roles: tuple[str, ...]
+    evidence: tuple[EvidenceField, ...] = ()
+    guards: tuple[Guard, ...] = ()
+    description: Label | None = None
+    line: int = 0
+
+    def field(self, name: str) -> EvidenceField | None:
+        for f in self.evidence:
+            if f.name == name:
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class Program:
+    """A whole program definition, as loaded from one file."""
+
+    id: str
+    version: int
+    title: Label
+    roles: tuple[str, ...]
+    start_roles: tuple[str, ...]
+    initial: str
+    states: tuple[State, ...]
+    transitions: tuple[Transition, ...]
+    description: Label | None = None
+    sources: tuple[str, ...] = ()
+    source_file: str = ""
+    source_text: str = field(default="", repr=False)
+    content_hash: str = ""
+
+    def all_states(self) -> tuple[State, ...]:
+        """Every state, depth first, parents before children."""
+        out: list[State] = []
+
+        def walk(states: tuple[State, ...]) -> None:
+            for s in states:
+                out.append(s)
+                for r in s.regions:
+                    walk(r.states)
+
+        walk(self.states)
+        return tuple(out)
+
+    def state(self, path: str) -> State | None:
+        for s in self.all_states():
+            if s.path == path:
+                return s
+        return None
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for t in self.transitions:
+            seen.setdefault(t.trigger, None)
+        return tuple(seen)
+
+    def transitions_for(self, trigger: str) -> tuple[Transition, ...]:
+        return tuple(t for t in self.transitions if t.trigger == trigger)
+
+    def label_of_state(self, path: str, lang: str = "en") -> str:
+        s = self.state(path)
+        return s.label.get(lang) if s else path

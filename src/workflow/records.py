@@ -1,0 +1,195 @@
+"""The frozen, typed objects the engine returns: instances, events, and audit results.
+
+Each has ``to_dict()`` producing exactly the JSON of the contract (CONTRACT §4), so the CLI and
+embedding services print the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workflow.areas import Area
+from workflow.evidence import EvidenceValue
+
+Configuration = tuple[str, ...]
+
+
+def config_json(config: Configuration | None) -> str | list[str] | None:
+    """A configuration as JSON: one leaf as a string, a parallel configuration as a list."""
+    if config is None:
+        return None
+    return config[0] if len(config) == 1 else list(config)
+
+
+def area_json(area: Area) -> dict[str, str]:
+    return {"code": area.code, "name_th": area.name_th, "name_en": area.name_en}
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One run of one program version for one area and fiscal year."""
+
+    id: int
+    program: str
+    program_version: int
+    area: Area
+    fiscal_year: int
+    title: str | None
+    state: str
+    active: Configuration
+    version: int
+    created_at: str
+    updated_at: str
+    available_triggers: tuple[str, ...]
+    final: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "program": self.program,
+            "program_version": self.program_version,
+            "area": area_json(self.area),
+            "fiscal_year": self.fiscal_year,
+            "title": self.title,
+            "state": self.state,
+            "active": list(self.active),
+            "final": self.final,
+            "version": self.version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "available_triggers": list(self.available_triggers),
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of an instance's audit trail (its first is the ``start`` event)."""
+
+    id: int
+    instance: int
+    seq: int
+    trigger: str
+    from_: Configuration | None
+    to: Configuration
+    actor: str
+    role: str
+    os_user: str
+    at: str
+    evidence: Mapping[str, EvidenceValue]
+    note: str | None
+    definition_hash: str
+    policy: str
+    prev_hash: str
+    hash: str
+    program: str | None = None
+    area: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "instance": self.instance,
+            "seq": self.seq,
+            "trigger": self.trigger,
+            "from": config_json(self.from_),
+            "to": config_json(self.to),
+            "actor": self.actor,
+            "role": self.role,
+            "os_user": self.os_user,
+            "at": self.at,
+            "evidence": dict(self.evidence),
+            "note": self.note,
+            "policy": self.policy,
+            "definition_hash": self.definition_hash,
+            "hash": self.hash,
+            "prev_hash": self.prev_hash,
+        }
+        if self.program is not None:
+            out["program"] = self.program
+        if self.area is not None:
+            out["area"] = self.area
+        return out
+
+
+@dataclass(frozen=True)
+class FireResult:
+    """What ``fire`` did: the event appended and the instance after it."""
+
+    event: Event
+    instance: Instance
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.event.to_dict(), "instance": self.instance.to_dict(),
+                "replayed": self.replayed}
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """The first broken event of one instance (``seq`` 0 when the instance row itself is)."""
+
+    instance: int | None
+    seq: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance, "seq": self.seq, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of re-computing every chain (and, if given, checking a digest)."""
+
+    ok: bool
+    events_checked: int
+    instances_checked: int
+    problems: tuple[VerifyProblem, ...] = ()
+    digest_checked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "instances_checked": self.instances_checked,
+            "digest_checked": self.digest_checked,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """Instances of one program in one province and top-level state."""
+
+    program: str
+    province: Area
+    state: str
+    count: int
+    regions_done: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "program": self.program,
+            "province": area_json(self.province),
+            "state": self.state,
+            "count": self.count,
+        }
+        if self.regions_done:
+            out["regions_done"] = dict(self.regions_done)
+        return out
+
+
+@dataclass(frozen=True)
+class Report:
+    """Instances per program, province and state, optionally for one fiscal year."""
+
+    fiscal_year: int | None
+    rows: tuple[ReportRow, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(r.count for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fiscal_year": self.fiscal_year, "total": self.total,
+                "rows": [r.to_dict() for r in self.rows]}

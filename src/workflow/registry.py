@@ -1,0 +1,96 @@
+"""Finding programs: the bundled definitions plus any directories the caller adds.
+
+Programs are indexed by (id, version). The newest version of a program is the one new instances
+start on; older versions stay loadable because instances keep the version they started with
+(the engine also keeps each version's exact text in the database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from workflow.errors import DefinitionError, Problem, ProgramNotFound
+from workflow.loader import check_file, load_text
+from workflow.model import Program
+
+
+def bundled_files() -> list[Path]:
+    """The YAML files shipped inside the package (``workflow.definitions``)."""
+    root = resources.files("workflow.definitions")
+    return sorted(
+        Path(str(entry)) for entry in root.iterdir() if entry.name.endswith((".yaml", ".yml"))
+    )
+
+
+def definition_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories into their YAML files; keep files as given."""
+    out: list[Path] = []
+    for p in (Path(x) for x in paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml")))
+        else:
+            out.append(p)
+    return out
+
+
+class Registry:
+    """The programs known to one engine."""
+
+    def __init__(self, directories: Sequence[str | Path] = (), *, bundled: bool = True) -> None:
+        self._programs: dict[tuple[str, int], Program] = {}
+        files = (bundled_files() if bundled else []) + definition_files(directories)
+        problems: list[Problem] = []
+        for f in files:
+            if not f.exists():
+                problems.append(Problem(str(f), 0, "E001", "no such file or directory"))
+                continue
+            program, found = check_file(f)
+            problems.extend(found)
+            if program is not None and not found:
+                problems.extend(self._add(program))
+        if problems:
+            raise DefinitionError(problems)
+
+    def _add(self, program: Program) -> list[Problem]:
+        key = (program.id, program.version)
+        existing = self._programs.get(key)
+        if existing is not None and existing.content_hash != program.content_hash:
+            return [Problem(program.source_file, 1, "E060",
+                            f"{program.id} version {program.version} is also defined, differently, "
+                            f"in {existing.source_file}; give one of them a new version")]
+        self._programs.setdefault(key, program)
+        return []
+
+    def add_text(self, text: str, filename: str) -> Program:
+        """Load a definition from text (a stored definition) and remember it."""
+        program = load_text(text, filename)
+        problems = self._add(program)
+        if problems:
+            raise DefinitionError(problems)
+        return program
+
+    def programs(self) -> list[Program]:
+        """The newest version of every program, by id."""
+        newest: dict[str, Program] = {}
+        for (pid, version), program in sorted(self._programs.items()):
+            newest[pid] = program
+        return [newest[k] for k in sorted(newest)]
+
+    def versions(self, program_id: str) -> list[Program]:
+        return [p for (pid, _), p in sorted(self._programs.items()) if pid == program_id]
+
+    def get(self, program_id: str, version: int | None = None) -> Program:
+        if version is None:
+            versions = self.versions(program_id)
+            if versions:
+                return versions[-1]
+        else:
+            found = self._programs.get((program_id, version))
+            if found is not None:
+                return found
+        raise ProgramNotFound(program_id, version, known=[p.id for p in self.programs()])
+
+    def find(self, program_id: str, version: int) -> Program | None:
+        return self._programs.get((program_id, version))

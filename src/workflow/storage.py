@@ -1,0 +1,611 @@
+"""Persistence: the schema, connections, transactions and every query, on SQLite and PostgreSQL.
+
+This is the only module (with its Alembic migrations) that imports SQLAlchemy. It speaks in
+plain rows (named tuples) and leaves meaning to the engine. Three things it takes care of:
+
+* **Transactions that serialise writers per instance.** On SQLite a write transaction starts
+  with ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two writers never deadlock
+  upgrading a read lock); on PostgreSQL the instance row is locked with ``SELECT ... FOR
+  UPDATE`` so writers on different instances never wait for each other.
+* **Faults become WorkflowErrors.** A database that is down, locked, read-only or full is a
+  :class:`DatabaseUnavailable`; a missing or foreign schema is :class:`SchemaOutOfDate`.
+  "database is locked" is retried here, inside the engine, and never leaked.
+* **Streaming reads** for verify and digest, so memory stays flat in the number of events.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from workflow.errors import (
+    DatabaseUnavailable,
+    DefinitionChanged,
+    SchemaOutOfDate,
+    WorkflowError,
+)
+
+#: The Alembic revision this code expects (tests check it is the migrations' head).
+SCHEMA_REVISION = "0001"
+#: Alembic's bookkeeping table, named so workflow can share a database with other apps.
+VERSION_TABLE = "workflow_alembic_version"
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DefinitionTable(Base):
+    """Each program version as it was when first used, so instances keep their exact rules."""
+
+    __tablename__ = "workflow_definitions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program: Mapped[str] = mapped_column(sa.String(100))
+    version: Mapped[int]
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    source_file: Mapped[str] = mapped_column(sa.Text)
+    source_text: Mapped[str] = mapped_column(sa.Text)
+    stored_at: Mapped[str] = mapped_column(sa.String(32))
+    __table_args__ = (sa.UniqueConstraint("program", "version", name="uq_definition_version"),)
+
+
+class InstanceTable(Base):
+    """The current state of each instance: a cache of its last event, checked by verify."""
+
+    __tablename__ = "workflow_instances"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program: Mapped[str] = mapped_column(sa.String(100))
+    program_version: Mapped[int]
+    definition_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_definitions.id"))
+    area_code: Mapped[str] = mapped_column(sa.String(6))
+    province_code: Mapped[str] = mapped_column(sa.String(2))
+    fiscal_year: Mapped[int]
+    # 0 for the first instance of (program, area, fiscal year); allowed duplicates count up.
+    # The unique constraint below is what refuses a concurrent duplicate start.
+    duplicate_no: Mapped[int] = mapped_column(default=0)
+    title: Mapped[str | None] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.String(100))
+    active: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int]
+    head_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[str] = mapped_column(sa.String(32))
+    updated_at: Mapped[str] = mapped_column(sa.String(32))
+    __table_args__ = (
+        sa.UniqueConstraint("program", "area_code", "fiscal_year", "duplicate_no",
+                            name="uq_instance_area_year"),
+        sa.Index("ix_instances_report", "fiscal_year", "program", "province_code", "state"),
+        sa.Index("ix_instances_area", "area_code"),
+    )
+
+
+class EventTable(Base):
+    """The audit trail: append-only (database triggers refuse UPDATE and DELETE)."""
+
+    __tablename__ = "workflow_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_instances.id"))
+    seq: Mapped[int]
+    trigger: Mapped[str] = mapped_column(sa.String(100))
+    from_state: Mapped[str | None] = mapped_column(sa.Text)
+    to_state: Mapped[str] = mapped_column(sa.Text)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.String(100))
+    os_user: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[str] = mapped_column(sa.String(32))
+    evidence: Mapped[str] = mapped_column(sa.Text)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    definition_hash: Mapped[str] = mapped_column(sa.String(64))
+    policy: Mapped[str] = mapped_column(sa.String(100))
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64))
+    __table_args__ = (
+        sa.UniqueConstraint("instance_id", "seq", name="uq_event_seq"),
+        sa.Index("ix_events_at", "at"),
+        sa.Index("ix_events_actor", "actor"),
+    )
+
+
+class IdempotencyTable(Base):
+    """Keys of idempotent requests and the event (or instance) they produced."""
+
+    __tablename__ = "workflow_idempotency"
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    instance_id: Mapped[int]
+    seq: Mapped[int]
+    created_at: Mapped[str] = mapped_column(sa.String(32))
+
+
+definitions_t = DefinitionTable.__table__
+instances_t = InstanceTable.__table__
+events_t = EventTable.__table__
+keys_t = IdempotencyTable.__table__
+
+
+# --------------------------------------------------------------------------- rows
+
+
+class InstanceRow(NamedTuple):
+    id: int
+    program: str
+    program_version: int
+    definition_id: int
+    area_code: str
+    province_code: str
+    fiscal_year: int
+    duplicate_no: int
+    title: str | None
+    state: str
+    active: str
+    version: int
+    head_hash: str
+    created_at: str
+    updated_at: str
+
+
+class EventRow(NamedTuple):
+    id: int
+    instance_id: int
+    seq: int
+    trigger: str
+    from_state: str | None
+    to_state: str
+    actor: str
+    role: str
+    os_user: str
+    at: str
+    evidence: str
+    note: str | None
+    definition_hash: str
+    policy: str
+    prev_hash: str
+    hash: str
+
+
+class DefinitionRow(NamedTuple):
+    id: int
+    program: str
+    version: int
+    content_hash: str
+    source_file: str
+    source_text: str
+    stored_at: str
+
+
+INSTANCE_COLUMNS = [instances_t.c[name] for name in InstanceRow._fields]
+EVENT_COLUMNS = [events_t.c[name] for name in EventRow._fields]
+DEFINITION_COLUMNS = [definitions_t.c[name] for name in DefinitionRow._fields]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+_LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+
+
+def _is_locked(e: BaseException) -> bool:
+    return isinstance(e, sa_exc.OperationalError) and any(s in str(e.orig) for s in _LOCKED)
+
+
+def _first_line(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """A database holding workflow's tables."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.safe_url = _safe_url(url)
+        try:
+            parsed = make_url(url)
+        except sa_exc.ArgumentError as e:
+            raise DatabaseUnavailable(url, f"not a database URL ({e})") from e
+        self.dialect = parsed.get_backend_name()
+        self.is_sqlite = self.dialect == "sqlite"
+        self.sqlite_path: Path | None = None
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            db = parsed.database or ""
+            if db and db != ":memory:" and not db.startswith("file:"):
+                self.sqlite_path = Path(db)
+            kwargs["connect_args"] = {"timeout": 0.2}
+        elif self.dialect == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 5}
+            kwargs["pool_pre_ping"] = False
+        try:
+            self.engine = sa.create_engine(url, **kwargs)
+        except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
+            raise DatabaseUnavailable(self.safe_url, _first_line(e)) from e
+        if self.is_sqlite:
+            self._configure_sqlite()
+        self._schema_checked = False
+
+    def _configure_sqlite(self) -> None:
+        @sa_event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event (below) decide how a transaction begins.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            try:
+                # WAL lets readers run beside the writer; synchronous=FULL makes every commit
+                # durable (an audit trail that forgets a committed fire is worse than slow).
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=200")
+            except Exception:
+                # A read-only file cannot switch journal mode; reads still work, writes will
+                # report the read-only database clearly.
+                pass
+            finally:
+                cur.close()
+
+        @sa_event.listens_for(self.engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("workflow_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @staticmethod
+    def is_integrity_error(e: BaseException | None) -> bool:
+        """Whether ``e`` is a unique-key collision (another writer committed first)."""
+        return isinstance(e, sa_exc.IntegrityError)
+
+    # -- connections and faults
+
+    def _translate(self, e: BaseException) -> WorkflowError:
+        if isinstance(e, WorkflowError):
+            return e
+        reason = _first_line(e)
+        if _is_locked(e):
+            reason = "database is locked by another writer (gave up after retrying)"
+        elif isinstance(e, sa_exc.ProgrammingError | sa_exc.OperationalError) and (
+            "no such table" in reason or "does not exist" in reason and "relation" in reason
+        ):
+            return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+        return DatabaseUnavailable(self.safe_url, reason)
+
+    @contextmanager
+    def connect(self, write: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success and rolls back on error."""
+        if self.sqlite_path is not None and not self.sqlite_path.exists():
+            # Never let a read create an empty database file by accident.
+            raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+        try:
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(workflow_write=write) if write else raw
+                with conn.begin():
+                    yield conn
+        except WorkflowError:
+            raise
+        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+            raise self._translate(e) from e
+
+    def run(self, fn: Callable[[Connection], T], *, write: bool = False, timeout: float = 30.0) -> T:
+        """Run ``fn`` in one transaction; retry it while the database is busy.
+
+        Only whole transactions are retried, so a retry re-reads everything it decides on.
+        """
+        self.check_schema()
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                with self.connect(write=write) as conn:
+                    return fn(conn)
+            except (DatabaseUnavailable, sa_exc.DBAPIError) as e:
+                cause = e.__cause__ if isinstance(e, DatabaseUnavailable) else e
+                retryable = cause is not None and (_is_locked(cause) or _is_serialization(cause))
+                if not retryable or time.monotonic() > deadline:
+                    raise self._translate(cause or e) from e
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+
+    # -- schema
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.connect() as conn:
+                if not sa.inspect(conn).has_table(VERSION_TABLE):
+                    return None
+                return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        except SchemaOutOfDate:
+            return None
+
+    def check_schema(self) -> None:
+        if self._schema_checked:
+            return
+        current = self.current_revision()
+        if current != SCHEMA_REVISION:
+            if current is not None and current > SCHEMA_REVISION:
+                raise SchemaOutOfDate(self.safe_url, current, SCHEMA_REVISION, newer=True)
+            raise SchemaOutOfDate(self.safe_url, current, SCHEMA_REVISION)
+        self._schema_checked = True
+
+    def init(self) -> tuple[str | None, str]:
+        """Create or upgrade the schema with Alembic; return (revision before, after)."""
+        from workflow import migrations
+
+        if self.sqlite_path is not None and self.sqlite_path.parent != Path():
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.sqlite_path is not None and not self.sqlite_path.exists():
+            try:
+                self.sqlite_path.touch()
+            except OSError as e:
+                raise DatabaseUnavailable(self.safe_url, e.strerror or str(e)) from e
+        before = self.current_revision()
+        if before is not None and before > SCHEMA_REVISION:
+            raise SchemaOutOfDate(self.safe_url, before, SCHEMA_REVISION, newer=True)
+        try:
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(workflow_write=True)
+                migrations.upgrade(conn)
+        except WorkflowError:
+            raise
+        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+            raise self._translate(e) from e
+        self._schema_checked = False
+        self.check_schema()
+        return before, SCHEMA_REVISION
+
+    # -- definitions
+
+    def ensure_definition(self, program: str, version: int, content_hash: str,
+                          source_file: str, source_text: str, now: str) -> int:
+        """The id of this (program, version), storing it on first use."""
+
+        def find(conn: Connection) -> DefinitionRow | None:
+            row = conn.execute(
+                sa.select(*DEFINITION_COLUMNS).where(
+                    definitions_t.c.program == program, definitions_t.c.version == version)
+            ).first()
+            return DefinitionRow(*row) if row else None
+
+        def work(conn: Connection) -> int:
+            row = find(conn)
+            if row is None:
+                result = conn.execute(definitions_t.insert().values(
+                    program=program, version=version, content_hash=content_hash,
+                    source_file=source_file, source_text=source_text, stored_at=now))
+                return int(result.inserted_primary_key[0])  # type: ignore[index]
+            if row.content_hash != content_hash:
+                raise DefinitionChanged(program, version, row.content_hash, content_hash)
+            return row.id
+
+        try:
+            return self.run(work, write=True)
+        except DatabaseUnavailable as e:
+            if isinstance(e.__cause__, sa_exc.IntegrityError):  # stored meanwhile by another
+                return self.run(work, write=True)
+            raise
+
+    def definition(self, definition_id: int) -> DefinitionRow:
+        def work(conn: Connection) -> DefinitionRow:
+            row = conn.execute(sa.select(*DEFINITION_COLUMNS)
+                               .where(definitions_t.c.id == definition_id)).one()
+            return DefinitionRow(*row)
+
+        return self.run(work)
+
+    # -- statements used inside a transaction (the engine composes them)
+
+    def lock_instance(self, conn: Connection, instance_id: int) -> InstanceRow | None:
+        stmt = sa.select(*INSTANCE_COLUMNS).where(instances_t.c.id == instance_id)
+        if not self.is_sqlite:
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        return InstanceRow(*row) if row else None
+
+    def get_instance(self, conn: Connection, instance_id: int) -> InstanceRow | None:
+        row = conn.execute(
+            sa.select(*INSTANCE_COLUMNS).where(instances_t.c.id == instance_id)).first()
+        return InstanceRow(*row) if row else None
+
+    def triggers_of(self, conn: Connection, instance_id: int) -> set[str]:
+        rows = conn.execute(sa.select(events_t.c.trigger).distinct()
+                            .where(events_t.c.instance_id == instance_id))
+        return {r[0] for r in rows}
+
+    def find_duplicate(self, conn: Connection, program: str, area: str, fiscal_year: int
+                       ) -> tuple[int | None, int]:
+        """(first existing instance id, next duplicate number) for this program, area, year."""
+        rows = conn.execute(
+            sa.select(instances_t.c.id, instances_t.c.duplicate_no).where(
+                instances_t.c.program == program, instances_t.c.area_code == area,
+                instances_t.c.fiscal_year == fiscal_year).order_by(instances_t.c.duplicate_no)
+        ).all()
+        if not rows:
+            return None, 0
+        return int(rows[0][0]), int(rows[-1][1]) + 1
+
+    def insert_instance(self, conn: Connection, values: dict[str, Any]) -> int:
+        result = conn.execute(instances_t.insert().values(**values))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def set_head(self, conn: Connection, instance_id: int, head_hash: str) -> None:
+        conn.execute(instances_t.update().where(instances_t.c.id == instance_id)
+                     .values(head_hash=head_hash))
+
+    def advance_instance(self, conn: Connection, instance_id: int, expected_version: int,
+                         state: str, active: str, head_hash: str, now: str) -> bool:
+        """Compare-and-swap: move the instance only if it is still at ``expected_version``."""
+        result = conn.execute(
+            instances_t.update()
+            .where(instances_t.c.id == instance_id, instances_t.c.version == expected_version)
+            .values(state=state, active=active, version=expected_version + 1,
+                    head_hash=head_hash, updated_at=now))
+        return result.rowcount == 1
+
+    def insert_event(self, conn: Connection, values: dict[str, Any]) -> int:
+        result = conn.execute(events_t.insert().values(**values))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def find_key(self, conn: Connection, key: str) -> tuple[str, int, int] | None:
+        row = conn.execute(sa.select(keys_t.c.request_hash, keys_t.c.instance_id, keys_t.c.seq)
+                           .where(keys_t.c.key == key)).first()
+        return (row[0], int(row[1]), int(row[2])) if row else None
+
+    def insert_key(self, conn: Connection, key: str, request_hash: str, instance_id: int,
+                   seq: int, now: str) -> None:
+        conn.execute(keys_t.insert().values(key=key, request_hash=request_hash,
+                                            instance_id=instance_id, seq=seq, created_at=now))
+
+    def event_at(self, conn: Connection, instance_id: int, seq: int) -> EventRow | None:
+        row = conn.execute(sa.select(*EVENT_COLUMNS).where(
+            events_t.c.instance_id == instance_id, events_t.c.seq == seq)).first()
+        return EventRow(*row) if row else None
+
+    def events_of(self, conn: Connection, instance_id: int) -> list[EventRow]:
+        rows = conn.execute(sa.select(*EVENT_COLUMNS).where(events_t.c.instance_id == instance_id)
+                            .order_by(events_t.c.seq))
+        return [EventRow(*r) for r in rows]
+
+    # -- reads across instances
+
+    def list_instances(self, conn: Connection, *, program: str | None = None,
+                       state: str | None = None, area: str | None = None,
+                       fiscal_year: int | None = None, limit: int | None = None,
+                       ids: Sequence[int] | None = None) -> list[InstanceRow]:
+        stmt = sa.select(*INSTANCE_COLUMNS).order_by(instances_t.c.id)
+        if program:
+            stmt = stmt.where(instances_t.c.program == program)
+        if state:
+            stmt = stmt.where(instances_t.c.state == state)
+        if area:
+            stmt = stmt.where(self._within(instances_t.c.area_code, area))
+        if fiscal_year:
+            stmt = stmt.where(instances_t.c.fiscal_year == fiscal_year)
+        if ids is not None:
+            stmt = stmt.where(instances_t.c.id.in_(list(ids)))
+        if limit:
+            stmt = stmt.limit(limit)
+        return [InstanceRow(*r) for r in conn.execute(stmt)]
+
+    @staticmethod
+    def _within(column: Any, area: str) -> Any:
+        if len(area) == 2:
+            return instances_t.c.province_code == area
+        if len(area) == 6:
+            return column == area
+        return column.startswith(area, autoescape=True)
+
+    def audit_log(self, conn: Connection, *, actor: str | None = None,
+                  program: str | None = None, area: str | None = None,
+                  since: str | None = None, until: str | None = None,
+                  instance: int | None = None, limit: int | None = None
+                  ) -> Iterator[tuple[EventRow, str, str]]:
+        stmt = (sa.select(*EVENT_COLUMNS, instances_t.c.program, instances_t.c.area_code)
+                .join(instances_t, instances_t.c.id == events_t.c.instance_id)
+                .order_by(events_t.c.at, events_t.c.id))
+        if actor:
+            stmt = stmt.where(events_t.c.actor == actor)
+        if program:
+            stmt = stmt.where(instances_t.c.program == program)
+        if area:
+            stmt = stmt.where(self._within(instances_t.c.area_code, area))
+        if since:
+            stmt = stmt.where(events_t.c.at >= since)
+        if until:
+            stmt = stmt.where(events_t.c.at < until)
+        if instance is not None:
+            stmt = stmt.where(events_t.c.instance_id == instance)
+        if limit:
+            stmt = stmt.limit(limit)
+        n = len(EventRow._fields)
+        for r in conn.execution_options(stream_results=True, yield_per=2000).execute(stmt):
+            yield EventRow(*r[:n]), r[n], r[n + 1]
+
+    def report(self, conn: Connection, *, program: str | None = None,
+               fiscal_year: int | None = None) -> list[tuple[str, str, str, str, int]]:
+        """(program, province, state, active, count) groups."""
+        c = instances_t.c
+        stmt = (sa.select(c.program, c.province_code, c.state, c.active, sa.func.count())
+                .group_by(c.program, c.province_code, c.state, c.active)
+                .order_by(c.program, c.province_code, c.state))
+        if program:
+            stmt = stmt.where(c.program == program)
+        if fiscal_year:
+            stmt = stmt.where(c.fiscal_year == fiscal_year)
+        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in conn.execute(stmt)]
+
+    # -- streaming for verify and digest
+
+    def stream_instances(self, conn: Connection) -> Iterator[InstanceRow]:
+        stmt = sa.select(*INSTANCE_COLUMNS).order_by(instances_t.c.id)
+        for r in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+            yield InstanceRow(*r)
+
+    def stream_events(self, conn: Connection) -> Iterator[EventRow]:
+        stmt = sa.select(*EVENT_COLUMNS).order_by(events_t.c.instance_id, events_t.c.seq)
+        for r in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+            yield EventRow(*r)
+
+    def all_definitions(self, conn: Connection) -> list[DefinitionRow]:
+        return [DefinitionRow(*r) for r in conn.execute(
+            sa.select(*DEFINITION_COLUMNS).order_by(definitions_t.c.id))]
+
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL)."""
+        return self._snapshot()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        self.check_schema()
+        if self.sqlite_path is not None and not self.sqlite_path.exists():
+            raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+        try:
+            with self.engine.connect() as raw:
+                conn = raw if self.is_sqlite else raw.execution_options(
+                    isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except WorkflowError:
+            raise
+        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+            raise self._translate(e) from e
+
+
+def _is_serialization(e: BaseException) -> bool:
+    code = getattr(getattr(e, "orig", None), "sqlstate", None)
+    return code in ("40001", "40P01")  # serialization failure, deadlock detected
+
+
+def os_user() -> str:
+    """The operating-system user running this process, recorded beside the actor."""
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER") or os.environ.get("USERNAME") or f"uid:{os.getuid()}"
