@@ -118,6 +118,13 @@ class Engine:
     def program(self, program_id: str, version: int | None = None) -> Program:
         return self.registry.get(program_id, version)
 
+    def definition_of(self, instance_id: int) -> Program:
+        """The exact program version an instance runs on (as stored when it started)."""
+        row = self.store.run(lambda conn: self.store.get_instance(conn, int(instance_id)))
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        return self._loaded(row.definition_id).program
+
     def _loaded(self, definition_id: int) -> _Loaded:
         loaded = self._by_definition.get(definition_id)
         if loaded is None:

@@ -1,0 +1,636 @@
+"""The ``workflow`` command line: a thin layer over :class:`workflow.Engine`.
+
+Each command opens an engine, makes one library call and renders the result, as a table for
+people or as JSON (``--json``) for scripts. Errors are one line on stderr with the contract's
+exit code; a traceback only with ``--traceback``. Heavy imports (SQLAlchemy, transitions,
+rich) happen inside commands so that ``workflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from workflow.engine import Engine
+    from workflow.model import Program
+    from workflow.records import Event, Instance
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_INTERNAL = 70
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class Context:
+    """Global options, and the engine made from them on first use."""
+
+    def __init__(self, db: str, definitions: Sequence[str], traceback: bool) -> None:
+        self.db = db
+        self.definitions = list(definitions)
+        self.traceback = traceback
+        self._engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from workflow.engine import Engine
+
+            self._engine = Engine(self.db, self.definitions)
+        return self._engine
+
+    def registry(self) -> Any:
+        from workflow.registry import Registry
+
+        return Registry(self.definitions)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+def be_option(f: F) -> F:
+    return click.option("--be", is_flag=True,
+                        help="Show dates with Buddhist-Era years (2564-02-17).")(f)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_lines=False)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    # Piped output has no terminal width; give tables room rather than folding every cell.
+    width = None if sys.stdout.isatty() else 160
+    Console(soft_wrap=False, width=width).print(t)
+
+
+def show_time(at: str, be: bool) -> str:
+    """A stored UTC timestamp shown to a person: to the second, optionally in BE."""
+    text = at.replace("T", " ")[:19]
+    if be:
+        from workflow.evidence import to_be
+
+        text = to_be(text[:10]) + text[10:]
+    return text
+
+
+def show_evidence(evidence: dict[str, Any], be: bool) -> str:
+    from workflow.evidence import to_be
+
+    parts = []
+    for k, v in evidence.items():
+        if be and isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-":
+            v = to_be(v)
+        parts.append(f"{k}={v}")
+    return "; ".join(parts)
+
+
+def show_config(config: Sequence[str] | None) -> str:
+    if not config:
+        return "-"
+    if len(config) == 1:
+        return config[0]
+    top = config[0].split(".")[0]
+    return top + "{" + ", ".join(p.split(".", 1)[1] for p in config) + "}"
+
+
+# --------------------------------------------------------------------------- the group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--db", envvar="WORKFLOW_DB", default="sqlite:///workflow.db", show_default=True,
+              help="SQLAlchemy database URL (env WORKFLOW_DB), e.g. "
+                   "postgresql+psycopg://user@host/dbname.")
+@click.option("--definitions", "definitions", multiple=True, type=click.Path(),
+              help="Extra directory (or file) of program definitions; repeatable.")
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.version_option(package_name="workflow")
+@click.pass_context
+def cli(ctx: click.Context, db: str, definitions: tuple[str, ...], traceback: bool) -> None:
+    """Run the programs of the Community Development Department (CDD) as persisted,
+    audited state machines.
+
+    Coordinators start a program for an area and fiscal year and fire its stages with
+    evidence; auditors read and verify the trail. Start with `workflow demo`.
+    """
+    ctx.obj = Context(db, definitions, traceback)
+
+
+# --------------------------------------------------------------------------- init / demo
+
+
+@cli.command()
+@pass_ctx
+def init(c: Context) -> None:
+    """Create or upgrade the database schema (safe to run again)."""
+    before, after = c.engine().init()
+    if before == after:
+        click.echo(f"schema already at revision {after}: {c.engine().store.safe_url}")
+    elif before is None:
+        click.echo(f"created schema revision {after}: {c.engine().store.safe_url}")
+    else:
+        click.echo(f"upgraded schema {before} -> {after}: {c.engine().store.safe_url}")
+
+
+@cli.command()
+@pass_ctx
+def demo(c: Context) -> None:
+    """Load the stories of the source documents into the database and show them."""
+    from workflow.demo import load
+
+    engine = c.engine()
+    result = load(engine)
+    click.echo(f"Loaded {len(result.instances)} instances from the source documents into "
+               f"{engine.store.safe_url} ({result.new_events} stages recorded by this run).\n")
+    _render_report(engine.report(), as_json=False)
+    click.echo(f"History of instance {result.featured} ({result.featured_story}):")
+    _render_history(engine.history(result.featured), be=True)
+    db = "" if c.db == "sqlite:///workflow.db" else f" --db '{c.db}'"
+    first = result.instances[0]
+    click.echo("Try next:")
+    for line in (
+        f"workflow{db} list",
+        f"workflow{db} show {first} ",
+        f"workflow{db} history {result.featured} --be",
+        f"workflow{db} programs diagram khok-nong-na --instance {result.instances[-1]}",
+        f"workflow{db} audit verify",
+        f"workflow{db} audit log --format csv > audit.csv",
+    ):
+        click.echo(f"  {line}")
+
+
+# --------------------------------------------------------------------------- programs
+
+
+@cli.group()
+def programs() -> None:
+    """List, show, validate and draw program definitions."""
+
+
+@programs.command("list")
+@json_option
+@pass_ctx
+def programs_list(c: Context, as_json: bool) -> None:
+    """The available programs (bundled and from --definitions)."""
+    found = c.registry().programs()
+    if as_json:
+        emit_json([{"program": p.id, "version": p.version, "title": {"th": p.title.th,
+                    "en": p.title.en}, "states": len(p.all_states()),
+                    "triggers": list(p.triggers), "roles": list(p.roles),
+                    "file": p.source_file} for p in found])
+        return
+    table(None, ["program", "version", "title", "title (th)", "states", "triggers"],
+          [(p.id, p.version, p.title.en, p.title.th, len(p.all_states()), len(p.triggers))
+           for p in found])
+
+
+def program_json(p: Program) -> dict[str, Any]:
+    def label(x: Any) -> dict[str, str] | None:
+        return None if x is None else {"th": x.th, "en": x.en}
+
+    return {
+        "program": p.id,
+        "version": p.version,
+        "title": label(p.title),
+        "description": label(p.description),
+        "roles": list(p.roles),
+        "start_roles": list(p.start_roles),
+        "initial": p.initial,
+        "content_hash": p.content_hash,
+        "states": [{"id": s.path, "label": label(s.label), "final": s.final,
+                    "parallel": [r.name for r in s.regions]} for s in p.all_states()],
+        "transitions": [{
+            "trigger": t.trigger, "from": list(t.sources), "to": t.dest, "label": label(t.label),
+            "roles": list(t.roles),
+            "evidence": {f.name: {k: v for k, v in {
+                "type": f.type, "required": f.required, "label": label(f.label), "min": f.min,
+                "max": f.max, "choices": list(f.choices) or None}.items() if v is not None}
+                for f in t.evidence},
+            "guards": [g.describe() for g in t.guards],
+        } for t in p.transitions],
+    }
+
+
+@programs.command("show")
+@click.argument("program")
+@click.option("--version", "version", type=int, help="A specific version (default: newest).")
+@click.option("--lang", type=click.Choice(["th", "en"]), default="en", show_default=True)
+@json_option
+@pass_ctx
+def programs_show(c: Context, program: str, version: int | None, lang: str, as_json: bool) -> None:
+    """States, transitions, roles and evidence of PROGRAM."""
+    p = c.registry().get(program, version)
+    if as_json:
+        emit_json(program_json(p))
+        return
+    click.echo(f"{p.id} v{p.version}: {p.title.get(lang)}")
+    click.echo(f"roles: {', '.join(p.roles)}; started by: {', '.join(p.start_roles)}; "
+               f"initial: {p.initial}")
+    table("States", ["state", "label", "final"],
+          [(s.path, s.label.get(lang), "yes" if s.final else "") for s in p.all_states()])
+
+    def fields(t: Any) -> str:
+        return ", ".join(f"{f.name}{'*' if f.required else ''}:{f.type}" for f in t.evidence)
+
+    table("Transitions (* = required evidence)", ["trigger", "from", "to", "roles", "evidence",
+                                                  "guards"],
+          [(t.trigger, ", ".join(t.sources), t.dest, ", ".join(t.roles), fields(t),
+            "; ".join(g.describe() for g in t.guards)) for t in p.transitions])
+
+
+@programs.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@json_option
+def programs_validate(paths: tuple[str, ...], as_json: bool) -> None:
+    """Check definition files; print FILE:LINE: CODE message for each problem (exit 1)."""
+    from workflow.loader import check_file
+    from workflow.registry import definition_files
+
+    results = []
+    for f in definition_files(paths):
+        program, problems = check_file(f)
+        results.append((str(f), program, problems))
+    if not results:
+        raise click.UsageError("no .yaml files found in the given paths")
+    ok = all(not problems for _, _, problems in results)
+    if as_json:
+        emit_json({"ok": ok, "files": [{
+            "file": f, "ok": not problems,
+            "program": p.id if p and not problems else None,
+            "version": p.version if p and not problems else None,
+            "problems": [{"file": x.file, "line": x.line, "code": x.code, "message": x.message}
+                         for x in problems]} for f, p, problems in results]})
+    else:
+        for f, p, problems in results:
+            for x in problems:
+                click.echo(str(x))
+            if not problems and p is not None:
+                click.echo(f"{f}: ok ({p.id} v{p.version}, {len(p.all_states())} states, "
+                           f"{len(p.transitions)} transitions)")
+    if not ok:
+        sys.exit(1)
+
+
+@programs.command("diagram")
+@click.argument("program")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+@click.option("--lang", type=click.Choice(["th", "en"]), default="en", show_default=True)
+@click.option("--instance", "instance_id", type=int,
+              help="Mark this instance's current state and the path it took.")
+@pass_ctx
+def programs_diagram(c: Context, program: str, fmt: str, lang: str,
+                     instance_id: int | None) -> None:
+    """Print PROGRAM as a Mermaid stateDiagram-v2 or a Graphviz DOT graph."""
+    from workflow import diagram
+
+    active: Sequence[str] = ()
+    visited: list[str] = []
+    fired: list[tuple[str, str, str]] = []
+    if instance_id is None:
+        p = c.registry().get(program)
+    else:
+        engine = c.engine()
+        p = engine.definition_of(instance_id)
+        if p.id != program:
+            raise click.UsageError(f"instance {instance_id} runs {p.id}, not {program}")
+        inst = engine.get(instance_id)
+        active = inst.active
+        for e in engine.history(instance_id):
+            visited.extend(e.to)
+            fired.extend(_fired_edges(p, e))
+    render = diagram.mermaid if fmt == "mermaid" else diagram.dot
+    click.echo(render(p, lang=lang, active=active, visited_states=visited, fired=fired))
+
+
+def _fired_edges(p: Program, e: Event) -> list[tuple[str, str, str]]:
+    if e.from_ is None:
+        return []
+    active: set[str] = set()
+    for leaf in e.from_:
+        parts = leaf.split(".")
+        active.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return [(src, e.trigger, t.dest) for t in p.transitions_for(e.trigger)
+            for src in t.sources if src in active][:1]
+
+
+# --------------------------------------------------------------------------- instances
+
+
+def _render_instance(inst: Instance, be: bool) -> None:
+    area = inst.area
+    rows = [
+        ("instance", inst.id),
+        ("program", f"{inst.program} v{inst.program_version}"),
+        ("area", f"{area.code} {area.name_th} / {area.display('en')}"),
+        ("fiscal year", inst.fiscal_year),
+        ("title", inst.title or ""),
+        ("state", inst.state + (" (final)" if inst.final else "")),
+        ("active", "\n".join(inst.active) if len(inst.active) > 1 else inst.active[0]),
+        ("version", inst.version),
+        ("created", show_time(inst.created_at, be) + " UTC"),
+        ("updated", show_time(inst.updated_at, be) + " UTC"),
+        ("available", ", ".join(inst.available_triggers) or "(none)"),
+    ]
+    table(None, ["", ""], rows)
+
+
+@cli.command()
+@click.argument("program")
+@click.option("--area", required=True, help="DOPA code (16, 1601, 160117) or a Thai/English name.")
+@click.option("--fiscal-year", required=True, help="Buddhist-Era fiscal year, e.g. 2564.")
+@click.option("--actor", required=True, help="Who is acting (recorded in the audit trail).")
+@click.option("--role", required=True, help="The role the actor acts in.")
+@click.option("--title", help="A title for this instance.")
+@click.option("--note", help="A note recorded with the start event.")
+@click.option("--key", help="Idempotency key: the same key again returns the first result.")
+@click.option("--allow-duplicate", is_flag=True,
+              help="Start even if PROGRAM already runs for this area and fiscal year.")
+@json_option
+@pass_ctx
+def start(c: Context, program: str, area: str, fiscal_year: str, actor: str, role: str,
+          title: str | None, note: str | None, key: str | None, allow_duplicate: bool,
+          as_json: bool) -> None:
+    """Start PROGRAM for an area and fiscal year; prints the new instance's id."""
+    inst = c.engine().start(program, area=area, fiscal_year=fiscal_year, actor=actor, role=role,
+                            title=title, key=key, allow_duplicate=allow_duplicate, note=note)
+    if as_json:
+        emit_json(inst.to_dict())
+    else:
+        click.echo(inst.id)
+
+
+@cli.command()
+@click.argument("instance", type=int)
+@click.argument("trigger")
+@click.option("--actor", required=True, help="Who is acting (recorded in the audit trail).")
+@click.option("--role", required=True, help="The role the actor acts in.")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+              help="Evidence; repeatable. Dates YYYY-MM-DD, CE or BE (2564-02-17).")
+@click.option("--note", help="A free-text note recorded with the event.")
+@click.option("--expect-version", type=int,
+              help="Refuse (exit 5) unless the instance is at this version.")
+@click.option("--key", help="Idempotency key: the same key again returns the first result.")
+@be_option
+@json_option
+@pass_ctx
+def fire(c: Context, instance: int, trigger: str, actor: str, role: str,
+         assignments: tuple[str, ...], note: str | None, expect_version: int | None,
+         key: str | None, be: bool, as_json: bool) -> None:
+    """Fire TRIGGER on INSTANCE with its evidence."""
+    from workflow.evidence import parse_assignments
+
+    evidence = parse_assignments(assignments)
+    result = c.engine().fire(instance, trigger, actor=actor, role=role, evidence=evidence,
+                             note=note, expect_version=expect_version, key=key)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    e, inst = result.event, result.instance
+    again = " (already recorded with this key; nothing changed)" if result.replayed else ""
+    click.echo(f"instance {inst.id}: {e.trigger} {show_config(e.from_)} -> "
+               f"{show_config(e.to)} (version {inst.version}){again}")
+    click.echo(f"next: {', '.join(inst.available_triggers) or '(none: final)'}")
+
+
+@cli.command()
+@click.argument("instance", type=int)
+@click.option("--role", help="Only the triggers this role may fire.")
+@be_option
+@json_option
+@pass_ctx
+def show(c: Context, instance: int, role: str | None, be: bool, as_json: bool) -> None:
+    """Current state, version and available triggers of INSTANCE."""
+    engine = c.engine()
+    inst = engine.get(instance)
+    if role is not None:
+        from dataclasses import replace
+
+        inst = replace(inst, available_triggers=engine.available_triggers(instance, role=role))
+    if as_json:
+        emit_json(inst.to_dict())
+    else:
+        _render_instance(inst, be)
+
+
+@cli.command("list")
+@click.option("--program", help="Only this program.")
+@click.option("--state", help="Only instances in this top-level state.")
+@click.option("--area", help="This area and everything inside it (code or name).")
+@click.option("--fiscal-year", help="Only this Buddhist-Era fiscal year.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
+@json_option
+@pass_ctx
+def list_(c: Context, program: str | None, state: str | None, area: str | None,
+          fiscal_year: str | None, limit: int | None, as_json: bool) -> None:
+    """Instances, oldest first, with the contract's filters."""
+    found = c.engine().list(program=program, state=state, area=area, fiscal_year=fiscal_year,
+                            limit=limit)
+    if as_json:
+        emit_json([i.to_dict() for i in found])
+        return
+    table(None, ["id", "program", "area", "name", "FY", "state", "version", "next"],
+          [(i.id, i.program, i.area.code, f"{i.area.name_th} ({i.area.name_en})", i.fiscal_year,
+            i.state, i.version, ", ".join(i.available_triggers)) for i in found])
+
+
+def _render_history(events: Sequence[Event], be: bool) -> None:
+    table(None, ["seq", "at (UTC)", "trigger", "from", "to", "actor", "role", "evidence", "note"],
+          [(e.seq, show_time(e.at, be), e.trigger, show_config(e.from_), show_config(e.to),
+            e.actor, e.role, show_evidence(dict(e.evidence), be), e.note or "")
+           for e in events])
+
+
+@cli.command()
+@click.argument("instance", type=int)
+@be_option
+@json_option
+@pass_ctx
+def history(c: Context, instance: int, be: bool, as_json: bool) -> None:
+    """The events of INSTANCE, oldest first."""
+    events = c.engine().history(instance)
+    if as_json:
+        emit_json([e.to_dict() for e in events])
+    else:
+        _render_history(events, be)
+
+
+def _render_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    fy = f" fiscal year {report.fiscal_year}" if report.fiscal_year else ""
+    table(f"Instances by program, province and state{fy} (total {report.total})",
+          ["program", "province", "state", "count", "regions done"],
+          [(r.program, f"{r.province.code} {r.province.name_th} ({r.province.name_en})",
+            r.state, r.count, ", ".join(f"{k} {v}" for k, v in r.regions_done.items()))
+           for r in report.rows])
+
+
+@cli.command()
+@click.option("--program", help="Only this program.")
+@click.option("--fiscal-year", help="Only this Buddhist-Era fiscal year.")
+@json_option
+@pass_ctx
+def report(c: Context, program: str | None, fiscal_year: str | None, as_json: bool) -> None:
+    """Instances per program and state, by province."""
+    _render_report(c.engine().report(program=program, fiscal_year=fiscal_year), as_json)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@cli.group()
+def audit() -> None:
+    """Read and verify the audit trail."""
+
+
+@audit.command("log")
+@click.option("--actor", help="Only events by this actor.")
+@click.option("--program", help="Only events of this program.")
+@click.option("--area", help="Only events of instances in this area (and inside it).")
+@click.option("--instance", type=int, help="Only events of this instance.")
+@click.option("--since", help="From this date (YYYY-MM-DD, CE or BE) or ISO timestamp.")
+@click.option("--until", help="Up to and including this date, or before this ISO timestamp.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@be_option
+@pass_ctx
+def audit_log(c: Context, actor: str | None, program: str | None, area: str | None,
+              instance: int | None, since: str | None, until: str | None, fmt: str,
+              be: bool) -> None:
+    """Events across instances, oldest first."""
+    events = c.engine().audit_log(actor=actor, program=program, area=area, since=since,
+                                  until=until, instance=instance)
+    if fmt == "json":
+        emit_json([e.to_dict() for e in events])
+    elif fmt == "csv":
+        _write_csv(events)
+    else:
+        table(None, ["at (UTC)", "instance", "seq", "program", "area", "trigger", "actor",
+                     "role", "evidence"],
+              [(show_time(e.at, be), e.instance, e.seq, e.program, e.area, e.trigger, e.actor,
+                e.role, show_evidence(dict(e.evidence), be)) for e in events])
+
+
+def _write_csv(events: Sequence[Event]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    # A BOM so that Excel opens the UTF-8 Thai text correctly.
+    buf.write("\ufeff")
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["id", "instance", "seq", "program", "area", "trigger", "from", "to", "actor",
+                "role", "os_user", "at", "evidence", "note", "prev_hash", "hash"])
+    for e in events:
+        d = e.to_dict()
+        w.writerow([e.id, e.instance, e.seq, e.program, e.area, e.trigger,
+                    json.dumps(d["from"], ensure_ascii=False), json.dumps(d["to"], ensure_ascii=False),
+                    e.actor, e.role, e.os_user, e.at,
+                    json.dumps(d["evidence"], ensure_ascii=False, sort_keys=True), e.note or "",
+                    e.prev_hash, e.hash])
+    sys.stdout.buffer.write(buf.getvalue().encode("utf-8"))
+    sys.stdout.flush()
+
+
+@audit.command("verify")
+@click.option("--digest", "digest_file", type=click.Path(dir_okay=False),
+              help="Also prove nothing this digest (from `audit digest`) covered was removed "
+                   "or changed.")
+@json_option
+@pass_ctx
+def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
+    """Re-compute every hash chain; exit 1 naming the first broken event."""
+    digest = None
+    if digest_file is not None:
+        from workflow.errors import UsageError
+
+        try:
+            with open(digest_file, encoding="utf-8") as fh:
+                digest = json.load(fh)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read digest {digest_file}: {e}") from None
+    result = c.engine().verify(digest)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        what = " and the digest" if result.digest_checked else ""
+        if result.ok:
+            click.echo(f"ok: {result.events_checked} events of {result.instances_checked} "
+                       f"instances verified{what}")
+        else:
+            for p in result.problems:
+                where = "definitions" if p.instance is None else f"instance {p.instance} seq {p.seq}"
+                click.echo(f"BROKEN {where}: {p.reason}")
+            click.echo(f"{len(result.problems)} problem(s) in {result.events_checked} events of "
+                       f"{result.instances_checked} instances")
+    if not result.ok:
+        sys.exit(1)
+
+
+@audit.command("digest")
+@pass_ctx
+def audit_digest(c: Context) -> None:
+    """Print a JSON digest of the whole trail for a later `audit verify --digest`."""
+    emit_json(c.engine().digest().to_dict())
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"workflow: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in args or os.environ.get("WORKFLOW_TRACEBACK") == "1"
+    try:
+        cli.main(args=args, prog_name="workflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        if show_traceback:
+            raise
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:
+        from workflow.errors import WorkflowError
+
+        if show_traceback:
+            raise
+        if isinstance(e, WorkflowError):
+            _fail(" ".join(str(e).split("\n")), e.exit_code)
+        _fail(f"internal error: {type(e).__name__}: {e} (run with --traceback for details)",
+              EXIT_INTERNAL)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
