@@ -48,9 +48,25 @@ def event_hash(
 ) -> str:
     """SHA-256 of an event's fields; JSON-valued fields enter as their stored canonical text."""
     payload = json.dumps(
-        [HASH_FORMAT, instance, seq, trigger, from_state, to_state, actor, role, os_user, at,
-         evidence, note, definition_hash, policy, prev_hash],
-        separators=(",", ":"), ensure_ascii=False,
+        [
+            HASH_FORMAT,
+            instance,
+            seq,
+            trigger,
+            from_state,
+            to_state,
+            actor,
+            role,
+            os_user,
+            at,
+            evidence,
+            note,
+            definition_hash,
+            policy,
+            prev_hash,
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -58,10 +74,20 @@ def event_hash(
 def row_hash(row: Any) -> str:
     """The hash an event row should carry (``row`` is a storage.EventRow)."""
     return event_hash(
-        instance=row.instance_id, seq=row.seq, trigger=row.trigger, from_state=row.from_state,
-        to_state=row.to_state, actor=row.actor, role=row.role, os_user=row.os_user, at=row.at,
-        evidence=row.evidence, note=row.note, definition_hash=row.definition_hash,
-        policy=row.policy, prev_hash=row.prev_hash,
+        instance=row.instance_id,
+        seq=row.seq,
+        trigger=row.trigger,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        actor=row.actor,
+        role=row.role,
+        os_user=row.os_user,
+        at=row.at,
+        evidence=row.evidence,
+        note=row.note,
+        definition_hash=row.definition_hash,
+        policy=row.policy,
+        prev_hash=row.prev_hash,
     )
 
 
@@ -98,12 +124,19 @@ class Digest:
         """Read a digest back; ``ValueError`` if it is not one or does not add up."""
         try:
             heads = {str(k): (int(v["seq"]), str(v["hash"])) for k, v in data["heads"].items()}
-            digest = cls(instances=int(data["instances"]), events=int(data["events"]),
-                         root=str(data["root"]), heads=heads, taken_at=str(data.get("taken_at", "")))
+            digest = cls(
+                instances=int(data["instances"]),
+                events=int(data["events"]),
+                root=str(data["root"]),
+                heads=heads,
+                taken_at=str(data.get("taken_at", "")),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not a workflow digest ({e})") from None
-        if cls.root_of(heads) != digest.root or len(heads) != digest.instances or (
-            sum(s for s, _ in heads.values()) != digest.events
+        if (
+            cls.root_of(heads) != digest.root
+            or len(heads) != digest.instances
+            or (sum(s for s, _ in heads.values()) != digest.events)
         ):
             raise ValueError("the digest does not add up (its root, counts and heads disagree)")
         return digest
@@ -124,8 +157,11 @@ class Chain:
     problem: VerifyProblem | None = None
 
 
-def chains(events: Iterable[Any], wanted: Mapping[int, int] | None = None,
-           found: dict[int, tuple[int, str]] | None = None) -> Iterator[Chain]:
+def chains(
+    events: Iterable[Any],
+    wanted: Mapping[int, int] | None = None,
+    found: dict[int, tuple[int, str]] | None = None,
+) -> Iterator[Chain]:
     """Re-compute chains from event rows ordered by (instance, seq), one chain at a time.
 
     Only the current instance is held in memory. Each chain reports its first broken event.
@@ -149,8 +185,10 @@ def chains(events: Iterable[Any], wanted: Mapping[int, int] | None = None,
         if chain.problem is None:
             reason = None
             if row.seq != chain.last_seq + 1:
-                reason = (f"sequence jumps from {chain.last_seq} to {row.seq} "
-                          "(an event was removed or inserted)")
+                reason = (
+                    f"sequence jumps from {chain.last_seq} to {row.seq} "
+                    "(an event was removed or inserted)"
+                )
             elif row.prev_hash != chain.head:
                 reason = "prev_hash does not match the previous event's hash"
             elif row_hash(row) != row.hash:

@@ -59,8 +59,9 @@ def json_option(f: F) -> F:
 
 
 def be_option(f: F) -> F:
-    return click.option("--be", is_flag=True,
-                        help="Show dates with Buddhist-Era years (2564-02-17).")(f)
+    return click.option(
+        "--be", is_flag=True, help="Show dates with Buddhist-Era years (2564-02-17)."
+    )(f)
 
 
 def emit_json(data: Any) -> None:
@@ -116,11 +117,20 @@ def show_config(config: Sequence[str] | None) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--db", envvar="WORKFLOW_DB", default="sqlite:///workflow.db", show_default=True,
-              help="SQLAlchemy database URL (env WORKFLOW_DB), e.g. "
-                   "postgresql+psycopg://user@host/dbname.")
-@click.option("--definitions", "definitions", multiple=True, type=click.Path(),
-              help="Extra directory (or file) of program definitions; repeatable.")
+@click.option(
+    "--db",
+    envvar="WORKFLOW_DB",
+    default="sqlite:///workflow.db",
+    show_default=True,
+    help="SQLAlchemy database URL (env WORKFLOW_DB), e.g. postgresql+psycopg://user@host/dbname.",
+)
+@click.option(
+    "--definitions",
+    "definitions",
+    multiple=True,
+    type=click.Path(),
+    help="Extra directory (or file) of program definitions; repeatable.",
+)
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
 @click.version_option(package_name="workflow")
 @click.pass_context
@@ -158,8 +168,10 @@ def demo(c: Context) -> None:
 
     engine = c.engine()
     result = load(engine)
-    click.echo(f"Loaded {len(result.instances)} instances from the source documents into "
-               f"{engine.store.safe_url} ({result.new_events} stages recorded by this run).\n")
+    click.echo(
+        f"Loaded {len(result.instances)} instances from the source documents into "
+        f"{engine.store.safe_url} ({result.new_events} stages recorded by this run).\n"
+    )
     _render_report(engine.report(), as_json=False)
     click.echo(f"History of instance {result.featured} ({result.featured_story}):")
     _render_history(engine.history(result.featured), be=True)
@@ -192,14 +204,29 @@ def programs_list(c: Context, as_json: bool) -> None:
     """The available programs (bundled and from --definitions)."""
     found = c.registry().programs()
     if as_json:
-        emit_json([{"program": p.id, "version": p.version, "title": {"th": p.title.th,
-                    "en": p.title.en}, "states": len(p.all_states()),
-                    "triggers": list(p.triggers), "roles": list(p.roles),
-                    "file": p.source_file} for p in found])
+        emit_json(
+            [
+                {
+                    "program": p.id,
+                    "version": p.version,
+                    "title": {"th": p.title.th, "en": p.title.en},
+                    "states": len(p.all_states()),
+                    "triggers": list(p.triggers),
+                    "roles": list(p.roles),
+                    "file": p.source_file,
+                }
+                for p in found
+            ]
+        )
         return
-    table(None, ["program", "version", "title", "title (th)", "states", "triggers"],
-          [(p.id, p.version, p.title.en, p.title.th, len(p.all_states()), len(p.triggers))
-           for p in found])
+    table(
+        None,
+        ["program", "version", "title", "title (th)", "states", "triggers"],
+        [
+            (p.id, p.version, p.title.en, p.title.th, len(p.all_states()), len(p.triggers))
+            for p in found
+        ],
+    )
 
 
 def program_json(p: Program) -> dict[str, Any]:
@@ -215,17 +242,41 @@ def program_json(p: Program) -> dict[str, Any]:
         "start_roles": list(p.start_roles),
         "initial": p.initial,
         "content_hash": p.content_hash,
-        "states": [{"id": s.path, "label": label(s.label), "final": s.final,
-                    "parallel": [r.name for r in s.regions]} for s in p.all_states()],
-        "transitions": [{
-            "trigger": t.trigger, "from": list(t.sources), "to": t.dest, "label": label(t.label),
-            "roles": list(t.roles),
-            "evidence": {f.name: {k: v for k, v in {
-                "type": f.type, "required": f.required, "label": label(f.label), "min": f.min,
-                "max": f.max, "choices": list(f.choices) or None}.items() if v is not None}
-                for f in t.evidence},
-            "guards": [g.describe() for g in t.guards],
-        } for t in p.transitions],
+        "states": [
+            {
+                "id": s.path,
+                "label": label(s.label),
+                "final": s.final,
+                "parallel": [r.name for r in s.regions],
+            }
+            for s in p.all_states()
+        ],
+        "transitions": [
+            {
+                "trigger": t.trigger,
+                "from": list(t.sources),
+                "to": t.dest,
+                "label": label(t.label),
+                "roles": list(t.roles),
+                "evidence": {
+                    f.name: {
+                        k: v
+                        for k, v in {
+                            "type": f.type,
+                            "required": f.required,
+                            "label": label(f.label),
+                            "min": f.min,
+                            "max": f.max,
+                            "choices": list(f.choices) or None,
+                        }.items()
+                        if v is not None
+                    }
+                    for f in t.evidence
+                },
+                "guards": [g.describe() for g in t.guards],
+            }
+            for t in p.transitions
+        ],
     }
 
 
@@ -242,18 +293,33 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
         emit_json(program_json(p))
         return
     click.echo(f"{p.id} v{p.version}: {p.title.get(lang)}")
-    click.echo(f"roles: {', '.join(p.roles)}; started by: {', '.join(p.start_roles)}; "
-               f"initial: {p.initial}")
-    table("States", ["state", "label", "final"],
-          [(s.path, s.label.get(lang), "yes" if s.final else "") for s in p.all_states()])
+    click.echo(
+        f"roles: {', '.join(p.roles)}; started by: {', '.join(p.start_roles)}; initial: {p.initial}"
+    )
+    table(
+        "States",
+        ["state", "label", "final"],
+        [(s.path, s.label.get(lang), "yes" if s.final else "") for s in p.all_states()],
+    )
 
     def fields(t: Any) -> str:
         return ", ".join(f"{f.name}{'*' if f.required else ''}:{f.type}" for f in t.evidence)
 
-    table("Transitions (* = required evidence)", ["trigger", "from", "to", "roles", "evidence",
-                                                  "guards"],
-          [(t.trigger, ", ".join(t.sources), t.dest, ", ".join(t.roles), fields(t),
-            "; ".join(g.describe() for g in t.guards)) for t in p.transitions])
+    table(
+        "Transitions (* = required evidence)",
+        ["trigger", "from", "to", "roles", "evidence", "guards"],
+        [
+            (
+                t.trigger,
+                ", ".join(t.sources),
+                t.dest,
+                ", ".join(t.roles),
+                fields(t),
+                "; ".join(g.describe() for g in t.guards),
+            )
+            for t in p.transitions
+        ],
+    )
 
 
 @programs.command("validate")
@@ -265,40 +331,60 @@ def programs_validate(paths: tuple[str, ...], as_json: bool) -> None:
     from workflow.registry import definition_files
 
     results = []
-    for f in definition_files(paths):
-        program, problems = check_file(f)
-        results.append((str(f), program, problems))
+    for path in definition_files(paths):
+        program, problems = check_file(path)
+        results.append((str(path), program, problems))
     if not results:
         raise click.UsageError("no .yaml files found in the given paths")
     ok = all(not problems for _, _, problems in results)
     if as_json:
-        emit_json({"ok": ok, "files": [{
-            "file": f, "ok": not problems,
-            "program": p.id if p and not problems else None,
-            "version": p.version if p and not problems else None,
-            "problems": [{"file": x.file, "line": x.line, "code": x.code, "message": x.message}
-                         for x in problems]} for f, p, problems in results]})
+        emit_json(
+            {
+                "ok": ok,
+                "files": [
+                    {
+                        "file": f,
+                        "ok": not problems,
+                        "program": p.id if p and not problems else None,
+                        "version": p.version if p and not problems else None,
+                        "problems": [
+                            {"file": x.file, "line": x.line, "code": x.code, "message": x.message}
+                            for x in problems
+                        ],
+                    }
+                    for f, p, problems in results
+                ],
+            }
+        )
     else:
         for f, p, problems in results:
             for x in problems:
                 click.echo(str(x))
             if not problems and p is not None:
-                click.echo(f"{f}: ok ({p.id} v{p.version}, {len(p.all_states())} states, "
-                           f"{len(p.transitions)} transitions)")
+                click.echo(
+                    f"{f}: ok ({p.id} v{p.version}, {len(p.all_states())} states, "
+                    f"{len(p.transitions)} transitions)"
+                )
     if not ok:
         sys.exit(1)
 
 
 @programs.command("diagram")
 @click.argument("program")
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
 @click.option("--lang", type=click.Choice(["th", "en"]), default="en", show_default=True)
-@click.option("--instance", "instance_id", type=int,
-              help="Mark this instance's current state and the path it took.")
+@click.option(
+    "--instance",
+    "instance_id",
+    type=int,
+    help="Mark this instance's current state and the path it took.",
+)
 @pass_ctx
-def programs_diagram(c: Context, program: str, fmt: str, lang: str,
-                     instance_id: int | None) -> None:
+def programs_diagram(
+    c: Context, program: str, fmt: str, lang: str, instance_id: int | None
+) -> None:
     """Print PROGRAM as a Mermaid stateDiagram-v2 or a Graphviz DOT graph."""
     from workflow import diagram
 
@@ -328,8 +414,12 @@ def _fired_edges(p: Program, e: Event) -> list[tuple[str, str, str]]:
     for leaf in e.from_:
         parts = leaf.split(".")
         active.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return [(src, e.trigger, t.dest) for t in p.transitions_for(e.trigger)
-            for src in t.sources if src in active][:1]
+    return [
+        (src, e.trigger, t.dest)
+        for t in p.transitions_for(e.trigger)
+        for src in t.sources
+        if src in active
+    ][:1]
 
 
 # --------------------------------------------------------------------------- instances
@@ -362,16 +452,38 @@ def _render_instance(inst: Instance, be: bool) -> None:
 @click.option("--title", help="A title for this instance.")
 @click.option("--note", help="A note recorded with the start event.")
 @click.option("--key", help="Idempotency key: the same key again returns the first result.")
-@click.option("--allow-duplicate", is_flag=True,
-              help="Start even if PROGRAM already runs for this area and fiscal year.")
+@click.option(
+    "--allow-duplicate",
+    is_flag=True,
+    help="Start even if PROGRAM already runs for this area and fiscal year.",
+)
 @json_option
 @pass_ctx
-def start(c: Context, program: str, area: str, fiscal_year: str, actor: str, role: str,
-          title: str | None, note: str | None, key: str | None, allow_duplicate: bool,
-          as_json: bool) -> None:
+def start(
+    c: Context,
+    program: str,
+    area: str,
+    fiscal_year: str,
+    actor: str,
+    role: str,
+    title: str | None,
+    note: str | None,
+    key: str | None,
+    allow_duplicate: bool,
+    as_json: bool,
+) -> None:
     """Start PROGRAM for an area and fiscal year; prints the new instance's id."""
-    inst = c.engine().start(program, area=area, fiscal_year=fiscal_year, actor=actor, role=role,
-                            title=title, key=key, allow_duplicate=allow_duplicate, note=note)
+    inst = c.engine().start(
+        program,
+        area=area,
+        fiscal_year=fiscal_year,
+        actor=actor,
+        role=role,
+        title=title,
+        key=key,
+        allow_duplicate=allow_duplicate,
+        note=note,
+    )
     if as_json:
         emit_json(inst.to_dict())
     else:
@@ -383,31 +495,57 @@ def start(c: Context, program: str, area: str, fiscal_year: str, actor: str, rol
 @click.argument("trigger")
 @click.option("--actor", required=True, help="Who is acting (recorded in the audit trail).")
 @click.option("--role", required=True, help="The role the actor acts in.")
-@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
-              help="Evidence; repeatable. Dates YYYY-MM-DD, CE or BE (2564-02-17).")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Evidence; repeatable. Dates YYYY-MM-DD, CE or BE (2564-02-17).",
+)
 @click.option("--note", help="A free-text note recorded with the event.")
-@click.option("--expect-version", type=int,
-              help="Refuse (exit 5) unless the instance is at this version.")
+@click.option(
+    "--expect-version", type=int, help="Refuse (exit 5) unless the instance is at this version."
+)
 @click.option("--key", help="Idempotency key: the same key again returns the first result.")
 @be_option
 @json_option
 @pass_ctx
-def fire(c: Context, instance: int, trigger: str, actor: str, role: str,
-         assignments: tuple[str, ...], note: str | None, expect_version: int | None,
-         key: str | None, be: bool, as_json: bool) -> None:
+def fire(
+    c: Context,
+    instance: int,
+    trigger: str,
+    actor: str,
+    role: str,
+    assignments: tuple[str, ...],
+    note: str | None,
+    expect_version: int | None,
+    key: str | None,
+    be: bool,
+    as_json: bool,
+) -> None:
     """Fire TRIGGER on INSTANCE with its evidence."""
     from workflow.evidence import parse_assignments
 
     evidence = parse_assignments(assignments)
-    result = c.engine().fire(instance, trigger, actor=actor, role=role, evidence=evidence,
-                             note=note, expect_version=expect_version, key=key)
+    result = c.engine().fire(
+        instance,
+        trigger,
+        actor=actor,
+        role=role,
+        evidence=evidence,
+        note=note,
+        expect_version=expect_version,
+        key=key,
+    )
     if as_json:
         emit_json(result.to_dict())
         return
     e, inst = result.event, result.instance
     again = " (already recorded with this key; nothing changed)" if result.replayed else ""
-    click.echo(f"instance {inst.id}: {e.trigger} {show_config(e.from_)} -> "
-               f"{show_config(e.to)} (version {inst.version}){again}")
+    click.echo(
+        f"instance {inst.id}: {e.trigger} {show_config(e.from_)} -> "
+        f"{show_config(e.to)} (version {inst.version}){again}"
+    )
     click.echo(f"next: {', '.join(inst.available_triggers) or '(none: final)'}")
 
 
@@ -439,24 +577,60 @@ def show(c: Context, instance: int, role: str | None, be: bool, as_json: bool) -
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
 @json_option
 @pass_ctx
-def list_(c: Context, program: str | None, state: str | None, area: str | None,
-          fiscal_year: str | None, limit: int | None, as_json: bool) -> None:
+def list_(
+    c: Context,
+    program: str | None,
+    state: str | None,
+    area: str | None,
+    fiscal_year: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """Instances, oldest first, with the contract's filters."""
-    found = c.engine().list(program=program, state=state, area=area, fiscal_year=fiscal_year,
-                            limit=limit)
+    found = c.engine().list(
+        program=program, state=state, area=area, fiscal_year=fiscal_year, limit=limit
+    )
     if as_json:
         emit_json([i.to_dict() for i in found])
         return
-    table(None, ["id", "program", "area", "name", "FY", "state", "version", "next"],
-          [(i.id, i.program, i.area.code, f"{i.area.name_th} ({i.area.name_en})", i.fiscal_year,
-            i.state, i.version, ", ".join(i.available_triggers)) for i in found])
+    table(
+        None,
+        ["id", "program", "area", "name", "FY", "state", "version", "next"],
+        [
+            (
+                i.id,
+                i.program,
+                i.area.code,
+                f"{i.area.name_th} ({i.area.name_en})",
+                i.fiscal_year,
+                i.state,
+                i.version,
+                ", ".join(i.available_triggers),
+            )
+            for i in found
+        ],
+    )
 
 
 def _render_history(events: Sequence[Event], be: bool) -> None:
-    table(None, ["seq", "at (UTC)", "trigger", "from", "to", "actor", "role", "evidence", "note"],
-          [(e.seq, show_time(e.at, be), e.trigger, show_config(e.from_), show_config(e.to),
-            e.actor, e.role, show_evidence(dict(e.evidence), be), e.note or "")
-           for e in events])
+    table(
+        None,
+        ["seq", "at (UTC)", "trigger", "from", "to", "actor", "role", "evidence", "note"],
+        [
+            (
+                e.seq,
+                show_time(e.at, be),
+                e.trigger,
+                show_config(e.from_),
+                show_config(e.to),
+                e.actor,
+                e.role,
+                show_evidence(dict(e.evidence), be),
+                e.note or "",
+            )
+            for e in events
+        ],
+    )
 
 
 @cli.command()
@@ -478,11 +652,20 @@ def _render_report(report: Any, as_json: bool) -> None:
         emit_json(report.to_dict())
         return
     fy = f" fiscal year {report.fiscal_year}" if report.fiscal_year else ""
-    table(f"Instances by program, province and state{fy} (total {report.total})",
-          ["program", "province", "state", "count", "regions done"],
-          [(r.program, f"{r.province.code} {r.province.name_th} ({r.province.name_en})",
-            r.state, r.count, ", ".join(f"{k} {v}" for k, v in r.regions_done.items()))
-           for r in report.rows])
+    table(
+        f"Instances by program, province and state{fy} (total {report.total})",
+        ["program", "province", "state", "count", "regions done"],
+        [
+            (
+                r.program,
+                f"{r.province.code} {r.province.name_th} ({r.province.name_en})",
+                r.state,
+                r.count,
+                ", ".join(f"{k} {v}" for k, v in r.regions_done.items()),
+            )
+            for r in report.rows
+        ],
+    )
 
 
 @cli.command()
@@ -510,25 +693,63 @@ def audit() -> None:
 @click.option("--instance", type=int, help="Only events of this instance.")
 @click.option("--since", help="From this date (YYYY-MM-DD, CE or BE) or ISO timestamp.")
 @click.option("--until", help="Up to and including this date, or before this ISO timestamp.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
 @be_option
 @pass_ctx
-def audit_log(c: Context, actor: str | None, program: str | None, area: str | None,
-              instance: int | None, since: str | None, until: str | None, fmt: str,
-              be: bool) -> None:
+def audit_log(
+    c: Context,
+    actor: str | None,
+    program: str | None,
+    area: str | None,
+    instance: int | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    be: bool,
+) -> None:
     """Events across instances, oldest first."""
-    events = c.engine().audit_log(actor=actor, program=program, area=area, since=since,
-                                  until=until, instance=instance)
+    events = c.engine().audit_log(
+        actor=actor, program=program, area=area, since=since, until=until, instance=instance
+    )
     if fmt == "json":
         emit_json([e.to_dict() for e in events])
     elif fmt == "csv":
         _write_csv(events)
     else:
-        table(None, ["at (UTC)", "instance", "seq", "program", "area", "trigger", "actor",
-                     "role", "evidence"],
-              [(show_time(e.at, be), e.instance, e.seq, e.program, e.area, e.trigger, e.actor,
-                e.role, show_evidence(dict(e.evidence), be)) for e in events])
+        table(
+            None,
+            [
+                "at (UTC)",
+                "instance",
+                "seq",
+                "program",
+                "area",
+                "trigger",
+                "actor",
+                "role",
+                "evidence",
+            ],
+            [
+                (
+                    show_time(e.at, be),
+                    e.instance,
+                    e.seq,
+                    e.program,
+                    e.area,
+                    e.trigger,
+                    e.actor,
+                    e.role,
+                    show_evidence(dict(e.evidence), be),
+                )
+                for e in events
+            ],
+        )
 
 
 def _write_csv(events: Sequence[Event]) -> None:
@@ -539,23 +760,59 @@ def _write_csv(events: Sequence[Event]) -> None:
     # A BOM so that Excel opens the UTF-8 Thai text correctly.
     buf.write("\ufeff")
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(["id", "instance", "seq", "program", "area", "trigger", "from", "to", "actor",
-                "role", "os_user", "at", "evidence", "note", "prev_hash", "hash"])
+    w.writerow(
+        [
+            "id",
+            "instance",
+            "seq",
+            "program",
+            "area",
+            "trigger",
+            "from",
+            "to",
+            "actor",
+            "role",
+            "os_user",
+            "at",
+            "evidence",
+            "note",
+            "prev_hash",
+            "hash",
+        ]
+    )
     for e in events:
         d = e.to_dict()
-        w.writerow([e.id, e.instance, e.seq, e.program, e.area, e.trigger,
-                    json.dumps(d["from"], ensure_ascii=False), json.dumps(d["to"], ensure_ascii=False),
-                    e.actor, e.role, e.os_user, e.at,
-                    json.dumps(d["evidence"], ensure_ascii=False, sort_keys=True), e.note or "",
-                    e.prev_hash, e.hash])
+        w.writerow(
+            [
+                e.id,
+                e.instance,
+                e.seq,
+                e.program,
+                e.area,
+                e.trigger,
+                json.dumps(d["from"], ensure_ascii=False),
+                json.dumps(d["to"], ensure_ascii=False),
+                e.actor,
+                e.role,
+                e.os_user,
+                e.at,
+                json.dumps(d["evidence"], ensure_ascii=False, sort_keys=True),
+                e.note or "",
+                e.prev_hash,
+                e.hash,
+            ]
+        )
     sys.stdout.buffer.write(buf.getvalue().encode("utf-8"))
     sys.stdout.flush()
 
 
 @audit.command("verify")
-@click.option("--digest", "digest_file", type=click.Path(dir_okay=False),
-              help="Also prove nothing this digest (from `audit digest`) covered was removed "
-                   "or changed.")
+@click.option(
+    "--digest",
+    "digest_file",
+    type=click.Path(dir_okay=False),
+    help="Also prove nothing this digest (from `audit digest`) covered was removed or changed.",
+)
 @json_option
 @pass_ctx
 def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
@@ -575,14 +832,20 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
     else:
         what = " and the digest" if result.digest_checked else ""
         if result.ok:
-            click.echo(f"ok: {result.events_checked} events of {result.instances_checked} "
-                       f"instances verified{what}")
+            click.echo(
+                f"ok: {result.events_checked} events of {result.instances_checked} "
+                f"instances verified{what}"
+            )
         else:
             for p in result.problems:
-                where = "definitions" if p.instance is None else f"instance {p.instance} seq {p.seq}"
+                where = (
+                    "definitions" if p.instance is None else f"instance {p.instance} seq {p.seq}"
+                )
                 click.echo(f"BROKEN {where}: {p.reason}")
-            click.echo(f"{len(result.problems)} problem(s) in {result.events_checked} events of "
-                       f"{result.instances_checked} instances")
+            click.echo(
+                f"{len(result.problems)} problem(s) in {result.events_checked} events of "
+                f"{result.instances_checked} instances"
+            )
     if not result.ok:
         sys.exit(1)
 
@@ -628,8 +891,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         if isinstance(e, WorkflowError):
             _fail(" ".join(str(e).split("\n")), e.exit_code)
-        _fail(f"internal error: {type(e).__name__}: {e} (run with --traceback for details)",
-              EXIT_INTERNAL)
+        _fail(
+            f"internal error: {type(e).__name__}: {e} (run with --traceback for details)",
+            EXIT_INTERNAL,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,12 +9,13 @@ changes nothing at all. Everything it returns is frozen and typed (see ``records
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ class Engine:
         """Create or upgrade the schema; safe to repeat. Returns (revision before, after)."""
         return self.store.init()
 
-    def programs(self) -> list[Program]:
+    def programs(self) -> builtins.list[Program]:
         return self.registry.programs()
 
     def program(self, program_id: str, version: int | None = None) -> Program:
@@ -133,7 +134,8 @@ class Engine:
             if program is None or program.content_hash != row.content_hash:
                 # The file changed or is gone: the instance keeps the exact text it started on.
                 program = Registry((), bundled=False).add_text(
-                    row.source_text, f"<stored {row.program} v{row.version}>")
+                    row.source_text, f"<stored {row.program} v{row.version}>"
+                )
             loaded = _Loaded(program, compile_program(program), definition_id)
             self._by_definition[definition_id] = loaded
         return loaded
@@ -143,8 +145,13 @@ class Engine:
         definition_id = self._stored.get(key)
         if definition_id is None:
             definition_id = self.store.ensure_definition(
-                program.id, program.version, program.content_hash, program.source_file,
-                program.source_text, now_utc())
+                program.id,
+                program.version,
+                program.content_hash,
+                program.source_file,
+                program.source_text,
+                now_utc(),
+            )
             self._stored[key] = definition_id
         loaded = self._by_definition.get(definition_id)
         if loaded is None:
@@ -154,49 +161,87 @@ class Engine:
 
     # ------------------------------------------------------------------ records
 
-    def _instance(self, row: InstanceRow, happened: Callable[[], set[str]] | None = None
-                  ) -> Instance:
+    def _instance(
+        self, row: InstanceRow, happened: Callable[[], set[str]] | None = None
+    ) -> Instance:
         loaded = self._loaded(row.definition_id)
         config = tuple(json.loads(row.active))
         available = loaded.machine.available(config, happened=happened or (lambda: set()))
         return Instance(
-            id=row.id, program=row.program, program_version=row.program_version,
-            area=_areas.get(row.area_code), fiscal_year=row.fiscal_year, title=row.title,
-            state=row.state, active=config, version=row.version, created_at=row.created_at,
-            updated_at=row.updated_at, available_triggers=available,
+            id=row.id,
+            program=row.program,
+            program_version=row.program_version,
+            area=_areas.get(row.area_code),
+            fiscal_year=row.fiscal_year,
+            title=row.title,
+            state=row.state,
+            active=config,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            available_triggers=available,
             final=loaded.machine.is_final(config),
         )
 
     @staticmethod
     def _event(row: EventRow, program: str | None = None, area: str | None = None) -> Event:
         return Event(
-            id=row.id, instance=row.instance_id, seq=row.seq, trigger=row.trigger,
-            from_=_config_of(row.from_state), to=_config_of(row.to_state) or (),
-            actor=row.actor, role=row.role, os_user=row.os_user, at=row.at,
-            evidence=json.loads(row.evidence), note=row.note,
-            definition_hash=row.definition_hash, policy=row.policy, prev_hash=row.prev_hash,
-            hash=row.hash, program=program, area=area,
+            id=row.id,
+            instance=row.instance_id,
+            seq=row.seq,
+            trigger=row.trigger,
+            from_=_config_of(row.from_state),
+            to=_config_of(row.to_state) or (),
+            actor=row.actor,
+            role=row.role,
+            os_user=row.os_user,
+            at=row.at,
+            evidence=json.loads(row.evidence),
+            note=row.note,
+            definition_hash=row.definition_hash,
+            policy=row.policy,
+            prev_hash=row.prev_hash,
+            hash=row.hash,
+            program=program,
+            area=area,
         )
 
-    def _append(self, conn: Any, *, instance: int, seq: int, trigger: str,
-                before: Configuration | None, after: Configuration, actor: str, role: str,
-                at: str, evidence: Mapping[str, Any], note: str | None, definition_hash: str,
-                prev_hash: str) -> EventRow:
-        values = dict(
-            instance_id=instance, seq=seq, trigger=trigger,
-            from_state=None if before is None else _config_text(before),
-            to_state=_config_text(after), actor=actor, role=role, os_user=self._os_user, at=at,
-            evidence=_audit.canonical_json(dict(evidence)), note=note,
-            definition_hash=definition_hash, policy=POLICY_NONE, prev_hash=prev_hash,
-        )
-        values["hash"] = _audit.event_hash(
-            instance=instance, seq=seq, trigger=trigger, from_state=values["from_state"],
-            to_state=values["to_state"], actor=actor, role=role, os_user=self._os_user, at=at,
-            evidence=values["evidence"], note=note, definition_hash=definition_hash,
+    def _append(
+        self,
+        conn: Any,
+        *,
+        instance: int,
+        seq: int,
+        trigger: str,
+        before: Configuration | None,
+        after: Configuration,
+        actor: str,
+        role: str,
+        at: str,
+        evidence: Mapping[str, Any],
+        note: str | None,
+        definition_hash: str,
+        prev_hash: str,
+    ) -> EventRow:
+        from_state = None if before is None else _config_text(before)
+        to_state = _config_text(after)
+        evidence_text = _audit.canonical_json(dict(evidence))
+        digest = _audit.event_hash(
+            instance=instance, seq=seq, trigger=trigger, from_state=from_state,
+            to_state=to_state, actor=actor, role=role, os_user=self._os_user, at=at,
+            evidence=evidence_text, note=note, definition_hash=definition_hash,
             policy=POLICY_NONE, prev_hash=prev_hash,
         )
+        row = EventRow(
+            id=0, instance_id=instance, seq=seq, trigger=trigger, from_state=from_state,
+            to_state=to_state, actor=actor, role=role, os_user=self._os_user, at=at,
+            evidence=evidence_text, note=note, definition_hash=definition_hash,
+            policy=POLICY_NONE, prev_hash=prev_hash, hash=digest,
+        )
+        values = row._asdict()
+        del values["id"]
         event_id = self.store.insert_event(conn, values)
-        return EventRow(id=event_id, **values)
+        return row._replace(id=event_id)
 
     # ------------------------------------------------------------------ changes
 
@@ -222,8 +267,9 @@ class Engine:
         if role not in definition.start_roles:
             raise RoleNotAllowed("start", role, definition.start_roles)
         title = title.strip() if title and title.strip() else None
-        request = _request_hash("start", definition.id, the_area.code, year, actor, role, title,
-                                allow_duplicate, note)
+        request = _request_hash(
+            "start", definition.id, the_area.code, year, actor, role, title, allow_duplicate, note
+        )
         loaded = self._store_definition(definition)
         machine = loaded.machine
 
@@ -232,30 +278,63 @@ class Engine:
                 replay = self._replay(conn, key, request)
                 if replay is not None:
                     return replay[0]
-            existing, duplicate_no = self.store.find_duplicate(conn, definition.id, the_area.code, year)
+            existing, duplicate_no = self.store.find_duplicate(
+                conn, definition.id, the_area.code, year
+            )
             if existing is not None and not allow_duplicate:
                 raise DuplicateInstance(definition.id, the_area.code, year, existing)
             at = now_utc()
             config = machine.initial()
-            instance_id = self.store.insert_instance(conn, dict(
-                program=definition.id, program_version=definition.version,
-                definition_id=loaded.definition_id, area_code=the_area.code,
-                province_code=the_area.province_code, fiscal_year=year, duplicate_no=duplicate_no,
-                title=title, state=machine.top_state(config), active=_config_text(config),
-                version=1, head_hash=_audit.GENESIS, created_at=at, updated_at=at))
-            identity = {"program": definition.id, "program_version": definition.version,
-                        "area": the_area.code, "fiscal_year": year, "title": title,
-                        "duplicate_no": duplicate_no}
+            instance_id = self.store.insert_instance(
+                conn,
+                dict(
+                    program=definition.id,
+                    program_version=definition.version,
+                    definition_id=loaded.definition_id,
+                    area_code=the_area.code,
+                    province_code=the_area.province_code,
+                    fiscal_year=year,
+                    duplicate_no=duplicate_no,
+                    title=title,
+                    state=machine.top_state(config),
+                    active=_config_text(config),
+                    version=1,
+                    head_hash=_audit.GENESIS,
+                    created_at=at,
+                    updated_at=at,
+                ),
+            )
+            identity = {
+                "program": definition.id,
+                "program_version": definition.version,
+                "area": the_area.code,
+                "fiscal_year": year,
+                "title": title,
+                "duplicate_no": duplicate_no,
+            }
             event = self._append(
-                conn, instance=instance_id, seq=1, trigger="start", before=None, after=config,
-                actor=actor, role=role, at=at, evidence=identity, note=note,
-                definition_hash=definition.content_hash, prev_hash=_audit.GENESIS)
+                conn,
+                instance=instance_id,
+                seq=1,
+                trigger="start",
+                before=None,
+                after=config,
+                actor=actor,
+                role=role,
+                at=at,
+                evidence=identity,
+                note=note,
+                definition_hash=definition.content_hash,
+                prev_hash=_audit.GENESIS,
+            )
             self.store.set_head(conn, instance_id, event.hash)
             if key is not None:
                 self.store.insert_key(conn, key, request, instance_id, 1, at)
             return instance_id
 
-        instance_id = self._write(work, duplicate=(definition.id, the_area.code, year, allow_duplicate))
+        instance_id = self._write(
+            work, duplicate=(definition.id, the_area.code, year, allow_duplicate)
+        )
         return self.get(instance_id)
 
     def fire(
@@ -273,7 +352,9 @@ class Engine:
         """Fire ``trigger`` on an instance, recording ``evidence``; one transaction."""
         actor = _clean_name(actor, "actor")
         note = note.strip() if note and note.strip() else None
-        request = _request_hash("fire", instance_id, trigger, actor, role, dict(evidence or {}), note)
+        request = _request_hash(
+            "fire", instance_id, trigger, actor, role, dict(evidence or {}), note
+        )
 
         def work(conn: Any) -> tuple[EventRow, InstanceRow, bool]:
             if key is not None:
@@ -292,34 +373,60 @@ class Engine:
             config: Configuration = tuple(json.loads(row.active))
             context = {"instance": row.id, "area": row.area_code, "fiscal_year": row.fiscal_year}
             step = loaded.machine.apply(
-                config, trigger, role, evidence,
+                config,
+                trigger,
+                role,
+                evidence,
                 happened=lambda: self.store.triggers_of(conn, row.id),
-                functions=self.guards, context=context,
+                functions=self.guards,
+                context=context,
             )
             at = now_utc()
             event = self._append(
-                conn, instance=row.id, seq=row.version + 1, trigger=trigger, before=config,
-                after=step.after, actor=actor, role=role, at=at, evidence=step.evidence,
-                note=note, definition_hash=loaded.program.content_hash, prev_hash=row.head_hash)
+                conn,
+                instance=row.id,
+                seq=row.version + 1,
+                trigger=trigger,
+                before=config,
+                after=step.after,
+                actor=actor,
+                role=role,
+                at=at,
+                evidence=step.evidence,
+                note=note,
+                definition_hash=loaded.program.content_hash,
+                prev_hash=row.head_hash,
+            )
             state = loaded.machine.top_state(step.after)
             active = _config_text(step.after)
-            if not self.store.advance_instance(conn, row.id, row.version, state, active,
-                                               event.hash, at):
+            if not self.store.advance_instance(
+                conn, row.id, row.version, state, active, event.hash, at
+            ):
                 raise VersionConflict(row.id, row.version, row.version + 1)
             if key is not None:
                 self.store.insert_key(conn, key, request, row.id, event.seq, at)
-            new_row = row._replace(state=state, active=active, version=row.version + 1,
-                                   head_hash=event.hash, updated_at=at)
+            new_row = row._replace(
+                state=state,
+                active=active,
+                version=row.version + 1,
+                head_hash=event.hash,
+                updated_at=at,
+            )
             return event, new_row, False
 
         event_row, inst_row, replayed = self._write(work)
         loaded = self._loaded(inst_row.definition_id)
         happened = None
-        if any(loaded.machine.needs_history(t) for t in loaded.machine.triggers_from(
-                tuple(json.loads(inst_row.active)))):
+        if any(
+            loaded.machine.needs_history(t)
+            for t in loaded.machine.triggers_from(tuple(json.loads(inst_row.active)))
+        ):
             happened = lambda: self._triggers(inst_row.id)  # noqa: E731
-        return FireResult(event=self._event(event_row), instance=self._instance(inst_row, happened),
-                          replayed=replayed)
+        return FireResult(
+            event=self._event(event_row),
+            instance=self._instance(inst_row, happened),
+            replayed=replayed,
+        )
 
     def _replay(self, conn: Any, key: str, request: str) -> tuple[int, int] | None:
         if not key.strip() or len(key) > 200:
@@ -332,8 +439,9 @@ class Engine:
             raise IdempotencyConflict(key)
         return instance_id, seq
 
-    def _write(self, work: Callable[[Any], Any], duplicate: tuple[str, str, int, bool] | None = None
-               ) -> Any:
+    def _write(
+        self, work: Callable[[Any], Any], duplicate: tuple[str, str, int, bool] | None = None
+    ) -> Any:
         """Run a change; a unique-key collision means another writer won: say who."""
         from workflow.errors import DatabaseUnavailable
 
@@ -350,7 +458,9 @@ class Engine:
                 if self.store.is_integrity_error(again.__cause__):
                     from workflow.errors import Conflict
 
-                    raise Conflict("a concurrent change collided with this one; try again") from again
+                    raise Conflict(
+                        "a concurrent change collided with this one; try again"
+                    ) from again
                 raise
 
     def _triggers(self, instance_id: int) -> set[str]:
@@ -378,8 +488,11 @@ class Engine:
             if row is None:
                 raise InstanceNotFound(instance_id)
             machine = self._loaded(row.definition_id).machine
-            return machine.available(tuple(json.loads(row.active)), role,
-                                     happened=lambda: self.store.triggers_of(conn, row.id))
+            return machine.available(
+                tuple(json.loads(row.active)),
+                role,
+                happened=lambda: self.store.triggers_of(conn, row.id),
+            )
 
         return self.store.run(work)
 
@@ -391,24 +504,25 @@ class Engine:
         area: str | None = None,
         fiscal_year: int | str | None = None,
         limit: int | None = None,
-    ) -> list[Instance]:
+    ) -> builtins.list[Instance]:
         """Instances, oldest first; ``area`` matches the area and everything inside it."""
         code = _areas.resolve(area).code if area else None
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
         if program is not None:
             self.registry.get(program)
 
-        def work(conn: Any) -> list[Instance]:
-            rows = self.store.list_instances(conn, program=program, state=state, area=code,
-                                             fiscal_year=year, limit=limit)
-            return [self._instance(r, lambda r=r: self.store.triggers_of(conn, r.id)) for r in rows]
+        def work(conn: Any) -> builtins.list[Instance]:
+            rows = self.store.list_instances(
+                conn, program=program, state=state, area=code, fiscal_year=year, limit=limit
+            )
+            return [self._instance(r, partial(self.store.triggers_of, conn, r.id)) for r in rows]
 
         return self.store.run(work)
 
-    def history(self, instance_id: int) -> list[Event]:
+    def history(self, instance_id: int) -> builtins.list[Event]:
         """The instance's events, oldest first (the first is ``start``)."""
 
-        def work(conn: Any) -> list[Event]:
+        def work(conn: Any) -> builtins.list[Event]:
             rows = self.store.events_of(conn, int(instance_id))
             if not rows and self.store.get_instance(conn, int(instance_id)) is None:
                 raise InstanceNotFound(instance_id)
@@ -426,27 +540,37 @@ class Engine:
         until: str | dt.date | None = None,
         instance: int | None = None,
         limit: int | None = None,
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         """Events across instances, oldest first. ``since``/``until`` are dates (CE or BE,
         ``until`` inclusive) or ISO timestamps."""
         code = _areas.resolve(area).code if area else None
         lo = _bound(since, end=False)
         hi = _bound(until, end=True)
 
-        def work(conn: Any) -> list[Event]:
-            return [self._event(row, program=p, area=a) for row, p, a in self.store.audit_log(
-                conn, actor=actor, program=program, area=code, since=lo, until=hi,
-                instance=instance, limit=limit)]
+        def work(conn: Any) -> builtins.list[Event]:
+            return [
+                self._event(row, program=p, area=a)
+                for row, p, a in self.store.audit_log(
+                    conn,
+                    actor=actor,
+                    program=program,
+                    area=code,
+                    since=lo,
+                    until=hi,
+                    instance=instance,
+                    limit=limit,
+                )
+            ]
 
         return self.store.run(work)
 
-    def report(self, *, program: str | None = None, fiscal_year: int | str | None = None
-               ) -> Report:
+    def report(self, *, program: str | None = None, fiscal_year: int | str | None = None) -> Report:
         """Instances per program, province and top-level state; for programs with parallel
         states, how many instances have finished each region."""
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
-        groups = self.store.run(lambda conn: self.store.report(conn, program=program,
-                                                               fiscal_year=year))
+        groups = self.store.run(
+            lambda conn: self.store.report(conn, program=program, fiscal_year=year)
+        )
         merged: dict[tuple[str, str, str], tuple[int, dict[str, int]]] = {}
         for prog, province, state, active, count in groups:
             count_before, regions = merged.get((prog, province, state), (0, {}))
@@ -455,8 +579,13 @@ class Engine:
                 regions[region] = regions.get(region, 0) + (count if finished else 0)
             merged[(prog, province, state)] = (count_before + count, regions)
         rows = tuple(
-            ReportRow(program=prog, province=_areas.get(province), state=state, count=count,
-                      regions_done=regions)
+            ReportRow(
+                program=prog,
+                province=_areas.get(province),
+                state=state,
+                count=count,
+                regions_done=regions,
+            )
             for (prog, province, state), (count, regions) in sorted(merged.items())
         )
         return Report(fiscal_year=year, rows=rows)
@@ -470,8 +599,13 @@ class Engine:
             taken = now_utc()
             for row in self.store.stream_instances(conn):
                 heads[str(row.id)] = (row.version, row.head_hash)
-        return Digest(instances=len(heads), events=sum(s for s, _ in heads.values()),
-                      root=Digest.root_of(heads), heads=heads, taken_at=taken)
+        return Digest(
+            instances=len(heads),
+            events=sum(s for s, _ in heads.values()),
+            root=Digest.root_of(heads),
+            heads=heads,
+            taken_at=taken,
+        )
 
     def verify(self, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
         """Re-compute every chain and check each instance against its last event; with a
@@ -481,7 +615,7 @@ class Engine:
                 digest = Digest.from_dict(digest)
             except ValueError as e:
                 raise UsageError(str(e)) from None
-        problems: list[VerifyProblem] = []
+        problems: builtins.list[VerifyProblem] = []
         events = instances = 0
         wanted = {int(k): s for k, (s, _) in digest.heads.items()} if digest else {}
         found: dict[int, tuple[int, str]] = {}
@@ -489,12 +623,18 @@ class Engine:
             definitions = {d.id: d for d in self.store.all_definitions(conn)}
             for d in definitions.values():
                 if hashlib.sha256(d.source_text.encode("utf-8")).hexdigest() != d.content_hash:
-                    problems.append(VerifyProblem(None, None,
-                                                  f"stored definition {d.program} v{d.version} "
-                                                  "was altered (its text no longer matches its hash)"))
+                    problems.append(
+                        VerifyProblem(
+                            None,
+                            None,
+                            f"stored definition {d.program} v{d.version} "
+                            "was altered (its text no longer matches its hash)",
+                        )
+                    )
             pairs = _audit.merge_by_instance(
                 self.store.stream_instances(conn),
-                _audit.chains(self.store.stream_events(conn), wanted, found))
+                _audit.chains(self.store.stream_events(conn), wanted, found),
+            )
             for inst, chain in pairs:
                 if chain is not None:
                     events += chain.events
@@ -507,18 +647,32 @@ class Engine:
             for key, (seq, head) in sorted(digest.heads.items(), key=lambda kv: int(kv[0])):
                 now = found.get(int(key))
                 if now is None:
-                    problems.append(VerifyProblem(int(key), seq, "event covered by the digest is "
-                                                  "missing (instance or events removed)"))
+                    problems.append(
+                        VerifyProblem(
+                            int(key),
+                            seq,
+                            "event covered by the digest is missing (instance or events removed)",
+                        )
+                    )
                 elif now[1] != head:
-                    problems.append(VerifyProblem(int(key), seq, "event differs from the one the "
-                                                  "digest covered"))
+                    problems.append(
+                        VerifyProblem(
+                            int(key), seq, "event differs from the one the digest covered"
+                        )
+                    )
         problems.sort(key=lambda p: (p.instance is not None, p.instance or 0, p.seq or 0))
-        return VerifyResult(ok=not problems, events_checked=events, instances_checked=instances,
-                            problems=tuple(problems), digest_checked=digest is not None)
+        return VerifyResult(
+            ok=not problems,
+            events_checked=events,
+            instances_checked=instances,
+            problems=tuple(problems),
+            digest_checked=digest is not None,
+        )
 
 
-def _check_instance(inst: InstanceRow | None, chain: _audit.Chain | None,
-                    definitions: Mapping[int, Any]) -> VerifyProblem | None:
+def _check_instance(
+    inst: InstanceRow | None, chain: _audit.Chain | None, definitions: Mapping[int, Any]
+) -> VerifyProblem | None:
     if inst is None:
         assert chain is not None
         return VerifyProblem(chain.instance, chain.first.seq, "events belong to no instance")
@@ -533,9 +687,14 @@ def _check_instance(inst: InstanceRow | None, chain: _audit.Chain | None,
         identity = json.loads(first.evidence)
     except ValueError:
         return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
-    expected = {"program": inst.program, "program_version": inst.program_version,
-                "area": inst.area_code, "fiscal_year": inst.fiscal_year, "title": inst.title,
-                "duplicate_no": inst.duplicate_no}
+    expected = {
+        "program": inst.program,
+        "program_version": inst.program_version,
+        "area": inst.area_code,
+        "fiscal_year": inst.fiscal_year,
+        "title": inst.title,
+        "duplicate_no": inst.duplicate_no,
+    }
     for field, value in expected.items():
         if identity.get(field) != value:
             return VerifyProblem(inst.id, 0, f"instance {field} differs from its start event")
@@ -548,20 +707,29 @@ def _check_instance(inst: InstanceRow | None, chain: _audit.Chain | None,
         (inst.head_hash == chain.head, "head hash"),
         (inst.active == chain.last_to, "active states"),
         (inst.updated_at == chain.last_at, "updated_at"),
-        (chain.last_to is not None and inst.state == json.loads(chain.last_to)[0].split(".")[0],
-         "state"),
+        (
+            chain.last_to is not None and inst.state == json.loads(chain.last_to)[0].split(".")[0],
+            "state",
+        ),
     )
     for ok, what in checks:
         if not ok:
-            return VerifyProblem(inst.id, chain.last_seq,
-                                 f"instance {what} differs from its last event")
+            return VerifyProblem(
+                inst.id, chain.last_seq, f"instance {what} differs from its last event"
+            )
     definition = definitions.get(inst.definition_id)
     if definition is None or (definition.program, definition.version) != (
-            inst.program, inst.program_version):
+        inst.program,
+        inst.program_version,
+    ):
         return VerifyProblem(inst.id, 0, "instance refers to a missing or different definition")
     if chain.definition_hashes != {definition.content_hash}:
-        return VerifyProblem(inst.id, 0, "events were recorded under a different definition "
-                             "than the one stored for this instance")
+        return VerifyProblem(
+            inst.id,
+            0,
+            "events were recorded under a different definition "
+            "than the one stored for this instance",
+        )
     return None
 
 
@@ -570,8 +738,9 @@ def _regions_done(registry: Registry, program: str, state: str, active: str) -> 
 
 
 @lru_cache(maxsize=1024)
-def _regions_done_cached(registry: Registry, program: str, state: str, active: str
-                         ) -> dict[str, bool]:
+def _regions_done_cached(
+    registry: Registry, program: str, state: str, active: str
+) -> dict[str, bool]:
     try:
         definition = registry.get(program)
     except Exception:
@@ -615,4 +784,4 @@ def _clean_name(name: str, what: str) -> str:
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]

@@ -110,7 +110,10 @@ class AreaNotFound(NotFound):
             more = f"; and {len(self.candidates) - 10} more" if len(self.candidates) > 10 else ""
             msg = f"area {query!r} is ambiguous, give a code: {shown}{more}"
         else:
-            msg = f"unknown area {query!r} (give a DOPA code: 2, 4 or 6 digits, or a Thai/English name)"
+            msg = (
+                f"unknown area {query!r} "
+                "(give a DOPA code: 2, 4 or 6 digits, or a Thai/English name)"
+            )
         super().__init__(msg)
 
 

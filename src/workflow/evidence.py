@@ -65,7 +65,9 @@ def check_fiscal_year(value: object) -> int:
     try:
         year = int(str(value).strip()) if not isinstance(value, int) else value
     except ValueError:
-        raise UsageError(f"fiscal year must be a Buddhist-Era year such as 2564, not {_show(value)}") from None
+        raise UsageError(
+            f"fiscal year must be a Buddhist-Era year such as 2564, not {_show(value)}"
+        ) from None
     if isinstance(value, bool) or not 2400 <= year <= 2800:
         hint = f" (did you mean {year + BE_OFFSET}?)" if 1857 <= year <= 2257 else ""
         raise UsageError(f"fiscal year must be a Buddhist-Era year such as 2564, not {year}{hint}")
@@ -132,10 +134,12 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
             return value.strip().lower() in _TRUE
         raise ValueError(f"expected true or false, got {_show(value)}")
     # choice
-    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
-    if text is None or text not in field.choices:
+    choice = (
+        str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+    )
+    if choice is None or choice not in field.choices:
         raise ValueError(f"must be one of {', '.join(field.choices)}, got {_show(value)}")
-    return text
+    return choice
 
 
 def _bounds(field: EvidenceField, value: float) -> None:
@@ -154,7 +158,9 @@ def validate(transition: Transition, raw: Mapping[str, object] | None) -> dict[s
         field = fields.get(name)
         if field is None:
             known = ", ".join(fields) or "none"
-            raise EvidenceInvalid(transition.trigger, str(name), f"not declared (declared: {known})")
+            raise EvidenceInvalid(
+                transition.trigger, str(name), f"not declared (declared: {known})"
+            )
         if value is None or (isinstance(value, str) and not value.strip()):
             continue  # an empty optional value is no value; required ones are caught below
         try:

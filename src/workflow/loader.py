@@ -68,13 +68,28 @@ RESERVED_TRIGGERS = frozenset({"start"})
 READ_ONLY_ROLE = "auditor"
 
 PROGRAM_KEYS = {
-    "program", "version", "title", "description", "sources", "roles", "start_roles",
-    "initial", "states", "transitions",
+    "program",
+    "version",
+    "title",
+    "description",
+    "sources",
+    "roles",
+    "start_roles",
+    "initial",
+    "states",
+    "transitions",
 }
 STATE_KEYS = {"th", "en", "final", "parallel", "description"}
 REGION_KEYS = {"th", "en", "initial", "states"}
 TRANSITION_KEYS = {
-    "trigger", "from", "to", "label", "roles", "evidence", "guards", "description",
+    "trigger",
+    "from",
+    "to",
+    "label",
+    "roles",
+    "evidence",
+    "guards",
+    "description",
 }
 FIELD_KEYS = {"type", "required", "label", "min", "max", "choices", "max_length"}
 LABEL_KEYS = {"th", "en"}
@@ -137,8 +152,8 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LList:
     return out
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)  # type: ignore[arg-type]
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)  # type: ignore[arg-type]
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
 def _line_of(container: Any, key: str | int, default: int) -> int:
@@ -193,8 +208,10 @@ class _Parser:
             if key not in allowed:
                 hint = _closest(key, allowed)
                 self.problem(
-                    node.key_lines.get(key, node.line), "E010",
-                    f"unknown key {key!r} in {what}" + (f" (did you mean {hint!r}?)" if hint else ""),
+                    node.key_lines.get(key, node.line),
+                    "E010",
+                    f"unknown key {key!r} in {what}"
+                    + (f" (did you mean {hint!r}?)" if hint else ""),
                 )
 
     def label(self, value: Any, line: int, what: str) -> Label:
@@ -211,7 +228,10 @@ class _Parser:
                 self.problem(node.line or line, "E014", f"{what} has no {lang!r} label")
                 texts[lang] = "?"
             else:
-                texts[lang] = self.string(node[lang], _line_of(node, lang, line), f"{lang} label of {what}") or "?"
+                texts[lang] = (
+                    self.string(node[lang], _line_of(node, lang, line), f"{lang} label of {what}")
+                    or "?"
+                )
         return Label(th=texts["th"], en=texts["en"])
 
     def string_list(self, value: Any, line: int, what: str) -> list[tuple[str, int]]:
@@ -243,26 +263,48 @@ class _Parser:
         def line(key: str) -> int:
             return _line_of(doc, key, doc.line)
 
-        pid = self.ident(doc["program"], line("program"), "program id", KEBAB) if "program" in doc else "?"
+        pid = (
+            self.ident(doc["program"], line("program"), "program id", KEBAB)
+            if "program" in doc
+            else "?"
+        )
         version = doc.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            self.problem(line("version"), "E050", f"version must be a positive integer, not {version!r}")
+            self.problem(
+                line("version"), "E050", f"version must be a positive integer, not {version!r}"
+            )
             version = 1
-        title = self.label(doc["title"], line("title"), "the program") if "title" in doc else Label("?", "?")
-        description = self.label(doc["description"], line("description"), "the description") if "description" in doc else None
-        sources = tuple(s for s, _ in self.string_list(doc.get("sources", _LList()), line("sources"), "sources"))
+        title = (
+            self.label(doc["title"], line("title"), "the program")
+            if "title" in doc
+            else Label("?", "?")
+        )
+        description = (
+            self.label(doc["description"], line("description"), "the description")
+            if "description" in doc
+            else None
+        )
+        sources = tuple(
+            s for s, _ in self.string_list(doc.get("sources", _LList()), line("sources"), "sources")
+        )
 
         roles: dict[str, int] = {}
         for role, role_line in self.string_list(doc.get("roles", _LList()), line("roles"), "roles"):
             self.ident(role, role_line, "role")
             if role == READ_ONLY_ROLE:
-                self.problem(role_line, "E032", "`auditor` is read-only and cannot be a program role")
+                self.problem(
+                    role_line, "E032", "`auditor` is read-only and cannot be a program role"
+                )
             roles[role] = role_line
         start_roles: list[str] = []
         if "start_roles" in doc:
-            for role, role_line in self.string_list(doc["start_roles"], line("start_roles"), "start_roles"):
+            for role, role_line in self.string_list(
+                doc["start_roles"], line("start_roles"), "start_roles"
+            ):
                 if role not in roles:
-                    self.problem(role_line, "E030", f"start role {role!r} is not declared in `roles`")
+                    self.problem(
+                        role_line, "E030", f"start role {role!r} is not declared in `roles`"
+                    )
                 start_roles.append(role)
         else:
             start_roles = list(roles)
@@ -278,7 +320,9 @@ class _Parser:
         if "initial" in doc:
             initial = self.string(doc["initial"], line("initial"), "`initial`") or "?"
             if states and initial not in {s.name for s in states}:
-                self.problem(line("initial"), "E020", f"initial state {initial!r} is not a top-level state")
+                self.problem(
+                    line("initial"), "E020", f"initial state {initial!r} is not a top-level state"
+                )
 
         transitions: list[Transition] = []
         if "transitions" in doc:
@@ -287,14 +331,25 @@ class _Parser:
                 self.problem(line("transitions"), "E012", "`transitions` must be a list")
             else:
                 for i, item in enumerate(tnode):
-                    t = self.transition(item, _line_of(tnode, i, tnode.line), by_path, states, roles)
+                    t = self.transition(
+                        item, _line_of(tnode, i, tnode.line), by_path, states, roles
+                    )
                     if t is not None:
                         transitions.append(t)
 
         program = Program(
-            id=pid, version=version, title=title, roles=tuple(roles), start_roles=tuple(start_roles),
-            initial=initial, states=states, transitions=tuple(transitions), description=description,
-            sources=sources, source_file=self.file, source_text=source_text,
+            id=pid,
+            version=version,
+            title=title,
+            roles=tuple(roles),
+            start_roles=tuple(start_roles),
+            initial=initial,
+            states=states,
+            transitions=tuple(transitions),
+            description=description,
+            sources=sources,
+            source_file=self.file,
+            source_text=source_text,
             content_hash=hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
         )
         if not self.problems:
@@ -319,11 +374,18 @@ class _Parser:
             label = self.label_from(snode, sline, f"state {path!r}")
             final = snode.get("final", False)
             if not isinstance(final, bool):
-                self.problem(_line_of(snode, "final", sline), "E012", f"`final` of {path!r} must be true or false")
+                self.problem(
+                    _line_of(snode, "final", sline),
+                    "E012",
+                    f"`final` of {path!r} must be true or false",
+                )
                 final = False
             description = (
-                self.label(snode["description"], _line_of(snode, "description", sline), f"state {path!r}")
-                if "description" in snode else None
+                self.label(
+                    snode["description"], _line_of(snode, "description", sline), f"state {path!r}"
+                )
+                if "description" in snode
+                else None
             )
             regions: list[Region] = []
             if "parallel" in snode:
@@ -331,15 +393,28 @@ class _Parser:
                 pnode = self.mapping(snode["parallel"], pline, f"`parallel` of {path!r}")
                 if pnode is not None:
                     if final:
-                        self.problem(pline, "E012", f"final state {path!r} cannot hold parallel regions")
+                        self.problem(
+                            pline, "E012", f"final state {path!r} cannot hold parallel regions"
+                        )
                     for rname, rvalue in pnode.items():
-                        region = self.region(rname, rvalue, pnode.key_lines.get(rname, pline), f"{path}.")
+                        region = self.region(
+                            rname, rvalue, pnode.key_lines.get(rname, pline), f"{path}."
+                        )
                         if region is not None:
                             regions.append(region)
                     if not regions:
                         self.problem(pline, "E012", f"`parallel` of {path!r} holds no region")
-            out.append(State(name=name, path=path, label=label, final=final, regions=tuple(regions),
-                             description=description, line=sline))
+            out.append(
+                State(
+                    name=name,
+                    path=path,
+                    label=label,
+                    final=final,
+                    regions=tuple(regions),
+                    description=description,
+                    line=sline,
+                )
+            )
         return tuple(out)
 
     def region(self, name: str, value: Any, line: int, prefix: str) -> Region | None:
@@ -349,25 +424,43 @@ class _Parser:
         if node is None:
             return None
         self.keys(node, REGION_KEYS, f"region {path!r}")
-        label = self.label_from(node, line, f"region {path!r}") if ("th" in node or "en" in node) else None
+        label = (
+            self.label_from(node, line, f"region {path!r}")
+            if ("th" in node or "en" in node)
+            else None
+        )
         for key in ("initial", "states"):
             if key not in node:
                 self.problem(node.line, "E011", f"region {path!r} needs {key!r}")
         states: tuple[State, ...] = ()
         if "states" in node:
-            snode = self.mapping(node["states"], _line_of(node, "states", line), f"states of {path!r}")
+            snode = self.mapping(
+                node["states"], _line_of(node, "states", line), f"states of {path!r}"
+            )
             if snode is not None:
                 states = self.states(snode, prefix=f"{path}.")
         initial = "?"
         if "initial" in node:
-            initial = self.string(node["initial"], _line_of(node, "initial", line), f"initial of {path!r}") or "?"
+            initial = (
+                self.string(
+                    node["initial"], _line_of(node, "initial", line), f"initial of {path!r}"
+                )
+                or "?"
+            )
             if states and initial not in {s.name for s in states}:
-                self.problem(_line_of(node, "initial", line), "E020",
-                             f"initial state {initial!r} of region {path!r} is not one of its states")
+                self.problem(
+                    _line_of(node, "initial", line),
+                    "E020",
+                    f"initial state {initial!r} of region {path!r} is not one of its states",
+                )
         return Region(name=name, initial=initial, states=states, label=label, line=line)
 
     def transition(
-        self, value: Any, line: int, by_path: dict[str, State], top: tuple[State, ...],
+        self,
+        value: Any,
+        line: int,
+        by_path: dict[str, State],
+        top: tuple[State, ...],
         roles: dict[str, int],
     ) -> Transition | None:
         node = self.mapping(value, line, "a transition")
@@ -381,9 +474,15 @@ class _Parser:
         def kline(key: str) -> int:
             return _line_of(node, key, node.line)
 
-        trigger = self.ident(node["trigger"], kline("trigger"), "trigger") if "trigger" in node else "?"
+        trigger = (
+            self.ident(node["trigger"], kline("trigger"), "trigger") if "trigger" in node else "?"
+        )
         if trigger in RESERVED_TRIGGERS:
-            self.problem(kline("trigger"), "E015", f"trigger {trigger!r} is reserved (an instance's first event)")
+            self.problem(
+                kline("trigger"),
+                "E015",
+                f"trigger {trigger!r} is reserved (an instance's first event)",
+            )
         what = f"transition {trigger!r}"
 
         sources: list[str] = []
@@ -392,26 +491,38 @@ class _Parser:
                 if src == "*":
                     sources.extend(s.path for s in top if not s.final)
                 elif by_path and src not in by_path:
-                    self.problem(sline, "E020", f"{what} leaves unknown state {src!r}" + _hint(src, by_path))
+                    self.problem(
+                        sline, "E020", f"{what} leaves unknown state {src!r}" + _hint(src, by_path)
+                    )
                 else:
                     sources.append(src)
         dest = "?"
         if "to" in node:
             dest = self.string(node["to"], kline("to"), f"`to` of {what}") or "?"
             if by_path and dest not in by_path:
-                self.problem(kline("to"), "E020", f"{what} goes to unknown state {dest!r}" + _hint(dest, by_path))
+                self.problem(
+                    kline("to"),
+                    "E020",
+                    f"{what} goes to unknown state {dest!r}" + _hint(dest, by_path),
+                )
 
         label = self.label(node["label"], kline("label"), what) if "label" in node else None
         if label is None:
             self.problem(node.line, "E014", f"{what} has no label")
             label = Label("?", "?")
-        description = self.label(node["description"], kline("description"), what) if "description" in node else None
+        description = (
+            self.label(node["description"], kline("description"), what)
+            if "description" in node
+            else None
+        )
 
         t_roles: list[str] = []
         if "roles" in node:
             for role, rline in self.string_list(node["roles"], kline("roles"), f"roles of {what}"):
                 if role == READ_ONLY_ROLE:
-                    self.problem(rline, "E032", f"{what}: `auditor` is read-only and cannot fire transitions")
+                    self.problem(
+                        rline, "E032", f"{what}: `auditor` is read-only and cannot fire transitions"
+                    )
                 elif role not in roles:
                     self.problem(rline, "E030", f"{what}: role {role!r} is not declared in `roles`")
                 t_roles.append(role)
@@ -421,7 +532,9 @@ class _Parser:
             enode = self.mapping(node["evidence"], kline("evidence"), f"evidence of {what}")
             if enode is not None:
                 for fname, fvalue in enode.items():
-                    f = self.evidence_field(fname, fvalue, enode.key_lines.get(fname, enode.line), what)
+                    f = self.evidence_field(
+                        fname, fvalue, enode.key_lines.get(fname, enode.line), what
+                    )
                     if f is not None:
                         evidence.append(f)
 
@@ -438,9 +551,15 @@ class _Parser:
                         guards.append(guard)
 
         return Transition(
-            trigger=trigger, sources=tuple(dict.fromkeys(sources)), dest=dest, label=label,
-            roles=tuple(t_roles), evidence=tuple(evidence), guards=tuple(guards),
-            description=description, line=node.line,
+            trigger=trigger,
+            sources=tuple(dict.fromkeys(sources)),
+            dest=dest,
+            label=label,
+            roles=tuple(t_roles),
+            evidence=tuple(evidence),
+            guards=tuple(guards),
+            description=description,
+            line=node.line,
         )
 
     def evidence_field(self, name: str, value: Any, line: int, what: str) -> EvidenceField | None:
@@ -454,23 +573,41 @@ class _Parser:
             self.problem(line, "E011", f"evidence field {name!r} of {what} needs a `type`")
             return None
         if ftype not in EVIDENCE_TYPES:
-            self.problem(_line_of(node, "type", line), "E040",
-                         f"evidence field {name!r} has unknown type {ftype!r} (known: {', '.join(EVIDENCE_TYPES)})")
+            self.problem(
+                _line_of(node, "type", line),
+                "E040",
+                f"evidence field {name!r} has unknown type {ftype!r} "
+                f"(known: {', '.join(EVIDENCE_TYPES)})",
+            )
             return None
         etype: EvidenceType = ftype
         required = node.get("required", False)
         if not isinstance(required, bool):
-            self.problem(_line_of(node, "required", line), "E041", f"`required` of {name!r} must be true or false")
+            self.problem(
+                _line_of(node, "required", line),
+                "E041",
+                f"`required` of {name!r} must be true or false",
+            )
             required = False
-        label = self.label(node["label"], _line_of(node, "label", line), f"field {name!r}") if "label" in node else None
+        label = (
+            self.label(node["label"], _line_of(node, "label", line), f"field {name!r}")
+            if "label" in node
+            else None
+        )
         bounds: dict[str, float | None] = {"min": None, "max": None}
         for key in ("min", "max"):
             if key in node:
                 v = node[key]
                 if etype not in ("integer", "number"):
-                    self.problem(_line_of(node, key, line), "E041", f"`{key}` applies to integer and number fields, not {etype} ({name!r})")
+                    self.problem(
+                        _line_of(node, key, line),
+                        "E041",
+                        f"`{key}` applies to integer and number fields, not {etype} ({name!r})",
+                    )
                 elif not isinstance(v, int | float) or isinstance(v, bool):
-                    self.problem(_line_of(node, key, line), "E041", f"`{key}` of {name!r} must be a number")
+                    self.problem(
+                        _line_of(node, key, line), "E041", f"`{key}` of {name!r} must be a number"
+                    )
                 else:
                     bounds[key] = v
         lo, hi = bounds["min"], bounds["max"]
@@ -481,26 +618,57 @@ class _Parser:
             if "choices" not in node:
                 self.problem(line, "E041", f"choice field {name!r} needs `choices`")
             else:
-                items = self.string_list(node["choices"], _line_of(node, "choices", line), f"choices of {name!r}")
+                items = self.string_list(
+                    node["choices"], _line_of(node, "choices", line), f"choices of {name!r}"
+                )
                 choices = tuple(c for c, _ in items)
                 if not choices:
-                    self.problem(_line_of(node, "choices", line), "E041", f"choice field {name!r} has no choices")
+                    self.problem(
+                        _line_of(node, "choices", line),
+                        "E041",
+                        f"choice field {name!r} has no choices",
+                    )
         elif "choices" in node:
-            self.problem(_line_of(node, "choices", line), "E041", f"`choices` applies to choice fields, not {etype} ({name!r})")
+            self.problem(
+                _line_of(node, "choices", line),
+                "E041",
+                f"`choices` applies to choice fields, not {etype} ({name!r})",
+            )
         max_length = 2000
         if "max_length" in node:
             ml = node["max_length"]
             if etype != "text":
-                self.problem(_line_of(node, "max_length", line), "E041", f"`max_length` applies to text fields ({name!r})")
+                self.problem(
+                    _line_of(node, "max_length", line),
+                    "E041",
+                    f"`max_length` applies to text fields ({name!r})",
+                )
             elif not isinstance(ml, int) or isinstance(ml, bool) or ml < 1:
-                self.problem(_line_of(node, "max_length", line), "E041", f"`max_length` of {name!r} must be a positive integer")
+                self.problem(
+                    _line_of(node, "max_length", line),
+                    "E041",
+                    f"`max_length` of {name!r} must be a positive integer",
+                )
             else:
                 max_length = ml
-        return EvidenceField(name=name, type=etype, required=required, label=label, min=lo, max=hi,
-                             choices=choices, max_length=max_length, line=line)
+        return EvidenceField(
+            name=name,
+            type=etype,
+            required=required,
+            label=label,
+            min=lo,
+            max=hi,
+            choices=choices,
+            max_length=max_length,
+            line=line,
+        )
 
     def guard(
-        self, value: Any, line: int, what: str, fields: dict[str, EvidenceField],
+        self,
+        value: Any,
+        line: int,
+        what: str,
+        fields: dict[str, EvidenceField],
         by_path: dict[str, State],
     ) -> Guard | None:
         node = self.mapping(value, line, f"a guard of {what}")
@@ -508,7 +676,12 @@ class _Parser:
             return None
         kinds = [k for k in ("happened", "regions_final", "compare", "function") if k in node]
         if len(kinds) != 1:
-            self.problem(line, "E042", f"a guard of {what} needs exactly one of happened, regions_final, compare, function")
+            self.problem(
+                line,
+                "E042",
+                f"a guard of {what} needs exactly one of "
+                "happened, regions_final, compare, function",
+            )
             return None
         kind = kinds[0]
         allowed = {"compare", "op", "value", "field"} if kind == "compare" else {kind}
@@ -521,7 +694,9 @@ class _Parser:
         if kind == "regions_final":
             state = by_path.get(arg)
             if by_path and (state is None or not state.parallel):
-                self.problem(line, "E042", f"regions_final guard of {what}: {arg!r} is not a parallel state")
+                self.problem(
+                    line, "E042", f"regions_final guard of {what}: {arg!r} is not a parallel state"
+                )
             return RegionsFinalGuard(state=arg, line=line)
         if kind == "function":
             if not SNAKE.match(arg):
@@ -530,21 +705,41 @@ class _Parser:
         # compare
         op = node.get("op")
         if op not in COMPARISON_OPS:
-            self.problem(_line_of(node, "op", line), "E042", f"compare guard of {what}: op must be one of {' '.join(COMPARISON_OPS)}, not {op!r}")
+            self.problem(
+                _line_of(node, "op", line),
+                "E042",
+                f"compare guard of {what}: op must be one of "
+                f"{' '.join(COMPARISON_OPS)}, not {op!r}",
+            )
             return None
         if arg not in fields:
-            self.problem(line, "E042", f"compare guard of {what}: {arg!r} is not an evidence field of this transition")
+            self.problem(
+                line,
+                "E042",
+                f"compare guard of {what}: {arg!r} is not an evidence field of this transition",
+            )
             return None
         has_value, has_field = "value" in node, "field" in node
         if has_value == has_field:
-            self.problem(line, "E042", f"compare guard of {what} needs exactly one of `value` or `field`")
+            self.problem(
+                line, "E042", f"compare guard of {what} needs exactly one of `value` or `field`"
+            )
             return None
         other: str | None = None
         if has_field:
-            other = self.string(node["field"], _line_of(node, "field", line), "`field` of a compare guard")
+            other = self.string(
+                node["field"], _line_of(node, "field", line), "`field` of a compare guard"
+            )
             if other is not None and other not in fields:
-                self.problem(_line_of(node, "field", line), "E042", f"compare guard of {what}: {other!r} is not an evidence field of this transition")
-        return CompareGuard(field=arg, op=str(op), value=node.get("value"), other_field=other, line=line)
+                self.problem(
+                    _line_of(node, "field", line),
+                    "E042",
+                    f"compare guard of {what}: {other!r} "
+                    "is not an evidence field of this transition",
+                )
+        return CompareGuard(
+            field=arg, op=str(op), value=node.get("value"), other_field=other, line=line
+        )
 
     # -- meaning
 
@@ -554,10 +749,16 @@ class _Parser:
         for t in program.transitions:
             for g in t.guards:
                 if isinstance(g, HappenedGuard) and g.trigger not in triggers:
-                    self.problem(g.line, "E042", f"guard of {t.trigger!r}: no transition has trigger {g.trigger!r}")
+                    self.problem(
+                        g.line,
+                        "E042",
+                        f"guard of {t.trigger!r}: no transition has trigger {g.trigger!r}",
+                    )
             for src in t.sources:
                 if by_path[src].final:
-                    self.problem(t.line, "E024", f"transition {t.trigger!r} leaves final state {src!r}")
+                    self.problem(
+                        t.line, "E024", f"transition {t.trigger!r} leaves final state {src!r}"
+                    )
         self.duplicates(program)
         self.reachability(program, by_path)
         self.dead_ends(program, by_path)
@@ -568,8 +769,12 @@ class _Parser:
             for src in t.sources:
                 earlier = seen.get((t.trigger, src))
                 if earlier is not None and (not earlier.guards or not t.guards):
-                    self.problem(t.line, "E023", f"trigger {t.trigger!r} from {src!r} is also defined at line "
-                                 f"{earlier.line}; give them guards or merge them")
+                    self.problem(
+                        t.line,
+                        "E023",
+                        f"trigger {t.trigger!r} from {src!r} is also defined at line "
+                        f"{earlier.line}; give them guards or merge them",
+                    )
                 seen.setdefault((t.trigger, src), t)
 
     def reachability(self, program: Program, by_path: dict[str, State]) -> None:
@@ -596,7 +801,9 @@ class _Parser:
             changed = len(reached) != before
         for s in program.all_states():
             if s.path not in reached:
-                self.problem(s.line, "E021", f"state {s.path!r} cannot be reached from {program.initial!r}")
+                self.problem(
+                    s.line, "E021", f"state {s.path!r} cannot be reached from {program.initial!r}"
+                )
 
     def dead_ends(self, program: Program, by_path: dict[str, State]) -> None:
         exits = {src for t in program.transitions for src in t.sources}
@@ -629,8 +836,14 @@ def _walk(states: Iterable[State]) -> list[State]:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    for kind, name in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"),
-                       (str, "a string"), (int, "a number"), (float, "a number")):
+    for kind, name in (
+        (bool, "a boolean"),
+        (dict, "a mapping"),
+        (list, "a list"),
+        (str, "a string"),
+        (int, "a number"),
+        (float, "a number"),
+    ):
         if isinstance(value, kind):
             return name
     return type(value).__name__
@@ -698,4 +911,3 @@ def load_file(path: str | Path) -> Program:
     if problems or program is None:
         raise DefinitionError(problems)
     return program
-

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from transitions import Machine as _FlatMachine
@@ -70,7 +70,7 @@ GuardFunction = Callable[[GuardContext], bool]
 
 @dataclass(frozen=True)
 class Step:
-    """The outcome of applying a trigger: the transition taken, typed evidence, new configuration."""
+    """The outcome of applying a trigger: transition taken, typed evidence, new configuration."""
 
     transition: Transition
     evidence: dict[str, EvidenceValue]
@@ -104,12 +104,12 @@ class _Token:
     state: Any
 
 
-class _DotState(_NestedState):  # type: ignore[misc]
+class _DotState(_NestedState):
     # State and trigger ids are snake_case, so '_' cannot separate nested names.
     separator = "."
 
 
-class _DotMachine(_HierarchicalMachine):  # type: ignore[misc]
+class _DotMachine(_HierarchicalMachine):
     state_cls = _DotState
 
 
@@ -133,12 +133,19 @@ class CompiledMachine:
         self._lock = threading.Lock()
         self._order = {path: i for i, path in enumerate(self._by_path)}
         transitions = [self._spec(t) for t in program.transitions]
-        common = dict(
-            model=None, transitions=transitions, initial=program.initial,
-            auto_transitions=False, send_event=True, ignore_invalid_triggers=True,
+        common: dict[str, Any] = dict(
+            model=None,
+            transitions=transitions,
+            initial=program.initial,
+            auto_transitions=False,
+            send_event=True,
+            ignore_invalid_triggers=True,
         )
+        self._machine: Any
         if self.hierarchical:
-            self._machine = _DotMachine(states=[self._state_spec(s) for s in program.states], **common)
+            self._machine = _DotMachine(
+                states=[self._state_spec(s) for s in program.states], **common
+            )
         else:
             self._machine = _FlatMachine(states=[s.name for s in program.states], **common)
         self._initial = self._enter(program.initial)
@@ -152,20 +159,36 @@ class CompiledMachine:
         return {
             "name": s.name,
             "parallel": [
-                {"name": r.name, "initial": r.initial, "children": [self._state_spec(c) for c in r.states]}
+                {
+                    "name": r.name,
+                    "initial": r.initial,
+                    "children": [self._state_spec(c) for c in r.states],
+                }
                 for r in s.regions
             ],
         }
 
     def _spec(self, t: Transition) -> dict[str, Any]:
+        # transitions calls each condition with its EventData; the attempt rides in kwargs.
         conditions: list[Callable[[Any], bool]] = [
-            lambda ev, t=t: self._check_role(ev.kwargs["attempt"], t),
-            lambda ev, t=t: self._check_evidence(ev.kwargs["attempt"], t),
+            partial(self._on_event, self._check_role, t, None),
+            partial(self._on_event, self._check_evidence, t, None),
         ]
-        for g in t.guards:
-            conditions.append(lambda ev, t=t, g=g: self._check_guard(ev.kwargs["attempt"], t, g))
-        conditions.append(lambda ev, t=t: self._choose(ev.kwargs["attempt"], t))
-        return {"trigger": t.trigger, "source": list(t.sources), "dest": t.dest, "conditions": conditions}
+        conditions.extend(partial(self._on_event, self._check_guard, t, g) for g in t.guards)
+        conditions.append(partial(self._on_event, self._choose, t, None))
+        return {
+            "trigger": t.trigger,
+            "source": list(t.sources),
+            "dest": t.dest,
+            "conditions": conditions,
+        }
+
+    @staticmethod
+    def _on_event(
+        check: Callable[..., bool], t: Transition, g: Guard | None, event_data: Any
+    ) -> bool:
+        attempt: _Attempt = event_data.kwargs["attempt"]
+        return check(attempt, t) if g is None else check(attempt, t, g)
 
     def _enter(self, path: str) -> Configuration:
         """The configuration of entering ``path``: its own leaf, or every region's initial."""
@@ -214,15 +237,22 @@ class CompiledMachine:
             attempt.fail(GuardFailed(t.trigger, f"guard function {g.name!r} is not registered"))
             return False
         ctx = GuardContext(
-            program=self.program.id, program_version=self.program.version, trigger=t.trigger,
-            role=attempt.role, evidence=dict(attempt.typed), active=attempt.config, **attempt.context,
+            program=self.program.id,
+            program_version=self.program.version,
+            trigger=t.trigger,
+            role=attempt.role,
+            evidence=dict(attempt.typed),
+            active=attempt.config,
+            **attempt.context,
         )
         try:
             return bool(fn(ctx))
         except WorkflowError:
             raise
         except Exception as e:
-            attempt.fail(GuardFailed(t.trigger, f"guard function {g.name!r} raised {type(e).__name__}: {e}"))
+            attempt.fail(
+                GuardFailed(t.trigger, f"guard function {g.name!r} raised {type(e).__name__}: {e}")
+            )
             return False
 
     # -- queries
@@ -249,7 +279,9 @@ class CompiledMachine:
 
     def check_configuration(self, config: Configuration) -> bool:
         """Whether ``config`` is one this program can be in (used by verify)."""
-        return bool(config) and all(p in self._by_path and not self._by_path[p].regions for p in config)
+        return bool(config) and all(
+            p in self._by_path and not self._by_path[p].regions for p in config
+        )
 
     def _compute_triggers_from(self, config: Configuration) -> tuple[str, ...]:
         found = set(self._machine.get_triggers(*config))
@@ -260,14 +292,16 @@ class CompiledMachine:
         return self._triggers_from(config)
 
     def _candidates(self, config: Configuration, trigger: str) -> list[Transition]:
-        active = set()
+        active: set[str] = set()
         for leaf in config:
             parts = leaf.split(".")
             active.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
         return [t for t in self.program.transitions_for(trigger) if active.intersection(t.sources)]
 
     def available(
-        self, config: Configuration, role: str | None = None,
+        self,
+        config: Configuration,
+        role: str | None = None,
         happened: Callable[[], Collection[str]] | None = None,
     ) -> tuple[str, ...]:
         """Triggers that could fire now: allowed for ``role`` (if given) and with every guard
@@ -278,15 +312,21 @@ class CompiledMachine:
                 if role is not None and role not in t.roles:
                     continue
                 attempt = _Attempt(role or "", {}, happened or (lambda: ()), {}, {}, config)
-                if all(self.guard_holds(g, t, attempt) for g in t.guards
-                       if isinstance(g, HappenedGuard | RegionsFinalGuard)):
+                if all(
+                    self.guard_holds(g, t, attempt)
+                    for g in t.guards
+                    if isinstance(g, HappenedGuard | RegionsFinalGuard)
+                ):
                     out.append(trigger)
                     break
         return tuple(out)
 
     def needs_history(self, trigger: str) -> bool:
-        return any(isinstance(g, HappenedGuard) for t in self.program.transitions_for(trigger)
-                   for g in t.guards)
+        return any(
+            isinstance(g, HappenedGuard)
+            for t in self.program.transitions_for(trigger)
+            for g in t.guards
+        )
 
     # -- applying
 
@@ -304,12 +344,18 @@ class CompiledMachine:
         """Apply ``trigger`` to ``config``; return the :class:`Step` or raise a :class:`Refused`."""
         if trigger not in self.triggers_from(config):
             raise TriggerNotAllowed(
-                trigger, self.describe(config), self.triggers_from(config),
+                trigger,
+                self.describe(config),
+                self.triggers_from(config),
                 known=trigger in self.program.triggers,
             )
         attempt = _Attempt(
-            role=role, raw_evidence=evidence or {}, happened=happened, functions=functions or {},
-            context=dict(context or {}), config=config,
+            role=role,
+            raw_evidence=evidence or {},
+            happened=happened,
+            functions=functions or {},
+            context=dict(context or {}),
+            config=config,
         )
         token = _Token()
         token.state = list(config) if self.hierarchical and len(config) > 1 else config[0]
@@ -321,7 +367,9 @@ class CompiledMachine:
         if not ok or attempt.chosen is None:
             if attempt.failure is not None:
                 raise attempt.failure
-            raise TriggerNotAllowed(trigger, self.describe(config), self.triggers_from(config), known=True)
+            raise TriggerNotAllowed(
+                trigger, self.describe(config), self.triggers_from(config), known=True
+            )
         after = self._normalise(_flatten(token.state))
         return Step(transition=attempt.chosen, evidence=attempt.typed, before=config, after=after)
 

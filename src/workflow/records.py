@@ -121,8 +121,11 @@ class FireResult:
     replayed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event.to_dict(), "instance": self.instance.to_dict(),
-                "replayed": self.replayed}
+        return {
+            "event": self.event.to_dict(),
+            "instance": self.instance.to_dict(),
+            "replayed": self.replayed,
+        }
 
 
 @dataclass(frozen=True)
@@ -191,5 +194,8 @@ class Report:
         return sum(r.count for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fiscal_year": self.fiscal_year, "total": self.total,
-                "rows": [r.to_dict() for r in self.rows]}
+        return {
+            "fiscal_year": self.fiscal_year,
+            "total": self.total,
+            "rows": [r.to_dict() for r in self.rows],
+        }

@@ -57,9 +57,15 @@ class Registry:
         key = (program.id, program.version)
         existing = self._programs.get(key)
         if existing is not None and existing.content_hash != program.content_hash:
-            return [Problem(program.source_file, 1, "E060",
-                            f"{program.id} version {program.version} is also defined, differently, "
-                            f"in {existing.source_file}; give one of them a new version")]
+            return [
+                Problem(
+                    program.source_file,
+                    1,
+                    "E060",
+                    f"{program.id} version {program.version} is also defined, differently, "
+                    f"in {existing.source_file}; give one of them a new version",
+                )
+            ]
         self._programs.setdefault(key, program)
         return []
 
@@ -74,7 +80,7 @@ class Registry:
     def programs(self) -> list[Program]:
         """The newest version of every program, by id."""
         newest: dict[str, Program] = {}
-        for (pid, version), program in sorted(self._programs.items()):
+        for (pid, _version), program in sorted(self._programs.items()):
             newest[pid] = program
         return [newest[k] for k in sorted(newest)]
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -87,8 +87,9 @@ class InstanceTable(Base):
     created_at: Mapped[str] = mapped_column(sa.String(32))
     updated_at: Mapped[str] = mapped_column(sa.String(32))
     __table_args__ = (
-        sa.UniqueConstraint("program", "area_code", "fiscal_year", "duplicate_no",
-                            name="uq_instance_area_year"),
+        sa.UniqueConstraint(
+            "program", "area_code", "fiscal_year", "duplicate_no", name="uq_instance_area_year"
+        ),
         sa.Index("ix_instances_report", "fiscal_year", "program", "province_code", "state"),
         sa.Index("ix_instances_area", "area_code"),
     )
@@ -132,10 +133,10 @@ class IdempotencyTable(Base):
     created_at: Mapped[str] = mapped_column(sa.String(32))
 
 
-definitions_t = DefinitionTable.__table__
-instances_t = InstanceTable.__table__
-events_t = EventTable.__table__
-keys_t = IdempotencyTable.__table__
+definitions_t = cast(sa.Table, DefinitionTable.__table__)
+instances_t = cast(sa.Table, InstanceTable.__table__)
+events_t = cast(sa.Table, EventTable.__table__)
+keys_t = cast(sa.Table, IdempotencyTable.__table__)
 
 
 # --------------------------------------------------------------------------- rows
@@ -291,7 +292,7 @@ class Store:
         if _is_locked(e):
             reason = "database is locked by another writer (gave up after retrying)"
         elif isinstance(e, sa_exc.ProgrammingError | sa_exc.OperationalError) and (
-            "no such table" in reason or "does not exist" in reason and "relation" in reason
+            "no such table" in reason or ("does not exist" in reason and "relation" in reason)
         ):
             return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
         return DatabaseUnavailable(self.safe_url, reason)
@@ -312,7 +313,9 @@ class Store:
         except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
             raise self._translate(e) from e
 
-    def run(self, fn: Callable[[Connection], T], *, write: bool = False, timeout: float = 30.0) -> T:
+    def run(
+        self, fn: Callable[[Connection], T], *, write: bool = False, timeout: float = 30.0
+    ) -> T:
         """Run ``fn`` in one transaction; retry it while the database is busy.
 
         Only whole transactions are retried, so a retry re-reads everything it decides on.
@@ -381,23 +384,38 @@ class Store:
 
     # -- definitions
 
-    def ensure_definition(self, program: str, version: int, content_hash: str,
-                          source_file: str, source_text: str, now: str) -> int:
+    def ensure_definition(
+        self,
+        program: str,
+        version: int,
+        content_hash: str,
+        source_file: str,
+        source_text: str,
+        now: str,
+    ) -> int:
         """The id of this (program, version), storing it on first use."""
 
         def find(conn: Connection) -> DefinitionRow | None:
             row = conn.execute(
                 sa.select(*DEFINITION_COLUMNS).where(
-                    definitions_t.c.program == program, definitions_t.c.version == version)
+                    definitions_t.c.program == program, definitions_t.c.version == version
+                )
             ).first()
             return DefinitionRow(*row) if row else None
 
         def work(conn: Connection) -> int:
             row = find(conn)
             if row is None:
-                result = conn.execute(definitions_t.insert().values(
-                    program=program, version=version, content_hash=content_hash,
-                    source_file=source_file, source_text=source_text, stored_at=now))
+                result = conn.execute(
+                    definitions_t.insert().values(
+                        program=program,
+                        version=version,
+                        content_hash=content_hash,
+                        source_file=source_file,
+                        source_text=source_text,
+                        stored_at=now,
+                    )
+                )
                 return int(result.inserted_primary_key[0])  # type: ignore[index]
             if row.content_hash != content_hash:
                 raise DefinitionChanged(program, version, row.content_hash, content_hash)
@@ -412,8 +430,9 @@ class Store:
 
     def definition(self, definition_id: int) -> DefinitionRow:
         def work(conn: Connection) -> DefinitionRow:
-            row = conn.execute(sa.select(*DEFINITION_COLUMNS)
-                               .where(definitions_t.c.id == definition_id)).one()
+            row = conn.execute(
+                sa.select(*DEFINITION_COLUMNS).where(definitions_t.c.id == definition_id)
+            ).one()
             return DefinitionRow(*row)
 
         return self.run(work)
@@ -429,21 +448,28 @@ class Store:
 
     def get_instance(self, conn: Connection, instance_id: int) -> InstanceRow | None:
         row = conn.execute(
-            sa.select(*INSTANCE_COLUMNS).where(instances_t.c.id == instance_id)).first()
+            sa.select(*INSTANCE_COLUMNS).where(instances_t.c.id == instance_id)
+        ).first()
         return InstanceRow(*row) if row else None
 
     def triggers_of(self, conn: Connection, instance_id: int) -> set[str]:
-        rows = conn.execute(sa.select(events_t.c.trigger).distinct()
-                            .where(events_t.c.instance_id == instance_id))
+        rows = conn.execute(
+            sa.select(events_t.c.trigger).distinct().where(events_t.c.instance_id == instance_id)
+        )
         return {r[0] for r in rows}
 
-    def find_duplicate(self, conn: Connection, program: str, area: str, fiscal_year: int
-                       ) -> tuple[int | None, int]:
+    def find_duplicate(
+        self, conn: Connection, program: str, area: str, fiscal_year: int
+    ) -> tuple[int | None, int]:
         """(first existing instance id, next duplicate number) for this program, area, year."""
         rows = conn.execute(
-            sa.select(instances_t.c.id, instances_t.c.duplicate_no).where(
-                instances_t.c.program == program, instances_t.c.area_code == area,
-                instances_t.c.fiscal_year == fiscal_year).order_by(instances_t.c.duplicate_no)
+            sa.select(instances_t.c.id, instances_t.c.duplicate_no)
+            .where(
+                instances_t.c.program == program,
+                instances_t.c.area_code == area,
+                instances_t.c.fiscal_year == fiscal_year,
+            )
+            .order_by(instances_t.c.duplicate_no)
         ).all()
         if not rows:
             return None, 0
@@ -454,17 +480,32 @@ class Store:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def set_head(self, conn: Connection, instance_id: int, head_hash: str) -> None:
-        conn.execute(instances_t.update().where(instances_t.c.id == instance_id)
-                     .values(head_hash=head_hash))
+        conn.execute(
+            instances_t.update().where(instances_t.c.id == instance_id).values(head_hash=head_hash)
+        )
 
-    def advance_instance(self, conn: Connection, instance_id: int, expected_version: int,
-                         state: str, active: str, head_hash: str, now: str) -> bool:
+    def advance_instance(
+        self,
+        conn: Connection,
+        instance_id: int,
+        expected_version: int,
+        state: str,
+        active: str,
+        head_hash: str,
+        now: str,
+    ) -> bool:
         """Compare-and-swap: move the instance only if it is still at ``expected_version``."""
         result = conn.execute(
             instances_t.update()
             .where(instances_t.c.id == instance_id, instances_t.c.version == expected_version)
-            .values(state=state, active=active, version=expected_version + 1,
-                    head_hash=head_hash, updated_at=now))
+            .values(
+                state=state,
+                active=active,
+                version=expected_version + 1,
+                head_hash=head_hash,
+                updated_at=now,
+            )
+        )
         return result.rowcount == 1
 
     def insert_event(self, conn: Connection, values: dict[str, Any]) -> int:
@@ -472,31 +513,51 @@ class Store:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def find_key(self, conn: Connection, key: str) -> tuple[str, int, int] | None:
-        row = conn.execute(sa.select(keys_t.c.request_hash, keys_t.c.instance_id, keys_t.c.seq)
-                           .where(keys_t.c.key == key)).first()
+        row = conn.execute(
+            sa.select(keys_t.c.request_hash, keys_t.c.instance_id, keys_t.c.seq).where(
+                keys_t.c.key == key
+            )
+        ).first()
         return (row[0], int(row[1]), int(row[2])) if row else None
 
-    def insert_key(self, conn: Connection, key: str, request_hash: str, instance_id: int,
-                   seq: int, now: str) -> None:
-        conn.execute(keys_t.insert().values(key=key, request_hash=request_hash,
-                                            instance_id=instance_id, seq=seq, created_at=now))
+    def insert_key(
+        self, conn: Connection, key: str, request_hash: str, instance_id: int, seq: int, now: str
+    ) -> None:
+        conn.execute(
+            keys_t.insert().values(
+                key=key, request_hash=request_hash, instance_id=instance_id, seq=seq, created_at=now
+            )
+        )
 
     def event_at(self, conn: Connection, instance_id: int, seq: int) -> EventRow | None:
-        row = conn.execute(sa.select(*EVENT_COLUMNS).where(
-            events_t.c.instance_id == instance_id, events_t.c.seq == seq)).first()
+        row = conn.execute(
+            sa.select(*EVENT_COLUMNS).where(
+                events_t.c.instance_id == instance_id, events_t.c.seq == seq
+            )
+        ).first()
         return EventRow(*row) if row else None
 
     def events_of(self, conn: Connection, instance_id: int) -> list[EventRow]:
-        rows = conn.execute(sa.select(*EVENT_COLUMNS).where(events_t.c.instance_id == instance_id)
-                            .order_by(events_t.c.seq))
+        rows = conn.execute(
+            sa.select(*EVENT_COLUMNS)
+            .where(events_t.c.instance_id == instance_id)
+            .order_by(events_t.c.seq)
+        )
         return [EventRow(*r) for r in rows]
 
     # -- reads across instances
 
-    def list_instances(self, conn: Connection, *, program: str | None = None,
-                       state: str | None = None, area: str | None = None,
-                       fiscal_year: int | None = None, limit: int | None = None,
-                       ids: Sequence[int] | None = None) -> list[InstanceRow]:
+    def list_instances(
+        self,
+        conn: Connection,
+        *,
+        program: str | None = None,
+        state: str | None = None,
+        area: str | None = None,
+        fiscal_year: int | None = None,
+        limit: int | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[InstanceRow]:
         stmt = sa.select(*INSTANCE_COLUMNS).order_by(instances_t.c.id)
         if program:
             stmt = stmt.where(instances_t.c.program == program)
@@ -520,14 +581,23 @@ class Store:
             return column == area
         return column.startswith(area, autoescape=True)
 
-    def audit_log(self, conn: Connection, *, actor: str | None = None,
-                  program: str | None = None, area: str | None = None,
-                  since: str | None = None, until: str | None = None,
-                  instance: int | None = None, limit: int | None = None
-                  ) -> Iterator[tuple[EventRow, str, str]]:
-        stmt = (sa.select(*EVENT_COLUMNS, instances_t.c.program, instances_t.c.area_code)
-                .join(instances_t, instances_t.c.id == events_t.c.instance_id)
-                .order_by(events_t.c.at, events_t.c.id))
+    def audit_log(
+        self,
+        conn: Connection,
+        *,
+        actor: str | None = None,
+        program: str | None = None,
+        area: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        instance: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[tuple[EventRow, str, str]]:
+        stmt = (
+            sa.select(*EVENT_COLUMNS, instances_t.c.program, instances_t.c.area_code)
+            .join(instances_t, instances_t.c.id == events_t.c.instance_id)
+            .order_by(events_t.c.at, events_t.c.id)
+        )
         if actor:
             stmt = stmt.where(events_t.c.actor == actor)
         if program:
@@ -546,13 +616,16 @@ class Store:
         for r in conn.execution_options(stream_results=True, yield_per=2000).execute(stmt):
             yield EventRow(*r[:n]), r[n], r[n + 1]
 
-    def report(self, conn: Connection, *, program: str | None = None,
-               fiscal_year: int | None = None) -> list[tuple[str, str, str, str, int]]:
+    def report(
+        self, conn: Connection, *, program: str | None = None, fiscal_year: int | None = None
+    ) -> list[tuple[str, str, str, str, int]]:
         """(program, province, state, active, count) groups."""
         c = instances_t.c
-        stmt = (sa.select(c.program, c.province_code, c.state, c.active, sa.func.count())
-                .group_by(c.program, c.province_code, c.state, c.active)
-                .order_by(c.program, c.province_code, c.state))
+        stmt = (
+            sa.select(c.program, c.province_code, c.state, c.active, sa.func.count())
+            .group_by(c.program, c.province_code, c.state, c.active)
+            .order_by(c.program, c.province_code, c.state)
+        )
         if program:
             stmt = stmt.where(c.program == program)
         if fiscal_year:
@@ -572,22 +645,24 @@ class Store:
             yield EventRow(*r)
 
     def all_definitions(self, conn: Connection) -> list[DefinitionRow]:
-        return [DefinitionRow(*r) for r in conn.execute(
-            sa.select(*DEFINITION_COLUMNS).order_by(definitions_t.c.id))]
-
-    def snapshot(self) -> Iterator[Connection]:
-        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL)."""
-        return self._snapshot()
+        return [
+            DefinitionRow(*r)
+            for r in conn.execute(sa.select(*DEFINITION_COLUMNS).order_by(definitions_t.c.id))
+        ]
 
     @contextmanager
-    def _snapshot(self) -> Iterator[Connection]:
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL)."""
         self.check_schema()
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
         try:
             with self.engine.connect() as raw:
-                conn = raw if self.is_sqlite else raw.execution_options(
-                    isolation_level="REPEATABLE READ")
+                conn = (
+                    raw
+                    if self.is_sqlite
+                    else raw.execution_options(isolation_level="REPEATABLE READ")
+                )
                 with conn.begin():
                     yield conn
         except WorkflowError:

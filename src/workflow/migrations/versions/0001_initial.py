@@ -33,8 +33,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("program", sa.String(100), nullable=False),
         sa.Column("program_version", sa.Integer, nullable=False),
-        sa.Column("definition_id", sa.Integer, sa.ForeignKey("workflow_definitions.id"),
-                  nullable=False),
+        sa.Column(
+            "definition_id", sa.Integer, sa.ForeignKey("workflow_definitions.id"), nullable=False
+        ),
         sa.Column("area_code", sa.String(6), nullable=False),
         sa.Column("province_code", sa.String(2), nullable=False),
         sa.Column("fiscal_year", sa.Integer, nullable=False),
@@ -46,17 +47,22 @@ def upgrade() -> None:
         sa.Column("head_hash", sa.String(64), nullable=False),
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("updated_at", sa.String(32), nullable=False),
-        sa.UniqueConstraint("program", "area_code", "fiscal_year", "duplicate_no",
-                            name="uq_instance_area_year"),
+        sa.UniqueConstraint(
+            "program", "area_code", "fiscal_year", "duplicate_no", name="uq_instance_area_year"
+        ),
     )
-    op.create_index("ix_instances_report", "workflow_instances",
-                    ["fiscal_year", "program", "province_code", "state"])
+    op.create_index(
+        "ix_instances_report",
+        "workflow_instances",
+        ["fiscal_year", "program", "province_code", "state"],
+    )
     op.create_index("ix_instances_area", "workflow_instances", ["area_code"])
     op.create_table(
         "workflow_events",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("instance_id", sa.Integer, sa.ForeignKey("workflow_instances.id"),
-                  nullable=False),
+        sa.Column(
+            "instance_id", sa.Integer, sa.ForeignKey("workflow_instances.id"), nullable=False
+        ),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("trigger", sa.String(100), nullable=False),
         sa.Column("from_state", sa.Text, nullable=True),
