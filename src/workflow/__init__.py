@@ -4,6 +4,7 @@ audited state machines.
 The public API is what ``__all__`` lists; everything else is an implementation detail.
 """
 
+from workflow.access import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
 from workflow.areas import Area
 from workflow.audit import Digest
 from workflow.engine import Engine
@@ -47,18 +48,22 @@ from workflow.records import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessRequest",
+    "AllowAll",
     "Area",
     "AreaNotFound",
     "Conflict",
     "DatabaseUnavailable",
     "DefinitionChanged",
     "DefinitionError",
+    "Denial",
     "Digest",
     "DuplicateInstance",
     "Engine",
     "Event",
     "EvidenceInvalid",
     "FireResult",
+    "Grant",
     "GrantNotFound",
     "GuardContext",
     "GuardFailed",
@@ -67,6 +72,7 @@ __all__ = [
     "InstanceNotFound",
     "NotFound",
     "PermissionDenied",
+    "Policy",
     "Problem",
     "Program",
     "ProgramNotFound",
@@ -76,6 +82,7 @@ __all__ = [
     "RoleNotAllowed",
     "SchemaOutOfDate",
     "StorageError",
+    "StoredGrants",
     "TriggerNotAllowed",
     "UsageError",
     "VerifyProblem",

@@ -71,6 +71,26 @@ def event_hash(
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def grant_hash(row: Any) -> str:
+    """The hash of a grant event (``row`` is a storage.GrantEventRow); same encoding."""
+    return event_hash(
+        instance=0,
+        seq=row.seq,
+        trigger=row.action,
+        from_state=None,
+        to_state=row.scope,
+        actor=row.by,
+        role="",
+        os_user=row.os_user,
+        at=row.at,
+        evidence="{}",
+        note=None,
+        definition_hash="",
+        policy="",
+        prev_hash=row.prev_hash,
+    )
+
+
 def row_hash(row: Any) -> str:
     """The hash an event row should carry (``row`` is a storage.EventRow)."""
     return event_hash(
@@ -100,6 +120,7 @@ class Digest:
     root: str
     heads: Mapping[str, tuple[int, str]]
     taken_at: str = ""
+    grants: tuple[int, str] = (0, GENESIS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,12 +129,15 @@ class Digest:
             "instances": self.instances,
             "events": self.events,
             "root": self.root,
+            "grants": {"seq": self.grants[0], "hash": self.grants[1]},
             "heads": {k: {"seq": s, "hash": h} for k, (s, h) in self.heads.items()},
         }
 
     @staticmethod
-    def root_of(heads: Mapping[str, tuple[int, str]]) -> str:
+    def root_of(heads: Mapping[str, tuple[int, str]], grants: tuple[int, str]) -> str:
+        """SHA-256 over every instance head (by id) and the grant chain's head."""
         h = hashlib.sha256()
+        h.update(f"grants:{grants[0]}:{grants[1]}\n".encode())
         for key in sorted(heads, key=int):
             seq, head = heads[key]
             h.update(f"{key}:{seq}:{head}\n".encode())
@@ -123,18 +147,21 @@ class Digest:
     def from_dict(cls, data: Mapping[str, Any]) -> Digest:
         """Read a digest back; ``ValueError`` if it is not one or does not add up."""
         try:
-            heads = {str(k): (int(v["seq"]), str(v["hash"])) for k, v in data["heads"].items()}
+            heads = {str(int(k)): (int(v["seq"]), str(v["hash"])) for k, v in data["heads"].items()}
+            g = data.get("grants") or {"seq": 0, "hash": GENESIS}
+            grants = (int(g["seq"]), str(g["hash"]))
             digest = cls(
                 instances=int(data["instances"]),
                 events=int(data["events"]),
                 root=str(data["root"]),
                 heads=heads,
                 taken_at=str(data.get("taken_at", "")),
+                grants=grants,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not a workflow digest ({e})") from None
         if (
-            cls.root_of(heads) != digest.root
+            cls.root_of(heads, grants) != digest.root
             or len(heads) != digest.instances
             or (sum(s for s, _ in heads.values()) != digest.events)
         ):

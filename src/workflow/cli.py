@@ -551,18 +551,23 @@ def fire(
 
 @cli.command()
 @click.argument("instance", type=int)
+@click.option("--actor", help="Only what this actor may fire next (by their grants).")
 @click.option("--role", help="Only the triggers this role may fire.")
 @be_option
 @json_option
 @pass_ctx
-def show(c: Context, instance: int, role: str | None, be: bool, as_json: bool) -> None:
+def show(
+    c: Context, instance: int, actor: str | None, role: str | None, be: bool, as_json: bool
+) -> None:
     """Current state, version and available triggers of INSTANCE."""
     engine = c.engine()
     inst = engine.get(instance)
-    if role is not None:
+    if role is not None or actor is not None:
         from dataclasses import replace
 
-        inst = replace(inst, available_triggers=engine.available_triggers(instance, role=role))
+        inst = replace(
+            inst, available_triggers=engine.available_triggers(instance, role=role, actor=actor)
+        )
     if as_json:
         emit_json(inst.to_dict())
     else:
@@ -676,6 +681,110 @@ def _render_report(report: Any, as_json: bool) -> None:
 def report(c: Context, program: str | None, fiscal_year: str | None, as_json: bool) -> None:
     """Instances per program and state, by province."""
     _render_report(c.engine().report(program=program, fiscal_year=fiscal_year), as_json)
+
+
+# --------------------------------------------------------------------------- actors
+
+
+@cli.group()
+def actors() -> None:
+    """Grant, revoke and list who may act in which role, where and on what."""
+
+
+def _scope_options(f: F) -> F:
+    f = click.option("--program", help="Only this program (default: every program).")(f)
+    f = click.option("--area", help="This area and everything inside it (default: everywhere).")(f)
+    return click.option("--by", help="Who grants (recorded; default: the OS user).")(f)
+
+
+@actors.command("grant")
+@click.argument("name")
+@click.argument("role")
+@_scope_options
+@json_option
+@pass_ctx
+def actors_grant(
+    c: Context,
+    name: str,
+    role: str,
+    by: str | None,
+    area: str | None,
+    program: str | None,
+    as_json: bool,
+) -> None:
+    """Let NAME act as ROLE (in --area and inside it, on --program)."""
+    g = c.engine().grant(name, role, area=area, program=program, by=by)
+    if as_json:
+        emit_json(g.to_dict())
+    else:
+        click.echo(f"granted {g.actor!r} {g.role} {_grant_scope(g)}")
+
+
+@actors.command("revoke")
+@click.argument("name")
+@click.argument("role")
+@_scope_options
+@json_option
+@pass_ctx
+def actors_revoke(
+    c: Context,
+    name: str,
+    role: str,
+    by: str | None,
+    area: str | None,
+    program: str | None,
+    as_json: bool,
+) -> None:
+    """Withdraw exactly that grant (exit 3 if NAME does not hold it)."""
+    g = c.engine().revoke(name, role, area=area, program=program, by=by)
+    if as_json:
+        emit_json(g.to_dict())
+    else:
+        click.echo(f"revoked {g.actor!r} {g.role} {_grant_scope(g)}")
+
+
+def _grant_scope(g: Any) -> str:
+    where = f"in area {g.area}" if g.area else "everywhere"
+    return where + (f" for {g.program}" if g.program else " for every program")
+
+
+@actors.command("list")
+@click.option("--actor", help="Only this actor.")
+@json_option
+@pass_ctx
+def actors_list(c: Context, actor: str | None, as_json: bool) -> None:
+    """The actors and their grants."""
+    grants = c.engine().grants(actor)
+    if as_json:
+        by_actor: dict[str, list[dict[str, Any]]] = {}
+        for g in grants:
+            by_actor.setdefault(g.actor, []).append(g.to_dict())
+        emit_json([{"actor": a, "grants": gs} for a, gs in by_actor.items()])
+        return
+    table(
+        None,
+        ["actor", "role", "area", "program", "granted by", "granted at (UTC)"],
+        [
+            (
+                g.actor,
+                g.role,
+                _area_label(g.area),
+                g.program or "(all)",
+                g.granted_by,
+                show_time(g.granted_at, False),
+            )
+            for g in grants
+        ],
+    )
+
+
+def _area_label(code: str | None) -> str:
+    if not code:
+        return "(everywhere)"
+    from workflow.areas import get
+
+    a = get(code)
+    return f"{a.code} {a.name_th} ({a.name_en})"
 
 
 # --------------------------------------------------------------------------- audit
@@ -848,6 +957,35 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
             )
     if not result.ok:
         sys.exit(1)
+
+
+@audit.command("denials")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
+@json_option
+@pass_ctx
+def audit_denials(c: Context, limit: int | None, as_json: bool) -> None:
+    """Attempts refused for want of a permission: who, what, when, why."""
+    found = c.engine().denials(limit)
+    if as_json:
+        emit_json([d.to_dict() for d in found])
+        return
+    table(
+        None,
+        ["at (UTC)", "actor", "role", "action", "instance", "program", "area", "reason"],
+        [
+            (
+                show_time(d.at, False),
+                d.actor,
+                d.role,
+                d.action,
+                d.instance or "",
+                d.program,
+                d.area,
+                d.reason,
+            )
+            for d in found
+        ],
+    )
 
 
 @audit.command("digest")

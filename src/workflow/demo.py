@@ -173,6 +173,20 @@ STORIES: list[dict[str, Any]] = [
 ]
 
 
+#: The grants the stories need: each officer acts in their own province only.
+GRANTS: list[tuple[str, str, str | None, str | None]] = [
+    ("อุดมรัตน์ อมรเทพ", "provincial_officer", "16", None),
+    ("เดโช วันทนาพิทักษ์", "provincial_officer", "31", None),
+    ("รัชนี สาระวิถี", "provincial_officer", "31", None),
+    ("ยุพิน เศรษฐศักดาศิริ", "provincial_officer", "70", None),
+    ("จำเรียงรัตน์ กล่ำมี", "provincial_officer", "18", None),
+    ("พัฒนากร ชัยนาท", "coordinator", "18", "one-plan"),
+    ("พัฒนาการจังหวัดจันทบุรี", "provincial_officer", "22", None),
+    ("พัฒนากร จันทบุรี", "coordinator", "22", "khok-nong-na"),
+    ("ผู้ตรวจสอบภายใน", "auditor", None, None),
+]
+
+
 @dataclass(frozen=True)
 class DemoResult:
     instances: tuple[int, ...]
@@ -184,6 +198,8 @@ class DemoResult:
 def load(engine: Engine) -> DemoResult:
     """Create (or find again) the demo instances; safe to run any number of times."""
     engine.init()
+    for actor, role, area, program in GRANTS:
+        engine.grant(actor, role, area=area, program=program, by="workflow demo")
     ids: list[int] = []
     new = 0
     for story in STORIES:

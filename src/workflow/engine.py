@@ -12,20 +12,32 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import hashlib
+import heapq
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from workflow import areas as _areas
 from workflow import audit as _audit
+from workflow.access import (
+    AUDITOR,
+    EVERYWHERE,
+    AccessRequest,
+    Denial,
+    Grant,
+    Policy,
+    StoredGrants,
+)
 from workflow.audit import Digest
 from workflow.errors import (
     DuplicateInstance,
+    GrantNotFound,
     IdempotencyConflict,
     InstanceNotFound,
+    PermissionDenied,
     RoleNotAllowed,
     UsageError,
     VersionConflict,
@@ -43,10 +55,9 @@ from workflow.records import (
     VerifyResult,
 )
 from workflow.registry import Registry
-from workflow.storage import EventRow, InstanceRow, Store, os_user
+from workflow.storage import EventRow, GrantEventRow, GrantRow, InstanceRow, Store, os_user
 
 DEFAULT_URL = "sqlite:///workflow.db"
-POLICY_NONE = "none"
 
 
 def now_utc() -> str:
@@ -89,8 +100,12 @@ class Engine:
         definitions: Sequence[str | Path] = (),
         *,
         guards: Mapping[str, GuardFunction] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.url = url
+        self.policy: Policy = policy if policy is not None else StoredGrants()
+        if not isinstance(self.policy, Policy):
+            raise UsageError("policy must have a `name` and a `check(request, grants)` method")
         self.registry = Registry(definitions)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
         self.store = Store(url)
@@ -227,16 +242,38 @@ class Engine:
         to_state = _config_text(after)
         evidence_text = _audit.canonical_json(dict(evidence))
         digest = _audit.event_hash(
-            instance=instance, seq=seq, trigger=trigger, from_state=from_state,
-            to_state=to_state, actor=actor, role=role, os_user=self._os_user, at=at,
-            evidence=evidence_text, note=note, definition_hash=definition_hash,
-            policy=POLICY_NONE, prev_hash=prev_hash,
+            instance=instance,
+            seq=seq,
+            trigger=trigger,
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            role=role,
+            os_user=self._os_user,
+            at=at,
+            evidence=evidence_text,
+            note=note,
+            definition_hash=definition_hash,
+            policy=self.policy.name,
+            prev_hash=prev_hash,
         )
         row = EventRow(
-            id=0, instance_id=instance, seq=seq, trigger=trigger, from_state=from_state,
-            to_state=to_state, actor=actor, role=role, os_user=self._os_user, at=at,
-            evidence=evidence_text, note=note, definition_hash=definition_hash,
-            policy=POLICY_NONE, prev_hash=prev_hash, hash=digest,
+            id=0,
+            instance_id=instance,
+            seq=seq,
+            trigger=trigger,
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            role=role,
+            os_user=self._os_user,
+            at=at,
+            evidence=evidence_text,
+            note=note,
+            definition_hash=definition_hash,
+            policy=self.policy.name,
+            prev_hash=prev_hash,
+            hash=digest,
         )
         values = row._asdict()
         del values["id"]
@@ -265,7 +302,15 @@ class Engine:
         year = check_fiscal_year(fiscal_year)
         actor = _clean_name(actor, "actor")
         if role not in definition.start_roles:
-            raise RoleNotAllowed("start", role, definition.start_roles)
+            self._deny(
+                actor,
+                role,
+                "start",
+                definition.id,
+                None,
+                the_area.code,
+                RoleNotAllowed("start", role, definition.start_roles),
+            )
         title = title.strip() if title and title.strip() else None
         request = _request_hash(
             "start", definition.id, the_area.code, year, actor, role, title, allow_duplicate, note
@@ -278,6 +323,7 @@ class Engine:
                 replay = self._replay(conn, key, request)
                 if replay is not None:
                     return replay[0]
+            self._authorize(conn, AccessRequest(actor, role, "start", definition.id, the_area.code))
             existing, duplicate_no = self.store.find_duplicate(
                 conn, definition.id, the_area.code, year
             )
@@ -369,6 +415,9 @@ class Engine:
                 raise InstanceNotFound(instance_id)
             if expect_version is not None and row.version != expect_version:
                 raise VersionConflict(instance_id, expect_version, row.version)
+            self._authorize(
+                conn, AccessRequest(actor, role, trigger, row.program, row.area_code, row.id)
+            )
             loaded = self._loaded(row.definition_id)
             config: Configuration = tuple(json.loads(row.active))
             context = {"instance": row.id, "area": row.area_code, "fiscal_year": row.fiscal_year}
@@ -414,7 +463,10 @@ class Engine:
             )
             return event, new_row, False
 
-        event_row, inst_row, replayed = self._write(work)
+        try:
+            event_row, inst_row, replayed = self._write(work)
+        except (PermissionDenied, RoleNotAllowed) as e:
+            self._deny(actor, role, trigger, None, instance_id, None, e)
         loaded = self._loaded(inst_row.definition_id)
         happened = None
         if any(
@@ -463,6 +515,186 @@ class Engine:
                     ) from again
                 raise
 
+    # ------------------------------------------------------------------ access
+
+    def _authorize(self, conn: Any, request: AccessRequest) -> None:
+        """Ask the policy, inside the change's transaction; raise PermissionDenied."""
+        if request.role == AUDITOR:
+            raise PermissionDenied(
+                request.actor, request.role, request.action, "auditor is a read-only role"
+            )
+        grants = [_grant(g) for g in self.store.grants_for(conn, request.actor)]
+        reason = self.policy.check(request, grants)
+        if reason is not None:
+            raise PermissionDenied(request.actor, request.role, request.action, reason)
+
+    def _deny(
+        self,
+        actor: str,
+        role: str,
+        action: str,
+        program: str | None,
+        instance: int | None,
+        area: str | None,
+        error: Exception,
+    ) -> NoReturn:
+        """Record a refusal for want of a permission (in its own transaction), then raise."""
+        reason = getattr(error, "reason", None) or str(error)
+
+        def work(conn: Any) -> None:
+            prog, where = program, area
+            if instance is not None and (prog is None or where is None):
+                row = self.store.get_instance(conn, instance)
+                if row is not None:
+                    prog, where = row.program, row.area_code
+            self.store.insert_denial(
+                conn,
+                dict(
+                    actor=actor,
+                    role=role,
+                    action=action,
+                    program=prog,
+                    instance_id=instance,
+                    area_code=where,
+                    reason=reason,
+                    os_user=self._os_user,
+                    at=now_utc(),
+                ),
+            )
+
+        try:
+            self.store.run(work, write=True)
+        except Exception as e:  # the refusal matters more than its record
+            error.add_note(f"(the denial could not be recorded: {e})")
+        raise error
+
+    def grant(
+        self,
+        actor: str,
+        role: str,
+        *,
+        area: str | None = None,
+        program: str | None = None,
+        by: str | None = None,
+    ) -> Grant:
+        """Let ``actor`` act as ``role`` in ``area`` (and inside it) on ``program``;
+        recorded as a hash-chained grant event. Granting what is already held changes nothing."""
+        actor, role, code, prog = self._grant_scope(actor, role, area, program)
+        granted_by = _clean_name(by, "by") if by else self._os_user
+
+        def work(conn: Any) -> GrantRow:
+            existing = self.store.find_grant(conn, actor, role, code, prog)
+            if existing is not None:
+                return existing
+            at = now_utc()
+            self._grant_event(conn, "grant", actor, role, code, prog, granted_by, at)
+            values = dict(
+                actor=actor,
+                role=role,
+                area_code=code,
+                program=prog,
+                granted_by=granted_by,
+                granted_at=at,
+            )
+            self.store.insert_grant(conn, values)
+            return GrantRow(0, **values)
+
+        return _grant(self.store.run(work, write=True))
+
+    def revoke(
+        self,
+        actor: str,
+        role: str,
+        *,
+        area: str | None = None,
+        program: str | None = None,
+        by: str | None = None,
+    ) -> Grant:
+        """Withdraw exactly that grant (GrantNotFound if it is not held); takes effect at once."""
+        actor, role, code, prog = self._grant_scope(actor, role, area, program)
+        revoked_by = _clean_name(by, "by") if by else self._os_user
+
+        def work(conn: Any) -> GrantRow:
+            existing = self.store.find_grant(conn, actor, role, code, prog)
+            if existing is None:
+                raise GrantNotFound(actor, role, code or None, prog or None)
+            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by, now_utc())
+            self.store.delete_grant(conn, existing.id)
+            return existing
+
+        return _grant(self.store.run(work, write=True))
+
+    def grants(self, actor: str | None = None) -> builtins.list[Grant]:
+        """The grants in force (of one actor, or everyone's)."""
+        rows = self.store.run(
+            lambda conn: (
+                self.store.grants_for(conn, actor) if actor else self.store.all_grants(conn)
+            )
+        )
+        return [_grant(r) for r in rows]
+
+    def denials(self, limit: int | None = None) -> builtins.list[Denial]:
+        """Refused attempts for want of a permission, oldest first."""
+        rows = self.store.run(lambda conn: self.store.denials(conn, limit))
+        return [
+            Denial(
+                id=r.id,
+                actor=r.actor,
+                role=r.role,
+                action=r.action,
+                program=r.program,
+                instance=r.instance_id,
+                area=r.area_code,
+                reason=r.reason,
+                os_user=r.os_user,
+                at=r.at,
+            )
+            for r in rows
+        ]
+
+    def _grant_scope(
+        self, actor: str, role: str, area: str | None, program: str | None
+    ) -> tuple[str, str, str, str]:
+        actor = _clean_name(actor, "actor")
+        known_roles = {r for p in self.registry.programs() for r in p.roles} | {AUDITOR}
+        for p in self.registry.programs():
+            known_roles.update(r for v in self.registry.versions(p.id) for r in v.roles)
+        if role not in known_roles:
+            raise UsageError(f"unknown role {role!r} (known: {', '.join(sorted(known_roles))})")
+        if program:
+            self.registry.get(program)
+        code = _areas.resolve(area).code if area else EVERYWHERE
+        return actor, role, code, program or ""
+
+    def _grant_event(
+        self,
+        conn: Any,
+        action: str,
+        actor: str,
+        role: str,
+        area: str,
+        program: str,
+        by: str,
+        at: str,
+    ) -> None:
+        head = self.store.lock_grant_chain(conn)
+        seq = head.seq + 1 if head else 1
+        prev = head.hash if head else _audit.GENESIS
+        scope = _audit.canonical_json(
+            {"actor": actor, "role": role, "area": area or None, "program": program or None}
+        )
+        row = GrantEventRow(
+            seq=seq,
+            action=action,
+            scope=scope,
+            by=by,
+            os_user=self._os_user,
+            at=at,
+            prev_hash=prev,
+            hash="",
+        )
+        self.store.insert_grant_event(conn, row._replace(hash=_audit.grant_hash(row)))
+
     def _triggers(self, instance_id: int) -> set[str]:
         return self.store.run(lambda conn: self.store.triggers_of(conn, instance_id))
 
@@ -479,20 +711,33 @@ class Engine:
 
         return self.store.run(work)
 
-    def available_triggers(self, instance_id: int, role: str | None = None) -> tuple[str, ...]:
-        """Triggers that may fire now (for ``role``, if given): state, roles and every guard
-        that does not depend on the evidence are taken into account."""
+    def available_triggers(
+        self, instance_id: int, role: str | None = None, actor: str | None = None
+    ) -> tuple[str, ...]:
+        """Triggers that may fire now: the state, every guard that does not depend on the
+        evidence, and — given ``role`` and/or ``actor`` — what that role may fire and what
+        that actor's grants (or the engine's policy) permit on this instance."""
 
         def work(conn: Any) -> tuple[str, ...]:
             row = self.store.get_instance(conn, int(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
             machine = self._loaded(row.definition_id).machine
-            return machine.available(
-                tuple(json.loads(row.active)),
-                role,
-                happened=lambda: self.store.triggers_of(conn, row.id),
-            )
+            config = tuple(json.loads(row.active))
+
+            def happened() -> set[str]:
+                return self.store.triggers_of(conn, row.id)
+
+            if actor is None:
+                return machine.available(config, role, happened=happened)
+            grants = [_grant(g) for g in self.store.grants_for(conn, actor)]
+            roles = [role] if role else list(dict.fromkeys(g.role for g in grants))
+            allowed: set[str] = set()
+            for r in roles:
+                request = AccessRequest(actor, r, "*", row.program, row.area_code, row.id)
+                if r != AUDITOR and self.policy.check(request, grants) is None:
+                    allowed.update(machine.available(config, r, happened=happened))
+            return tuple(t for t in machine.triggers_from(config) if t in allowed)
 
         return self.store.run(work)
 
@@ -548,7 +793,7 @@ class Engine:
         hi = _bound(until, end=True)
 
         def work(conn: Any) -> builtins.list[Event]:
-            return [
+            events = [
                 self._event(row, program=p, area=a)
                 for row, p, a in self.store.audit_log(
                     conn,
@@ -561,6 +806,21 @@ class Engine:
                     limit=limit,
                 )
             ]
+            if instance is None:
+                # Grants and revocations belong to the trail too (instance None).
+                rules = [
+                    e
+                    for e in (_grant_event(g) for g in self.store.grant_events(conn))
+                    if (lo is None or e.at >= lo)
+                    and (hi is None or e.at < hi)
+                    and (actor is None or actor in (e.actor, e.evidence.get("actor")))
+                    and (program is None or e.evidence.get("program") in (None, program))
+                    and _overlaps(code, e.area)
+                ]
+                events = list(heapq.merge(events, rules, key=lambda e: e.at))
+                if limit:
+                    events = events[:limit]
+            return events
 
         return self.store.run(work)
 
@@ -597,14 +857,17 @@ class Engine:
         heads: dict[str, tuple[int, str]] = {}
         with self.store.snapshot() as conn:
             taken = now_utc()
+            head = self.store.grant_head(conn)
+            grants = (head.seq, head.hash) if head else (0, _audit.GENESIS)
             for row in self.store.stream_instances(conn):
                 heads[str(row.id)] = (row.version, row.head_hash)
         return Digest(
             instances=len(heads),
             events=sum(s for s, _ in heads.values()),
-            root=Digest.root_of(heads),
+            root=Digest.root_of(heads, grants),
             heads=heads,
             taken_at=taken,
+            grants=grants,
         )
 
     def verify(self, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
@@ -668,6 +931,46 @@ class Engine:
             problems=tuple(problems),
             digest_checked=digest is not None,
         )
+
+
+def _overlaps(area: str | None, scope: str | None) -> bool:
+    """Whether a grant's scope (None: everywhere) touches the area filtered on."""
+    return area is None or scope is None or scope.startswith(area) or area.startswith(scope)
+
+
+def _grant_event(row: GrantEventRow) -> Event:
+    scope = json.loads(row.scope)
+    return Event(
+        id=row.seq,
+        instance=None,
+        seq=row.seq,
+        trigger=row.action,
+        from_=None,
+        to=(),
+        actor=row.by,
+        role="",
+        os_user=row.os_user,
+        at=row.at,
+        evidence=scope,
+        note=None,
+        definition_hash="",
+        policy="",
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        program=scope.get("program"),
+        area=scope.get("area"),
+    )
+
+
+def _grant(row: GrantRow) -> Grant:
+    return Grant(
+        actor=row.actor,
+        role=row.role,
+        area=row.area_code or None,
+        program=row.program or None,
+        granted_by=row.granted_by,
+        granted_at=row.granted_at,
+    )
 
 
 def _check_instance(

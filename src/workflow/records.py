@@ -68,7 +68,7 @@ class Event:
     """One entry of an instance's audit trail (its first is the ``start`` event)."""
 
     id: int
-    instance: int
+    instance: int | None  # None for grant and revoke events
     seq: int
     trigger: str
     from_: Configuration | None

@@ -37,7 +37,7 @@ from workflow.errors import (
 )
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -133,10 +133,60 @@ class IdempotencyTable(Base):
     created_at: Mapped[str] = mapped_column(sa.String(32))
 
 
+class GrantTable(Base):
+    """The grants in force: one actor, one role, optionally one area ('' = all) and program."""
+
+    __tablename__ = "workflow_grants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.String(100))
+    area_code: Mapped[str] = mapped_column(sa.String(6))
+    program: Mapped[str] = mapped_column(sa.String(100))
+    granted_by: Mapped[str] = mapped_column(sa.Text)
+    granted_at: Mapped[str] = mapped_column(sa.String(32))
+    __table_args__ = (
+        sa.UniqueConstraint("actor", "role", "area_code", "program", name="uq_grant"),
+        sa.Index("ix_grants_actor", "actor", "role"),
+    )
+
+
+class GrantEventTable(Base):
+    """Every grant and revocation, hash-chained (one chain: they are rare and global)."""
+
+    __tablename__ = "workflow_grant_events"
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    action: Mapped[str] = mapped_column(sa.String(10))
+    scope: Mapped[str] = mapped_column(sa.Text)
+    by: Mapped[str] = mapped_column(sa.Text)
+    os_user: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[str] = mapped_column(sa.String(32))
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class DenialTable(Base):
+    """Attempts refused for want of a permission; written after the refused change rolled back."""
+
+    __tablename__ = "workflow_denials"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.String(100))
+    action: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str | None] = mapped_column(sa.String(100))
+    instance_id: Mapped[int | None]
+    area_code: Mapped[str | None] = mapped_column(sa.String(6))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    os_user: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[str] = mapped_column(sa.String(32))
+
+
 definitions_t = cast(sa.Table, DefinitionTable.__table__)
 instances_t = cast(sa.Table, InstanceTable.__table__)
 events_t = cast(sa.Table, EventTable.__table__)
 keys_t = cast(sa.Table, IdempotencyTable.__table__)
+grants_t = cast(sa.Table, GrantTable.__table__)
+grant_events_t = cast(sa.Table, GrantEventTable.__table__)
+denials_t = cast(sa.Table, DenialTable.__table__)
 
 
 # --------------------------------------------------------------------------- rows
@@ -189,6 +239,43 @@ class DefinitionRow(NamedTuple):
     stored_at: str
 
 
+class GrantRow(NamedTuple):
+    id: int
+    actor: str
+    role: str
+    area_code: str
+    program: str
+    granted_by: str
+    granted_at: str
+
+
+class GrantEventRow(NamedTuple):
+    seq: int
+    action: str
+    scope: str
+    by: str
+    os_user: str
+    at: str
+    prev_hash: str
+    hash: str
+
+
+class DenialRow(NamedTuple):
+    id: int
+    actor: str
+    role: str
+    action: str
+    program: str | None
+    instance_id: int | None
+    area_code: str | None
+    reason: str
+    os_user: str
+    at: str
+
+
+GRANT_COLUMNS = [grants_t.c[name] for name in GrantRow._fields]
+GRANT_EVENT_COLUMNS = [grant_events_t.c[name] for name in GrantEventRow._fields]
+DENIAL_COLUMNS = [denials_t.c[name] for name in DenialRow._fields]
 INSTANCE_COLUMNS = [instances_t.c[name] for name in InstanceRow._fields]
 EVENT_COLUMNS = [events_t.c[name] for name in EventRow._fields]
 DEFINITION_COLUMNS = [definitions_t.c[name] for name in DefinitionRow._fields]
@@ -220,7 +307,74 @@ def _safe_url(url: str) -> str:
 # --------------------------------------------------------------------------- the store
 
 
-class Store:
+class _AccessQueries:
+    """Grants, their chain and denials (mixed into Store)."""
+
+    is_sqlite: bool
+
+    def grants_for(self, conn: Connection, actor: str, role: str | None = None) -> list[GrantRow]:
+        stmt = sa.select(*GRANT_COLUMNS).where(grants_t.c.actor == actor)
+        if role is not None:
+            stmt = stmt.where(grants_t.c.role == role)
+        return [GrantRow(*r) for r in conn.execute(stmt)]
+
+    def all_grants(self, conn: Connection) -> list[GrantRow]:
+        stmt = sa.select(*GRANT_COLUMNS).order_by(
+            grants_t.c.actor, grants_t.c.role, grants_t.c.area_code, grants_t.c.program
+        )
+        return [GrantRow(*r) for r in conn.execute(stmt)]
+
+    def find_grant(
+        self, conn: Connection, actor: str, role: str, area: str, program: str
+    ) -> GrantRow | None:
+        row = conn.execute(
+            sa.select(*GRANT_COLUMNS).where(
+                grants_t.c.actor == actor,
+                grants_t.c.role == role,
+                grants_t.c.area_code == area,
+                grants_t.c.program == program,
+            )
+        ).first()
+        return GrantRow(*row) if row else None
+
+    def insert_grant(self, conn: Connection, values: dict[str, Any]) -> None:
+        conn.execute(grants_t.insert().values(**values))
+
+    def delete_grant(self, conn: Connection, grant_id: int) -> None:
+        conn.execute(grants_t.delete().where(grants_t.c.id == grant_id))
+
+    def lock_grant_chain(self, conn: Connection) -> GrantEventRow | None:
+        """Serialise grant changes (rare) and return the chain's head."""
+        if not self.is_sqlite:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201952702)")
+        return self.grant_head(conn)
+
+    def grant_head(self, conn: Connection) -> GrantEventRow | None:
+        row = conn.execute(
+            sa.select(*GRANT_EVENT_COLUMNS).order_by(grant_events_t.c.seq.desc()).limit(1)
+        ).first()
+        return GrantEventRow(*row) if row else None
+
+    def insert_grant_event(self, conn: Connection, row: GrantEventRow) -> None:
+        conn.execute(grant_events_t.insert().values(**row._asdict()))
+
+    def grant_events(self, conn: Connection) -> list[GrantEventRow]:
+        return [
+            GrantEventRow(*r)
+            for r in conn.execute(sa.select(*GRANT_EVENT_COLUMNS).order_by(grant_events_t.c.seq))
+        ]
+
+    def insert_denial(self, conn: Connection, values: dict[str, Any]) -> None:
+        conn.execute(denials_t.insert().values(**values))
+
+    def denials(self, conn: Connection, limit: int | None = None) -> list[DenialRow]:
+        stmt = sa.select(*DENIAL_COLUMNS).order_by(denials_t.c.id)
+        if limit:
+            stmt = stmt.limit(limit)
+        return [DenialRow(*r) for r in conn.execute(stmt)]
+
+
+class Store(_AccessQueries):
     """A database holding workflow's tables."""
 
     def __init__(self, url: str) -> None:
