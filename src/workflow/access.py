@@ -94,7 +94,8 @@ class Policy(Protocol):
     """Decides whether an attempted change is permitted.
 
     ``check`` returns None to allow, or a short reason to refuse. ``grants`` are the actor's
-    stored grants (already read in the change's transaction), for policies that want them.
+    stored grants (already read in the change's transaction), for policies that want them;
+    a policy with ``reads_grants = False`` is given none and saves that query.
     """
 
     name: str
@@ -127,6 +128,7 @@ class AllowAll:
     """
 
     name = "allow-all"
+    reads_grants = False
 
     def check(self, request: AccessRequest, grants: Sequence[Grant]) -> str | None:
         del request, grants

@@ -1013,11 +1013,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail("aborted", 130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:
+        if show_traceback:
+            raise
+        # One line like every other error, with where to look for the right usage.
+        where = e.ctx.command_path if e.ctx is not None else "workflow"
+        _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
     except click.ClickException as e:
         if show_traceback:
             raise
-        e.show()
-        sys.exit(e.exit_code)
+        _fail(e.format_message(), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:

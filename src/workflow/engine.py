@@ -41,6 +41,7 @@ from workflow.errors import (
     RoleNotAllowed,
     UsageError,
     VersionConflict,
+    WorkflowError,
 )
 from workflow.evidence import check_fiscal_year, parse_date
 from workflow.machine import CompiledMachine, Configuration, GuardFunction, compile_program
@@ -62,21 +63,83 @@ DEFAULT_URL = "sqlite:///workflow.db"
 
 def now_utc() -> str:
     """The current time as stored: ISO 8601 UTC with microseconds (sorts as text)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+# Configurations repeat endlessly (a program has few), so their JSON both ways is cached.
+@lru_cache(maxsize=65536)
 def _config_text(config: Configuration) -> str:
     return json.dumps(list(config), separators=(",", ":"), ensure_ascii=False)
 
 
+@lru_cache(maxsize=65536)
+def _config_tuple(text: str) -> Configuration:
+    return tuple(json.loads(text))
+
+
 def _config_of(text: str | None) -> Configuration | None:
-    return None if text is None else tuple(json.loads(text))
+    return None if text is None else _config_tuple(text)
 
 
 def _request_hash(*parts: Any) -> str:
     return hashlib.sha256(
         json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False).encode()
     ).hexdigest()
+
+
+@dataclass(frozen=True)
+class _StartRequest:
+    """A start, checked and normalised before its transaction begins."""
+
+    loaded: _Loaded
+    area: _areas.Area
+    year: int
+    actor: str
+    role: str
+    title: str | None
+    note: str | None
+    allow_duplicate: bool
+    key: str | None
+    request: str
+
+
+@dataclass(frozen=True)
+class _FireRequest:
+    """A fire, normalised before its transaction begins."""
+
+    instance: int
+    trigger: str
+    actor: str
+    role: str
+    evidence: Mapping[str, object] | None
+    note: str | None
+    expect_version: int | None
+    key: str | None
+    request: str
+
+    @classmethod
+    def make(
+        cls,
+        instance: int,
+        trigger: str,
+        actor: str,
+        role: str,
+        evidence: Mapping[str, object] | None,
+        note: str | None,
+        expect_version: int | None,
+        key: str | None,
+    ) -> _FireRequest:
+        actor = _clean_name(actor, "actor")
+        note = note.strip() if note and note.strip() else None
+        # Only an idempotent request needs its fingerprint.
+        request = (
+            _request_hash("fire", instance, trigger, actor, role, dict(evidence or {}), note)
+            if key is not None
+            else ""
+        )
+        return cls(
+            int(instance), trigger, actor, role, evidence, note, expect_version, key, request
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +169,8 @@ class Engine:
         self.policy: Policy = policy if policy is not None else StoredGrants()
         if not isinstance(self.policy, Policy):
             raise UsageError("policy must have a `name` and a `check(request, grants)` method")
+        # A policy may say it ignores stored grants; then they are not read on each change.
+        self._policy_reads_grants = bool(getattr(self.policy, "reads_grants", True))
         self.registry = Registry(definitions)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
         self.store = Store(url)
@@ -180,7 +245,7 @@ class Engine:
         self, row: InstanceRow, happened: Callable[[], set[str]] | None = None
     ) -> Instance:
         loaded = self._loaded(row.definition_id)
-        config = tuple(json.loads(row.active))
+        config = _config_tuple(row.active)
         available = loaded.machine.available(config, happened=happened or (lambda: set()))
         return Instance(
             id=row.id,
@@ -299,6 +364,71 @@ class Engine:
         ``start``. Refused as a duplicate unless ``allow_duplicate``."""
         definition = self.registry.get(program)
         the_area = _areas.resolve(str(area))
+        req = self._start_request(
+            definition, the_area, fiscal_year, actor, role, title, note, allow_duplicate, key
+        )
+        try:
+            instance_id = self._write(lambda conn: self._start_in(conn, req))
+        except (PermissionDenied, RoleNotAllowed) as e:
+            self._deny(req.actor, role, "start", definition.id, None, the_area.code, e)
+        return self.get(instance_id)
+
+    def start_many(
+        self,
+        program: str,
+        *,
+        areas: Sequence[str],
+        fiscal_year: int | str,
+        actor: str,
+        role: str,
+        title: str | None = None,
+        skip_existing: bool = True,
+        batch_size: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> builtins.list[int]:
+        """Start ``program`` for many areas (e.g. every tambon of a province), in
+        transactions of ``batch_size``; each instance gets its own start event exactly as
+        :meth:`start` writes it. Areas that already run the program this fiscal year are
+        skipped (or refused, with ``skip_existing=False``). Returns the new instance ids."""
+        definition = self.registry.get(program)
+        resolved = [_areas.resolve(str(a)) for a in areas]
+        requests = [
+            self._start_request(definition, a, fiscal_year, actor, role, title, None, False, None)
+            for a in resolved
+        ]
+        created: builtins.list[int] = []
+        for chunk in iter_chunks(requests, max(1, batch_size)):
+
+            def work(conn: Any, chunk: Sequence[_StartRequest] = chunk) -> builtins.list[int]:
+                ids = []
+                for req in chunk:
+                    try:
+                        ids.append(self._start_in(conn, req))
+                    except DuplicateInstance:
+                        if not skip_existing:
+                            raise
+                return ids
+
+            try:
+                created.extend(self._write(work))
+            except (PermissionDenied, RoleNotAllowed) as e:
+                self._deny(actor, role, "start", definition.id, None, None, e)
+            if progress is not None:
+                progress(len(chunk))
+        return created
+
+    def _start_request(
+        self,
+        definition: Program,
+        area: _areas.Area,
+        fiscal_year: int | str,
+        actor: str,
+        role: str,
+        title: str | None,
+        note: str | None,
+        allow_duplicate: bool,
+        key: str | None,
+    ) -> _StartRequest:
         year = check_fiscal_year(fiscal_year)
         actor = _clean_name(actor, "actor")
         if role not in definition.start_roles:
@@ -308,80 +438,92 @@ class Engine:
                 "start",
                 definition.id,
                 None,
-                the_area.code,
+                area.code,
                 RoleNotAllowed("start", role, definition.start_roles),
             )
         title = title.strip() if title and title.strip() else None
+        note = note.strip() if note and note.strip() else None
         request = _request_hash(
-            "start", definition.id, the_area.code, year, actor, role, title, allow_duplicate, note
+            "start", definition.id, area.code, year, actor, role, title, allow_duplicate, note
         )
-        loaded = self._store_definition(definition)
-        machine = loaded.machine
-
-        def work(conn: Any) -> int:
-            if key is not None:
-                replay = self._replay(conn, key, request)
-                if replay is not None:
-                    return replay[0]
-            self._authorize(conn, AccessRequest(actor, role, "start", definition.id, the_area.code))
-            existing, duplicate_no = self.store.find_duplicate(
-                conn, definition.id, the_area.code, year
-            )
-            if existing is not None and not allow_duplicate:
-                raise DuplicateInstance(definition.id, the_area.code, year, existing)
-            at = now_utc()
-            config = machine.initial()
-            instance_id = self.store.insert_instance(
-                conn,
-                dict(
-                    program=definition.id,
-                    program_version=definition.version,
-                    definition_id=loaded.definition_id,
-                    area_code=the_area.code,
-                    province_code=the_area.province_code,
-                    fiscal_year=year,
-                    duplicate_no=duplicate_no,
-                    title=title,
-                    state=machine.top_state(config),
-                    active=_config_text(config),
-                    version=1,
-                    head_hash=_audit.GENESIS,
-                    created_at=at,
-                    updated_at=at,
-                ),
-            )
-            identity = {
-                "program": definition.id,
-                "program_version": definition.version,
-                "area": the_area.code,
-                "fiscal_year": year,
-                "title": title,
-                "duplicate_no": duplicate_no,
-            }
-            event = self._append(
-                conn,
-                instance=instance_id,
-                seq=1,
-                trigger="start",
-                before=None,
-                after=config,
-                actor=actor,
-                role=role,
-                at=at,
-                evidence=identity,
-                note=note,
-                definition_hash=definition.content_hash,
-                prev_hash=_audit.GENESIS,
-            )
-            self.store.set_head(conn, instance_id, event.hash)
-            if key is not None:
-                self.store.insert_key(conn, key, request, instance_id, 1, at)
-            return instance_id
-
-        instance_id = self._write(
-            work, duplicate=(definition.id, the_area.code, year, allow_duplicate)
+        return _StartRequest(
+            self._store_definition(definition),
+            area,
+            year,
+            actor,
+            role,
+            title,
+            note,
+            allow_duplicate,
+            key,
+            request,
         )
-        return self.get(instance_id)
+
+    def _start_in(self, conn: Any, req: _StartRequest) -> int:
+        """Insert one instance and its start event inside the caller's transaction."""
+        definition, machine = req.loaded.program, req.loaded.machine
+        if req.key is not None:
+            replay = self._replay(conn, req.key, req.request)
+            if replay is not None:
+                return replay[0]
+        self._authorize(
+            conn, AccessRequest(req.actor, req.role, "start", definition.id, req.area.code)
+        )
+        existing, duplicate_no = self.store.find_duplicate(
+            conn, definition.id, req.area.code, req.year
+        )
+        if existing is not None and not req.allow_duplicate:
+            raise DuplicateInstance(definition.id, req.area.code, req.year, existing)
+        at = now_utc()
+        config = machine.initial()
+        instance_id = self.store.insert_instance(
+            conn,
+            dict(
+                program=definition.id,
+                program_version=definition.version,
+                definition_id=req.loaded.definition_id,
+                area_code=req.area.code,
+                province_code=req.area.province_code,
+                fiscal_year=req.year,
+                duplicate_no=duplicate_no,
+                title=req.title,
+                state=machine.top_state(config),
+                active=_config_text(config),
+                version=1,
+                head_hash=_audit.GENESIS,
+                created_at=at,
+                updated_at=at,
+            ),
+        )
+        # The start event carries the instance's identity, so verify can prove the
+        # instance row (program, area, year, title) was not changed afterwards.
+        identity = {
+            "program": definition.id,
+            "program_version": definition.version,
+            "area": req.area.code,
+            "fiscal_year": req.year,
+            "title": req.title,
+            "duplicate_no": duplicate_no,
+        }
+        event = self._append(
+            conn,
+            instance=instance_id,
+            seq=1,
+            trigger="start",
+            before=None,
+            after=config,
+            actor=req.actor,
+            role=req.role,
+            at=at,
+            evidence=identity,
+            note=req.note,
+            definition_hash=definition.content_hash,
+            prev_hash=_audit.GENESIS,
+        )
+        self.store.set_head(conn, instance_id, event.hash)
+        if req.key is not None:
+            self.store.insert_key(conn, req.key, req.request, instance_id, 1, at)
+        return instance_id
 
     def fire(
         self,
@@ -396,84 +538,121 @@ class Engine:
         key: str | None = None,
     ) -> FireResult:
         """Fire ``trigger`` on an instance, recording ``evidence``; one transaction."""
-        actor = _clean_name(actor, "actor")
-        note = note.strip() if note and note.strip() else None
-        request = _request_hash(
-            "fire", instance_id, trigger, actor, role, dict(evidence or {}), note
+        req = _FireRequest.make(
+            instance_id, trigger, actor, role, evidence, note, expect_version, key
         )
+        try:
+            event_row, inst_row, replayed = self._write(lambda conn: self._fire_in(conn, req))
+        except (PermissionDenied, RoleNotAllowed) as e:
+            self._deny(req.actor, role, trigger, None, req.instance, None, e)
+        return self._fire_result(event_row, inst_row, replayed)
 
-        def work(conn: Any) -> tuple[EventRow, InstanceRow, bool]:
-            if key is not None:
-                replay = self._replay(conn, key, request)
-                if replay is not None:
-                    row = self.store.get_instance(conn, replay[0])
-                    event = self.store.event_at(conn, replay[0], replay[1])
-                    assert row is not None and event is not None
-                    return event, row, True
-            row = self.store.lock_instance(conn, instance_id)
-            if row is None:
-                raise InstanceNotFound(instance_id)
-            if expect_version is not None and row.version != expect_version:
-                raise VersionConflict(instance_id, expect_version, row.version)
-            self._authorize(
-                conn, AccessRequest(actor, role, trigger, row.program, row.area_code, row.id)
+    def fire_many(self, requests: Sequence[Mapping[str, Any]]) -> builtins.list[FireResult]:
+        """Fire many transitions (on one or many instances) in ONE transaction, with the same
+        checks and audit records as :meth:`fire`: all of them happen, or none does.
+
+        Each request is a mapping with the keyword arguments of :meth:`fire` plus
+        ``instance`` and ``trigger``. A refusal names the request (``error.request_index``).
+        """
+        reqs = [
+            _FireRequest.make(
+                r["instance"],
+                r["trigger"],
+                r["actor"],
+                r["role"],
+                r.get("evidence"),
+                r.get("note"),
+                r.get("expect_version"),
+                r.get("key"),
             )
-            loaded = self._loaded(row.definition_id)
-            config: Configuration = tuple(json.loads(row.active))
-            context = {"instance": row.id, "area": row.area_code, "fiscal_year": row.fiscal_year}
-            step = loaded.machine.apply(
-                config,
-                trigger,
-                role,
-                evidence,
-                happened=lambda: self.store.triggers_of(conn, row.id),
-                functions=self.guards,
-                context=context,
-            )
-            at = now_utc()
-            event = self._append(
-                conn,
-                instance=row.id,
-                seq=row.version + 1,
-                trigger=trigger,
-                before=config,
-                after=step.after,
-                actor=actor,
-                role=role,
-                at=at,
-                evidence=step.evidence,
-                note=note,
-                definition_hash=loaded.program.content_hash,
-                prev_hash=row.head_hash,
-            )
-            state = loaded.machine.top_state(step.after)
-            active = _config_text(step.after)
-            if not self.store.advance_instance(
-                conn, row.id, row.version, state, active, event.hash, at
-            ):
-                raise VersionConflict(row.id, row.version, row.version + 1)
-            if key is not None:
-                self.store.insert_key(conn, key, request, row.id, event.seq, at)
-            new_row = row._replace(
-                state=state,
-                active=active,
-                version=row.version + 1,
-                head_hash=event.hash,
-                updated_at=at,
-            )
-            return event, new_row, False
+            for r in requests
+        ]
+
+        def work(conn: Any) -> builtins.list[tuple[EventRow, InstanceRow, bool]]:
+            out = []
+            for i, req in enumerate(reqs):
+                try:
+                    out.append(self._fire_in(conn, req))
+                except WorkflowError as e:
+                    e.request_index = i  # type: ignore[attr-defined]
+                    e.add_note(f"(request #{i} of the batch; nothing in the batch was applied)")
+                    raise
+            return out
 
         try:
-            event_row, inst_row, replayed = self._write(work)
+            rows = self._write(work)
         except (PermissionDenied, RoleNotAllowed) as e:
-            self._deny(actor, role, trigger, None, instance_id, None, e)
-        loaded = self._loaded(inst_row.definition_id)
-        happened = None
-        if any(
-            loaded.machine.needs_history(t)
-            for t in loaded.machine.triggers_from(tuple(json.loads(inst_row.active)))
+            req = reqs[getattr(e, "request_index", 0)]
+            self._deny(req.actor, req.role, req.trigger, None, req.instance, None, e)
+        return [self._fire_result(*r) for r in rows]
+
+    def _fire_in(self, conn: Any, req: _FireRequest) -> tuple[EventRow, InstanceRow, bool]:
+        """One fire inside the caller's transaction: lock, re-check, append, advance."""
+        if req.key is not None:
+            replay = self._replay(conn, req.key, req.request)
+            if replay is not None:
+                row = self.store.get_instance(conn, replay[0])
+                event = self.store.event_at(conn, replay[0], replay[1])
+                assert row is not None and event is not None
+                return event, row, True
+        row = self.store.lock_instance(conn, req.instance)
+        if row is None:
+            raise InstanceNotFound(req.instance)
+        if req.expect_version is not None and row.version != req.expect_version:
+            raise VersionConflict(req.instance, req.expect_version, row.version)
+        self._authorize(
+            conn,
+            AccessRequest(req.actor, req.role, req.trigger, row.program, row.area_code, row.id),
+        )
+        loaded = self._loaded(row.definition_id)
+        config: Configuration = _config_tuple(row.active)
+        step = loaded.machine.apply(
+            config,
+            req.trigger,
+            req.role,
+            req.evidence,
+            happened=partial(self.store.triggers_of, conn, row.id),
+            functions=self.guards,
+            context={"instance": row.id, "area": row.area_code, "fiscal_year": row.fiscal_year},
+        )
+        at = now_utc()
+        event = self._append(
+            conn,
+            instance=row.id,
+            seq=row.version + 1,
+            trigger=req.trigger,
+            before=config,
+            after=step.after,
+            actor=req.actor,
+            role=req.role,
+            at=at,
+            evidence=step.evidence,
+            note=req.note,
+            definition_hash=loaded.program.content_hash,
+            prev_hash=row.head_hash,
+        )
+        state = loaded.machine.top_state(step.after)
+        active = _config_text(step.after)
+        if not self.store.advance_instance(
+            conn, row.id, row.version, state, active, event.hash, at
         ):
-            happened = lambda: self._triggers(inst_row.id)  # noqa: E731
+            raise VersionConflict(row.id, row.version, row.version + 1)
+        if req.key is not None:
+            self.store.insert_key(conn, req.key, req.request, row.id, event.seq, at)
+        new_row = row._replace(
+            state=state, active=active, version=row.version + 1, head_hash=event.hash, updated_at=at
+        )
+        return event, new_row, False
+
+    def _fire_result(
+        self, event_row: EventRow, inst_row: InstanceRow, replayed: bool
+    ) -> FireResult:
+        machine = self._loaded(inst_row.definition_id).machine
+        config = _config_tuple(inst_row.active)
+        happened = None
+        # Only ask the database for past triggers when a guard from here needs them.
+        if any(machine.needs_history(t) for t in machine.triggers_from(config)):
+            happened = partial(self._triggers, inst_row.id)
         return FireResult(
             event=self._event(event_row),
             instance=self._instance(inst_row, happened),
@@ -491,9 +670,7 @@ class Engine:
             raise IdempotencyConflict(key)
         return instance_id, seq
 
-    def _write(
-        self, work: Callable[[Any], Any], duplicate: tuple[str, str, int, bool] | None = None
-    ) -> Any:
+    def _write(self, work: Callable[[Any], Any]) -> Any:
         """Run a change; a unique-key collision means another writer won: say who."""
         from workflow.errors import DatabaseUnavailable
 
@@ -523,7 +700,11 @@ class Engine:
             raise PermissionDenied(
                 request.actor, request.role, request.action, "auditor is a read-only role"
             )
-        grants = [_grant(g) for g in self.store.grants_for(conn, request.actor)]
+        grants = (
+            [_grant(g) for g in self.store.grants_for(conn, request.actor)]
+            if self._policy_reads_grants
+            else []
+        )
         reason = self.policy.check(request, grants)
         if reason is not None:
             raise PermissionDenied(request.actor, request.role, request.action, reason)
@@ -723,7 +904,7 @@ class Engine:
             if row is None:
                 raise InstanceNotFound(instance_id)
             machine = self._loaded(row.definition_id).machine
-            config = tuple(json.loads(row.active))
+            config = _config_tuple(row.active)
 
             def happened() -> set[str]:
                 return self.store.triggers_of(conn, row.id)

@@ -89,7 +89,6 @@ class _Attempt:
     context: dict[str, Any]
     config: Configuration
     failure: Refused | None = None
-    chosen: Transition | None = None
     typed: dict[str, EvidenceValue] = field(default_factory=dict)
 
     def fail(self, error: Refused) -> bool:
@@ -122,8 +121,24 @@ def _flatten(state: Any) -> Configuration:
     return tuple(out)
 
 
+@dataclass
+class _Probe:
+    """Scratch state for asking the transitions machine a structural question."""
+
+    force: Transition | None = None  # None: record the order candidates are tried in
+    tried: list[Transition] = field(default_factory=list)
+
+
 class CompiledMachine:
-    """One program version compiled for reuse by every instance of it."""
+    """One program version compiled for reuse by every instance of it.
+
+    The ``transitions`` machine is the authority on structure: which transitions a trigger
+    may take from a configuration, in which order they are tried, and the configuration each
+    leads to. Those answers depend only on (configuration, trigger), so they are asked once
+    and kept as a *plan*; applying a trigger then runs the checks (role, evidence, guards)
+    over the plan's candidates in order. This keeps the hot path free of the machine's
+    per-call bookkeeping while its semantics stay the ones ``transitions`` defines.
+    """
 
     def __init__(self, program: Program) -> None:
         self.program = program
@@ -149,7 +164,18 @@ class CompiledMachine:
         else:
             self._machine = _FlatMachine(states=[s.name for s in program.states], **common)
         self._initial = self._enter(program.initial)
-        self._triggers_from = lru_cache(maxsize=4096)(self._compute_triggers_from)
+        self._triggers_from = lru_cache(maxsize=8192)(self._compute_triggers_from)
+        self._plans: dict[tuple[Configuration, str], tuple[tuple[Transition, Configuration], ...]]
+        self._plans = {}
+        self._static: dict[
+            tuple[Configuration, str | None], tuple[tuple[str, tuple[Transition, ...]], ...]
+        ]
+        self._static = {}
+        self._history_triggers = frozenset(
+            t.trigger
+            for t in program.transitions
+            if any(isinstance(g, HappenedGuard) for g in t.guards)
+        )
 
     # -- building
 
@@ -169,26 +195,21 @@ class CompiledMachine:
         }
 
     def _spec(self, t: Transition) -> dict[str, Any]:
-        # transitions calls each condition with its EventData; the attempt rides in kwargs.
-        conditions: list[Callable[[Any], bool]] = [
-            partial(self._on_event, self._check_role, t, None),
-            partial(self._on_event, self._check_evidence, t, None),
-        ]
-        conditions.extend(partial(self._on_event, self._check_guard, t, g) for g in t.guards)
-        conditions.append(partial(self._on_event, self._choose, t, None))
         return {
             "trigger": t.trigger,
             "source": list(t.sources),
             "dest": t.dest,
-            "conditions": conditions,
+            "conditions": [partial(self._probe_condition, t)],
         }
 
     @staticmethod
-    def _on_event(
-        check: Callable[..., bool], t: Transition, g: Guard | None, event_data: Any
-    ) -> bool:
-        attempt: _Attempt = event_data.kwargs["attempt"]
-        return check(attempt, t) if g is None else check(attempt, t, g)
+    def _probe_condition(t: Transition, event_data: Any) -> bool:
+        probe: _Probe = event_data.kwargs["probe"]
+        if probe.force is None:
+            if t not in probe.tried:
+                probe.tried.append(t)
+            return False
+        return probe.force is t
 
     def _enter(self, path: str) -> Configuration:
         """The configuration of entering ``path``: its own leaf, or every region's initial."""
@@ -200,7 +221,39 @@ class CompiledMachine:
             out.extend(self._enter(f"{path}.{r.name}.{r.initial}"))
         return tuple(out)
 
-    # -- conditions (run by transitions, in order; the first failure is the one reported)
+    # -- asking transitions
+
+    def _run(self, config: Configuration, trigger: str, probe: _Probe) -> Configuration | None:
+        token = _Token()
+        token.state = list(config) if self.hierarchical and len(config) > 1 else config[0]
+        with self._lock:  # a transitions machine keeps per-call scratch state
+            if self.hierarchical:
+                ok = self._machine.trigger_event(token, trigger, probe=probe)
+            else:
+                ok = self._machine.events[trigger].trigger(token, probe=probe)
+        return self._normalise(_flatten(token.state)) if ok else None
+
+    def plan(
+        self, config: Configuration, trigger: str
+    ) -> tuple[tuple[Transition, Configuration], ...]:
+        """The transitions ``trigger`` may take from ``config``, in the order the machine
+        tries them, each with the configuration it leads to."""
+        key = (config, trigger)
+        found = self._plans.get(key)
+        if found is None:
+            probe = _Probe()
+            self._run(config, trigger, probe)
+            steps = []
+            for t in probe.tried:
+                after = self._run(config, trigger, _Probe(force=t))
+                if after is not None:
+                    steps.append((t, after))
+            found = tuple(steps)
+            if len(self._plans) < 200_000:  # bounded: configurations are finite but many
+                self._plans[key] = found
+        return found
+
+    # -- checks (in this order; the first failure of the first candidate is reported)
 
     def _check_role(self, attempt: _Attempt, t: Transition) -> bool:
         if attempt.role in t.roles:
@@ -217,10 +270,6 @@ class CompiledMachine:
     def _check_guard(self, attempt: _Attempt, t: Transition, g: Guard) -> bool:
         ok = self.guard_holds(g, t, attempt)
         return True if ok else attempt.fail(GuardFailed(t.trigger, g.describe()))
-
-    def _choose(self, attempt: _Attempt, t: Transition) -> bool:
-        attempt.chosen = t
-        return True
 
     def guard_holds(self, g: Guard, t: Transition, attempt: _Attempt) -> bool:
         if isinstance(g, HappenedGuard):
@@ -291,12 +340,32 @@ class CompiledMachine:
         """Triggers defined from this configuration, ignoring roles and guards."""
         return self._triggers_from(config)
 
-    def _candidates(self, config: Configuration, trigger: str) -> list[Transition]:
-        active: set[str] = set()
-        for leaf in config:
-            parts = leaf.split(".")
-            active.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        return [t for t in self.program.transitions_for(trigger) if active.intersection(t.sources)]
+    def _static_available(
+        self, config: Configuration, role: str | None
+    ) -> tuple[tuple[str, tuple[Transition, ...]], ...]:
+        """Per trigger, the candidates a role may take whose config-only guards hold."""
+        key = (config, role)
+        found = self._static.get(key)
+        if found is None:
+            probe = _Attempt(role or "", {}, lambda: (), {}, {}, config)
+            out = []
+            for trigger in self.triggers_from(config):
+                ok = tuple(
+                    t
+                    for t, _ in self.plan(config, trigger)
+                    if (role is None or role in t.roles)
+                    and all(
+                        self.guard_holds(g, t, probe)
+                        for g in t.guards
+                        if isinstance(g, RegionsFinalGuard)
+                    )
+                )
+                if ok:
+                    out.append((trigger, ok))
+            found = tuple(out)
+            if len(self._static) < 200_000:
+                self._static[key] = found
+        return found
 
     def available(
         self,
@@ -307,26 +376,22 @@ class CompiledMachine:
         """Triggers that could fire now: allowed for ``role`` (if given) and with every guard
         that does not depend on evidence (history, regions) holding."""
         out = []
-        for trigger in self.triggers_from(config):
-            for t in self._candidates(config, trigger):
-                if role is not None and role not in t.roles:
-                    continue
-                attempt = _Attempt(role or "", {}, happened or (lambda: ()), {}, {}, config)
-                if all(
-                    self.guard_holds(g, t, attempt)
-                    for g in t.guards
-                    if isinstance(g, HappenedGuard | RegionsFinalGuard)
-                ):
-                    out.append(trigger)
-                    break
+        seen: Collection[str] | None = None
+        for trigger, candidates in self._static_available(config, role):
+            if trigger not in self._history_triggers:
+                out.append(trigger)
+                continue
+            if seen is None:
+                seen = happened() if happened is not None else ()
+            if any(
+                all(g.trigger in seen for g in t.guards if isinstance(g, HappenedGuard))
+                for t in candidates
+            ):
+                out.append(trigger)
         return tuple(out)
 
     def needs_history(self, trigger: str) -> bool:
-        return any(
-            isinstance(g, HappenedGuard)
-            for t in self.program.transitions_for(trigger)
-            for g in t.guards
-        )
+        return trigger in self._history_triggers
 
     # -- applying
 
@@ -357,28 +422,28 @@ class CompiledMachine:
             context=dict(context or {}),
             config=config,
         )
-        token = _Token()
-        token.state = list(config) if self.hierarchical and len(config) > 1 else config[0]
-        with self._lock:  # a transitions machine keeps per-call scratch state
-            if self.hierarchical:
-                ok = self._machine.trigger_event(token, trigger, attempt=attempt)
-            else:
-                ok = self._machine.events[trigger].trigger(token, attempt=attempt)
-        if not ok or attempt.chosen is None:
-            if attempt.failure is not None:
-                raise attempt.failure
-            raise TriggerNotAllowed(
-                trigger, self.describe(config), self.triggers_from(config), known=True
-            )
-        after = self._normalise(_flatten(token.state))
-        return Step(transition=attempt.chosen, evidence=attempt.typed, before=config, after=after)
+        for t, after in self.plan(config, trigger):
+            if (
+                self._check_role(attempt, t)
+                and self._check_evidence(attempt, t)
+                and all(self._check_guard(attempt, t, g) for g in t.guards)
+            ):
+                return Step(transition=t, evidence=attempt.typed, before=config, after=after)
+        if attempt.failure is not None:
+            raise attempt.failure
+        raise TriggerNotAllowed(
+            trigger, self.describe(config), self.triggers_from(config), known=True
+        )
 
     def _normalise(self, config: Configuration) -> Configuration:
         # Definition order, so equal configurations are equal tuples (and hash the same).
         return tuple(sorted(config, key=lambda p: self._order.get(p, len(self._order))))
 
     def describe(self, config: Configuration) -> str:
-        return config[0] if len(config) == 1 else self.top_state(config)
+        if len(config) == 1:
+            return config[0]
+        top = self.top_state(config)
+        return top + " {" + ", ".join(p[len(top) + 1 :] for p in config) + "}"
 
 
 def _compare(g: CompareGuard, t: Transition, typed: Mapping[str, EvidenceValue]) -> bool:

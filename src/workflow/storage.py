@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -288,7 +289,8 @@ _LOCKED = ("database is locked", "database table is locked", "database schema is
 
 
 def _is_locked(e: BaseException) -> bool:
-    return isinstance(e, sa_exc.OperationalError) and any(s in str(e.orig) for s in _LOCKED)
+    text = str(getattr(e, "orig", None) or e)
+    return any(s in text for s in _LOCKED)
 
 
 def _first_line(e: BaseException) -> str:
@@ -311,12 +313,13 @@ class _AccessQueries:
     """Grants, their chain and denials (mixed into Store)."""
 
     is_sqlite: bool
+    _q: dict[str, str]
 
-    def grants_for(self, conn: Connection, actor: str, role: str | None = None) -> list[GrantRow]:
-        stmt = sa.select(*GRANT_COLUMNS).where(grants_t.c.actor == actor)
-        if role is not None:
-            stmt = stmt.where(grants_t.c.role == role)
-        return [GrantRow(*r) for r in conn.execute(stmt)]
+    def grants_for(self, conn: Connection, actor: str) -> list[GrantRow]:
+        # On the path of every change, hence driver SQL (see the hot-path note below).
+        cur = conn.connection.cursor()
+        cur.execute(self._q["grants"], {"actor": actor})
+        return [GrantRow(*r) for r in cur.fetchall()]
 
     def all_grants(self, conn: Connection) -> list[GrantRow]:
         stmt = sa.select(*GRANT_COLUMNS).order_by(
@@ -403,6 +406,15 @@ class Store(_AccessQueries):
         if self.is_sqlite:
             self._configure_sqlite()
         self._schema_checked = False
+        self._dbapi: Any = cast(Any, self.engine.dialect).dbapi
+        # Driver errors raised on the hot path (raw cursors) are handled like SQLAlchemy's.
+        self._driver_errors: tuple[type[BaseException], ...] = (
+            sa_exc.DBAPIError,
+            sa_exc.SQLAlchemyError,
+            OSError,
+            self._dbapi.Error,
+        )
+        self._prepare()
 
     def _configure_sqlite(self) -> None:
         @sa_event.listens_for(self.engine, "connect")
@@ -432,10 +444,9 @@ class Store(_AccessQueries):
     def dispose(self) -> None:
         self.engine.dispose()
 
-    @staticmethod
-    def is_integrity_error(e: BaseException | None) -> bool:
+    def is_integrity_error(self, e: BaseException | None) -> bool:
         """Whether ``e`` is a unique-key collision (another writer committed first)."""
-        return isinstance(e, sa_exc.IntegrityError)
+        return isinstance(e, sa_exc.IntegrityError | self._dbapi.IntegrityError)
 
     # -- connections and faults
 
@@ -445,9 +456,7 @@ class Store(_AccessQueries):
         reason = _first_line(e)
         if _is_locked(e):
             reason = "database is locked by another writer (gave up after retrying)"
-        elif isinstance(e, sa_exc.ProgrammingError | sa_exc.OperationalError) and (
-            "no such table" in reason or ("does not exist" in reason and "relation" in reason)
-        ):
+        elif "no such table" in reason or ("does not exist" in reason and "relation" in reason):
             return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
         return DatabaseUnavailable(self.safe_url, reason)
 
@@ -464,7 +473,7 @@ class Store(_AccessQueries):
                     yield conn
         except WorkflowError:
             raise
-        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+        except self._driver_errors as e:
             raise self._translate(e) from e
 
     def run(
@@ -481,8 +490,8 @@ class Store(_AccessQueries):
             try:
                 with self.connect(write=write) as conn:
                     return fn(conn)
-            except (DatabaseUnavailable, sa_exc.DBAPIError) as e:
-                cause = e.__cause__ if isinstance(e, DatabaseUnavailable) else e
+            except DatabaseUnavailable as e:
+                cause = e.__cause__
                 retryable = cause is not None and (_is_locked(cause) or _is_serialization(cause))
                 if not retryable or time.monotonic() > deadline:
                     raise self._translate(cause or e) from e
@@ -514,10 +523,9 @@ class Store(_AccessQueries):
         """Create or upgrade the schema with Alembic; return (revision before, after)."""
         from workflow import migrations
 
-        if self.sqlite_path is not None and self.sqlite_path.parent != Path():
-            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             try:
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
                 self.sqlite_path.touch()
             except OSError as e:
                 raise DatabaseUnavailable(self.safe_url, e.strerror or str(e)) from e
@@ -593,50 +601,89 @@ class Store(_AccessQueries):
 
     # -- statements used inside a transaction (the engine composes them)
 
+    # The statements below run on every start and fire. They go straight to the driver's
+    # cursor as SQL prepared once per dialect: building and caching SQLAlchemy constructs
+    # cost more than the statements themselves (see docs/performance.md).
+
+    def _sql(self, sql: str) -> str:
+        """Driver SQL from ``:name`` placeholders (pyformat for psycopg)."""
+        if self.engine.dialect.paramstyle == "pyformat":
+            return re.sub(r":(\w+)", r"%(\1)s", sql)
+        return sql
+
+    def _prepare(self) -> None:
+        cols = ", ".join(InstanceRow._fields)
+        ecols = [c for c in EventRow._fields if c != "id"]
+        lock = "" if self.is_sqlite else " FOR UPDATE"
+        self._q = {
+            "lock": self._sql(f"SELECT {cols} FROM workflow_instances WHERE id = :id{lock}"),
+            "get": self._sql(f"SELECT {cols} FROM workflow_instances WHERE id = :id"),
+            "triggers": self._sql(
+                "SELECT DISTINCT trigger FROM workflow_events WHERE instance_id = :id"
+            ),
+            "event": self._sql(
+                f"INSERT INTO workflow_events ({', '.join(ecols)}) "
+                f"VALUES ({', '.join(':' + c for c in ecols)}) RETURNING id"
+            ),
+            "advance": self._sql(
+                "UPDATE workflow_instances SET state = :state, active = :active, "
+                "version = :version + 1, head_hash = :head_hash, updated_at = :now "
+                "WHERE id = :id AND version = :version"
+            ),
+            "grants": self._sql(
+                f"SELECT {', '.join(GrantRow._fields)} FROM workflow_grants WHERE actor = :actor"
+            ),
+            "head": self._sql("UPDATE workflow_instances SET head_hash = :head WHERE id = :id"),
+            "events_of": self._sql(
+                f"SELECT {', '.join(EventRow._fields)} FROM workflow_events "
+                "WHERE instance_id = :id ORDER BY seq"
+            ),
+            "duplicate": self._sql(
+                "SELECT id, duplicate_no FROM workflow_instances WHERE program = :program "
+                "AND area_code = :area AND fiscal_year = :year ORDER BY duplicate_no"
+            ),
+        }
+
+    @staticmethod
+    def _cursor(conn: Connection) -> Any:
+        return conn.connection.cursor()
+
     def lock_instance(self, conn: Connection, instance_id: int) -> InstanceRow | None:
-        stmt = sa.select(*INSTANCE_COLUMNS).where(instances_t.c.id == instance_id)
-        if not self.is_sqlite:
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
+        """The instance row, locked for this transaction (FOR UPDATE; SQLite holds the
+        database write lock already)."""
+        cur = self._cursor(conn)
+        cur.execute(self._q["lock"], {"id": instance_id})
+        row = cur.fetchone()
         return InstanceRow(*row) if row else None
 
     def get_instance(self, conn: Connection, instance_id: int) -> InstanceRow | None:
-        row = conn.execute(
-            sa.select(*INSTANCE_COLUMNS).where(instances_t.c.id == instance_id)
-        ).first()
+        cur = self._cursor(conn)
+        cur.execute(self._q["get"], {"id": instance_id})
+        row = cur.fetchone()
         return InstanceRow(*row) if row else None
 
     def triggers_of(self, conn: Connection, instance_id: int) -> set[str]:
-        rows = conn.execute(
-            sa.select(events_t.c.trigger).distinct().where(events_t.c.instance_id == instance_id)
-        )
-        return {r[0] for r in rows}
+        cur = self._cursor(conn)
+        cur.execute(self._q["triggers"], {"id": instance_id})
+        return {r[0] for r in cur.fetchall()}
 
     def find_duplicate(
         self, conn: Connection, program: str, area: str, fiscal_year: int
     ) -> tuple[int | None, int]:
         """(first existing instance id, next duplicate number) for this program, area, year."""
-        rows = conn.execute(
-            sa.select(instances_t.c.id, instances_t.c.duplicate_no)
-            .where(
-                instances_t.c.program == program,
-                instances_t.c.area_code == area,
-                instances_t.c.fiscal_year == fiscal_year,
-            )
-            .order_by(instances_t.c.duplicate_no)
-        ).all()
+        cur = self._cursor(conn)
+        cur.execute(self._q["duplicate"], {"program": program, "area": area, "year": fiscal_year})
+        rows = cur.fetchall()
         if not rows:
             return None, 0
         return int(rows[0][0]), int(rows[-1][1]) + 1
 
     def insert_instance(self, conn: Connection, values: dict[str, Any]) -> int:
-        result = conn.execute(instances_t.insert().values(**values))
+        result = conn.execute(instances_t.insert(), values)
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def set_head(self, conn: Connection, instance_id: int, head_hash: str) -> None:
-        conn.execute(
-            instances_t.update().where(instances_t.c.id == instance_id).values(head_hash=head_hash)
-        )
+        self._cursor(conn).execute(self._q["head"], {"id": instance_id, "head": head_hash})
 
     def advance_instance(
         self,
@@ -649,22 +696,24 @@ class Store(_AccessQueries):
         now: str,
     ) -> bool:
         """Compare-and-swap: move the instance only if it is still at ``expected_version``."""
-        result = conn.execute(
-            instances_t.update()
-            .where(instances_t.c.id == instance_id, instances_t.c.version == expected_version)
-            .values(
-                state=state,
-                active=active,
-                version=expected_version + 1,
-                head_hash=head_hash,
-                updated_at=now,
-            )
+        cur = self._cursor(conn)
+        cur.execute(
+            self._q["advance"],
+            {
+                "id": instance_id,
+                "version": expected_version,
+                "state": state,
+                "active": active,
+                "head_hash": head_hash,
+                "now": now,
+            },
         )
-        return result.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     def insert_event(self, conn: Connection, values: dict[str, Any]) -> int:
-        result = conn.execute(events_t.insert().values(**values))
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        cur = self._cursor(conn)
+        cur.execute(self._q["event"], values)
+        return int(cur.fetchone()[0])
 
     def find_key(self, conn: Connection, key: str) -> tuple[str, int, int] | None:
         row = conn.execute(
@@ -692,12 +741,9 @@ class Store(_AccessQueries):
         return EventRow(*row) if row else None
 
     def events_of(self, conn: Connection, instance_id: int) -> list[EventRow]:
-        rows = conn.execute(
-            sa.select(*EVENT_COLUMNS)
-            .where(events_t.c.instance_id == instance_id)
-            .order_by(events_t.c.seq)
-        )
-        return [EventRow(*r) for r in rows]
+        cur = self._cursor(conn)
+        cur.execute(self._q["events_of"], {"id": instance_id})
+        return [EventRow(*r) for r in cur.fetchall()]
 
     # -- reads across instances
 
@@ -826,7 +872,7 @@ class Store(_AccessQueries):
 
 
 def _is_serialization(e: BaseException) -> bool:
-    code = getattr(getattr(e, "orig", None), "sqlstate", None)
+    code = getattr(getattr(e, "orig", None) or e, "sqlstate", None)
     return code in ("40001", "40P01")  # serialization failure, deadlock detected
 
 
