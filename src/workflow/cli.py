@@ -490,6 +490,38 @@ def start(
         click.echo(inst.id)
 
 
+@cli.command("bulk-start")
+@click.argument("program")
+@click.option("--within", required=True,
+              help="Start for every tambon inside this province or district (code or name).")
+@click.option("--fiscal-year", required=True, help="Buddhist-Era fiscal year, e.g. 2565.")
+@click.option("--actor", required=True, help="Who is acting (recorded in the audit trail).")
+@click.option("--role", required=True, help="The role the actor acts in.")
+@click.option("--title", help="A title for every instance.")
+@json_option
+@pass_ctx
+def bulk_start(c: Context, program: str, within: str, fiscal_year: str, actor: str, role: str,
+               title: str | None, as_json: bool) -> None:
+    """Start PROGRAM for every tambon of a district or province (tambons that already run
+    it this fiscal year are skipped)."""
+    from rich.progress import Progress
+
+    from workflow import areas
+
+    engine = c.engine()
+    tambons = [a.code for a in areas.subdistricts_within(areas.resolve(within).code)]
+    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"starting {program}", total=len(tambons))
+        ids = engine.start_many(program, areas=tambons, fiscal_year=fiscal_year, actor=actor,
+                                role=role, title=title,
+                                progress=lambda n: bar.advance(task, n))
+    if as_json:
+        emit_json({"started": ids, "skipped": len(tambons) - len(ids)})
+    else:
+        click.echo(f"started {len(ids)} instances of {program} "
+                   f"({len(tambons) - len(ids)} tambons already had one)")
+
+
 @cli.command()
 @click.argument("instance", type=int)
 @click.argument("trigger")
