@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -65,7 +66,11 @@ def be_option(f: F) -> F:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    # UTF-8 bytes whatever the locale says: Thai text must survive a latin-1 or cp1252 pipe.
+    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.flush()
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -180,7 +185,7 @@ def demo(c: Context) -> None:
     click.echo("Try next:")
     for line in (
         f"workflow{db} list",
-        f"workflow{db} show {first} ",
+        f"workflow{db} show {first}",
         f"workflow{db} history {result.featured} --be",
         f"workflow{db} programs diagram khok-nong-na --instance {result.instances[-1]}",
         f"workflow{db} audit verify",
@@ -430,7 +435,7 @@ def _render_instance(inst: Instance, be: bool) -> None:
     rows = [
         ("instance", inst.id),
         ("program", f"{inst.program} v{inst.program_version}"),
-        ("area", f"{area.code} {area.name_th} / {area.display('en')}"),
+        ("area", f"{area.display('th')} / {area.display('en').split(' ', 1)[1]}"),
         ("fiscal year", inst.fiscal_year),
         ("title", inst.title or ""),
         ("state", inst.state + (" (final)" if inst.final else "")),
@@ -492,16 +497,27 @@ def start(
 
 @cli.command("bulk-start")
 @click.argument("program")
-@click.option("--within", required=True,
-              help="Start for every tambon inside this province or district (code or name).")
+@click.option(
+    "--within",
+    required=True,
+    help="Start for every tambon inside this province or district (code or name).",
+)
 @click.option("--fiscal-year", required=True, help="Buddhist-Era fiscal year, e.g. 2565.")
 @click.option("--actor", required=True, help="Who is acting (recorded in the audit trail).")
 @click.option("--role", required=True, help="The role the actor acts in.")
 @click.option("--title", help="A title for every instance.")
 @json_option
 @pass_ctx
-def bulk_start(c: Context, program: str, within: str, fiscal_year: str, actor: str, role: str,
-               title: str | None, as_json: bool) -> None:
+def bulk_start(
+    c: Context,
+    program: str,
+    within: str,
+    fiscal_year: str,
+    actor: str,
+    role: str,
+    title: str | None,
+    as_json: bool,
+) -> None:
     """Start PROGRAM for every tambon of a district or province (tambons that already run
     it this fiscal year are skipped)."""
     from rich.progress import Progress
@@ -512,14 +528,22 @@ def bulk_start(c: Context, program: str, within: str, fiscal_year: str, actor: s
     tambons = [a.code for a in areas.subdistricts_within(areas.resolve(within).code)]
     with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
         task = bar.add_task(f"starting {program}", total=len(tambons))
-        ids = engine.start_many(program, areas=tambons, fiscal_year=fiscal_year, actor=actor,
-                                role=role, title=title,
-                                progress=lambda n: bar.advance(task, n))
+        ids = engine.start_many(
+            program,
+            areas=tambons,
+            fiscal_year=fiscal_year,
+            actor=actor,
+            role=role,
+            title=title,
+            progress=lambda n: bar.advance(task, n),
+        )
     if as_json:
         emit_json({"started": ids, "skipped": len(tambons) - len(ids)})
     else:
-        click.echo(f"started {len(ids)} instances of {program} "
-                   f"({len(tambons) - len(ids)} tambons already had one)")
+        click.echo(
+            f"started {len(ids)} instances of {program} "
+            f"({len(tambons) - len(ids)} tambons already had one)"
+        )
 
 
 @cli.command()
@@ -1047,13 +1071,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.UsageError as e:
         if show_traceback:
-            raise
+            traceback.print_exc()
         # One line like every other error, with where to look for the right usage.
         where = e.ctx.command_path if e.ctx is not None else "workflow"
         _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
     except click.ClickException as e:
         if show_traceback:
-            raise
+            traceback.print_exc()
         _fail(e.format_message(), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -1063,7 +1087,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from workflow.errors import WorkflowError
 
         if show_traceback:
-            raise
+            # The traceback, and still the contract's exit code.
+            traceback.print_exc()
         if isinstance(e, WorkflowError):
             _fail(" ".join(str(e).split("\n")), e.exit_code)
         _fail(

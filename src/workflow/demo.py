@@ -213,6 +213,9 @@ def load(engine: Engine) -> DemoResult:
             title=story["title"],
             note=story.get("note"),
             key=f"{key}:start",
+            # The key makes a second run find the first; other instances for the same area
+            # and year (the user's own) must not stop the demo.
+            allow_duplicate=True,
         )
         for n, (trigger, actor, role, evidence, note) in enumerate(story["steps"], start=1):
             result = engine.fire(

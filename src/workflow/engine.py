@@ -594,7 +594,16 @@ class Engine:
                 row = self.store.get_instance(conn, replay[0])
                 event = self.store.event_at(conn, replay[0], replay[1])
                 assert row is not None and event is not None
-                return event, row, True
+                # The first result: the instance as that event left it.
+                first = _config_tuple(event.to_state)
+                then = row._replace(
+                    state=first[0].split(".", 1)[0],
+                    active=event.to_state,
+                    version=event.seq,
+                    head_hash=event.hash,
+                    updated_at=event.at,
+                )
+                return event, then, True
         row = self.store.lock_instance(conn, req.instance)
         if row is None:
             raise InstanceNotFound(req.instance)
@@ -691,6 +700,49 @@ class Engine:
                         "a concurrent change collided with this one; try again"
                     ) from again
                 raise
+
+    def _verify_grants(self, conn: Any, digest: Digest | None) -> builtins.list[VerifyProblem]:
+        """Re-compute the grant chain and replay it against the grants in force."""
+        held: set[tuple[str, str, str, str]] = set()
+        prev, expected = _audit.GENESIS, 1
+        hashes: dict[int, str] = {}
+        for row in self.store.grant_events(conn):
+            hashes[row.seq] = row.hash
+            reason = None
+            if row.seq != expected:
+                reason = f"grant events jump from {expected - 1} to {row.seq}"
+            elif row.prev_hash != prev or _audit.grant_hash(row) != row.hash:
+                reason = "grant event was altered"
+            if reason is not None:
+                return [VerifyProblem(None, row.seq, f"grants: {reason}")]
+            try:
+                scope = json.loads(row.scope)
+                item = (scope["actor"], scope["role"], scope["area"] or "", scope["program"] or "")
+            except (ValueError, KeyError, TypeError):
+                return [VerifyProblem(None, row.seq, "grants: grant event scope is unreadable")]
+            if row.action == "grant":
+                held.add(item)
+            else:
+                held.discard(item)
+            prev, expected = row.hash, row.seq + 1
+        stored = {(g.actor, g.role, g.area_code, g.program) for g in self.store.all_grants(conn)}
+        if stored != held:
+            return [
+                VerifyProblem(
+                    None,
+                    None,
+                    "grants: the grants in force differ from the grant events "
+                    f"({len(stored - held)} unrecorded, {len(held - stored)} missing)",
+                )
+            ]
+        seq, head = digest.grants if digest is not None else (0, "")
+        if seq and hashes.get(seq) != head:
+            return [
+                VerifyProblem(
+                    None, seq, "grants: the grant event covered by the digest is missing or changed"
+                )
+            ]
+        return []
 
     # ------------------------------------------------------------------ access
 
@@ -1087,6 +1139,7 @@ class Engine:
                 problem = _check_instance(inst, chain, definitions)
                 if problem is not None:
                     problems.append(problem)
+            problems.extend(self._verify_grants(conn, digest))
         if digest is not None:
             for key, (seq, head) in sorted(digest.heads.items(), key=lambda kv: int(kv[0])):
                 now = found.get(int(key))

@@ -112,7 +112,7 @@ class _LList(list[Any]):
     item_lines: list[int]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """SafeLoader that reads only true/false as booleans and records line numbers."""
 
     duplicates: list[tuple[int, str]]
@@ -867,19 +867,23 @@ def _hint(word: str, by_path: dict[str, State]) -> str:
 def check_text(text: str, filename: str = "<string>") -> tuple[Program | None, list[Problem]]:
     """Parse and validate a definition; return the program (if parseable) and every problem."""
     parser = _Parser(filename)
-    loader = _Loader(text)
-    loader.duplicates = []
+    loader: _Loader | None = None
     try:
+        # The pure-Python reader checks characters on construction, hence inside the try.
+        loader = _Loader(text)
+        loader.duplicates = []
         doc = loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
-        reason = " ".join(str(x) for x in (e.context, e.problem) if x)
+        reason = " ".join(" ".join(str(x).split()) for x in (e.context, e.problem) if x)
         return None, [Problem(filename, line, "E001", f"YAML syntax error: {reason}")]
     except yaml.YAMLError as e:
-        return None, [Problem(filename, 1, "E001", f"YAML syntax error: {e}")]
+        message = " ".join(str(e).split())
+        return None, [Problem(filename, 1, "E001", f"YAML syntax error: {message}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     for line, key in loader.duplicates:
         parser.problem(line, "E003", f"duplicate key {key!r}")
     program = parser.program(doc, text)
