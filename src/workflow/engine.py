@@ -91,7 +91,7 @@ def _request_hash(*parts: Any) -> str:
 class _StartRequest:
     """A start, checked and normalised before its transaction begins."""
 
-    loaded: _Loaded
+    program: Program
     area: _areas.Area
     year: int
     actor: str
@@ -220,24 +220,29 @@ class Engine:
             self._by_definition[definition_id] = loaded
         return loaded
 
-    def _store_definition(self, program: Program) -> _Loaded:
+    def _definition_id_in(self, conn: Any, program: Program) -> int:
+        """The stored id of this program version, storing it inside the caller's transaction
+        (so a refused start stores nothing). Cached only once committed: see _remember."""
         key = (program.id, program.version, program.content_hash)
-        definition_id = self._stored.get(key)
-        if definition_id is None:
-            definition_id = self.store.ensure_definition(
-                program.id,
-                program.version,
-                program.content_hash,
-                program.source_file,
-                program.source_text,
-                now_utc(),
+        cached = self._stored.get(key)
+        if cached is not None:
+            return cached
+        return self.store.ensure_definition(
+            conn,
+            program.id,
+            program.version,
+            program.content_hash,
+            program.source_file,
+            program.source_text,
+            now_utc(),
+        )
+
+    def _remember(self, program: Program, definition_id: int) -> None:
+        self._stored[(program.id, program.version, program.content_hash)] = definition_id
+        if definition_id not in self._by_definition:
+            self._by_definition[definition_id] = _Loaded(
+                program, compile_program(program), definition_id
             )
-            self._stored[key] = definition_id
-        loaded = self._by_definition.get(definition_id)
-        if loaded is None:
-            loaded = _Loaded(program, compile_program(program), definition_id)
-            self._by_definition[definition_id] = loaded
-        return loaded
 
     # ------------------------------------------------------------------ records
 
@@ -368,9 +373,10 @@ class Engine:
             definition, the_area, fiscal_year, actor, role, title, note, allow_duplicate, key
         )
         try:
-            instance_id = self._write(lambda conn: self._start_in(conn, req))
+            instance_id, definition_id = self._write(lambda conn: self._start_in(conn, req))
         except (PermissionDenied, RoleNotAllowed) as e:
             self._deny(req.actor, role, "start", definition.id, None, the_area.code, e)
+        self._remember(definition, definition_id)
         return self.get(instance_id)
 
     def start_many(
@@ -399,20 +405,25 @@ class Engine:
         created: builtins.list[int] = []
         for chunk in iter_chunks(requests, max(1, batch_size)):
 
-            def work(conn: Any, chunk: Sequence[_StartRequest] = chunk) -> builtins.list[int]:
-                ids = []
+            def work(
+                conn: Any, chunk: Sequence[_StartRequest] = chunk
+            ) -> builtins.list[tuple[int, int]]:
+                done = []
                 for req in chunk:
                     try:
-                        ids.append(self._start_in(conn, req))
+                        done.append(self._start_in(conn, req))
                     except DuplicateInstance:
                         if not skip_existing:
                             raise
-                return ids
+                return done
 
             try:
-                created.extend(self._write(work))
+                done = self._write(work)
             except (PermissionDenied, RoleNotAllowed) as e:
                 self._deny(actor, role, "start", definition.id, None, None, e)
+            for instance_id, definition_id in done:
+                self._remember(definition, definition_id)
+                created.append(instance_id)
             if progress is not None:
                 progress(len(chunk))
         return created
@@ -447,7 +458,7 @@ class Engine:
             "start", definition.id, area.code, year, actor, role, title, allow_duplicate, note
         )
         return _StartRequest(
-            self._store_definition(definition),
+            definition,
             area,
             year,
             actor,
@@ -459,13 +470,15 @@ class Engine:
             request,
         )
 
-    def _start_in(self, conn: Any, req: _StartRequest) -> int:
-        """Insert one instance and its start event inside the caller's transaction."""
-        definition, machine = req.loaded.program, req.loaded.machine
+    def _start_in(self, conn: Any, req: _StartRequest) -> tuple[int, int]:
+        """Insert one instance and its start event inside the caller's transaction;
+        return (instance id, definition id)."""
+        definition = req.program
+        machine = compile_program(definition)
         if req.key is not None:
             replay = self._replay(conn, req.key, req.request)
             if replay is not None:
-                return replay[0]
+                return replay[0], self._definition_id_in(conn, definition)
         self._authorize(
             conn, AccessRequest(req.actor, req.role, "start", definition.id, req.area.code)
         )
@@ -474,6 +487,7 @@ class Engine:
         )
         if existing is not None and not req.allow_duplicate:
             raise DuplicateInstance(definition.id, req.area.code, req.year, existing)
+        definition_id = self._definition_id_in(conn, definition)
         at = now_utc()
         config = machine.initial()
         instance_id = self.store.insert_instance(
@@ -481,7 +495,7 @@ class Engine:
             dict(
                 program=definition.id,
                 program_version=definition.version,
-                definition_id=req.loaded.definition_id,
+                definition_id=definition_id,
                 area_code=req.area.code,
                 province_code=req.area.province_code,
                 fiscal_year=req.year,
@@ -523,7 +537,7 @@ class Engine:
         self.store.set_head(conn, instance_id, event.hash)
         if req.key is not None:
             self.store.insert_key(conn, req.key, req.request, instance_id, 1, at)
-        return instance_id
+        return instance_id, definition_id
 
     def fire(
         self,
@@ -622,7 +636,12 @@ class Engine:
             req.evidence,
             happened=partial(self.store.triggers_of, conn, row.id),
             functions=self.guards,
-            context={"instance": row.id, "area": row.area_code, "fiscal_year": row.fiscal_year},
+            context={
+                "actor": req.actor,
+                "instance": row.id,
+                "area": row.area_code,
+                "fiscal_year": row.fiscal_year,
+            },
         )
         at = now_utc()
         event = self._append(

@@ -181,7 +181,9 @@ class CompiledMachine:
 
     def _state_spec(self, s: State) -> Any:
         if not s.regions:
-            return {"name": s.name, "final": s.final} if s.final else s.name
+            # Finality is tracked here, not by transitions: its final-state callbacks assume
+            # a model bound to the machine (0.9.3 fails on `scoped_enter` otherwise).
+            return s.name
         return {
             "name": s.name,
             "parallel": [

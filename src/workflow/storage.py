@@ -494,7 +494,9 @@ class Store(_AccessQueries):
                 cause = e.__cause__
                 retryable = cause is not None and (_is_locked(cause) or _is_serialization(cause))
                 if not retryable or time.monotonic() > deadline:
-                    raise self._translate(cause or e) from e
+                    # Keep the driver's error as the cause: callers look at it (a unique-key
+                    # collision means another writer won and is worth one more try).
+                    raise self._translate(cause or e) from (cause or e)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.1)
 
@@ -548,6 +550,7 @@ class Store(_AccessQueries):
 
     def ensure_definition(
         self,
+        conn: Connection,
         program: str,
         version: int,
         content_hash: str,
@@ -555,40 +558,29 @@ class Store(_AccessQueries):
         source_text: str,
         now: str,
     ) -> int:
-        """The id of this (program, version), storing it on first use."""
-
-        def find(conn: Connection) -> DefinitionRow | None:
-            row = conn.execute(
-                sa.select(*DEFINITION_COLUMNS).where(
-                    definitions_t.c.program == program, definitions_t.c.version == version
+        """The id of this (program, version), storing it on first use (in ``conn``'s
+        transaction; a concurrent first use collides on the unique key and is retried)."""
+        row = conn.execute(
+            sa.select(*DEFINITION_COLUMNS).where(
+                definitions_t.c.program == program, definitions_t.c.version == version
+            )
+        ).first()
+        if row is None:
+            result = conn.execute(
+                definitions_t.insert().values(
+                    program=program,
+                    version=version,
+                    content_hash=content_hash,
+                    source_file=source_file,
+                    source_text=source_text,
+                    stored_at=now,
                 )
-            ).first()
-            return DefinitionRow(*row) if row else None
-
-        def work(conn: Connection) -> int:
-            row = find(conn)
-            if row is None:
-                result = conn.execute(
-                    definitions_t.insert().values(
-                        program=program,
-                        version=version,
-                        content_hash=content_hash,
-                        source_file=source_file,
-                        source_text=source_text,
-                        stored_at=now,
-                    )
-                )
-                return int(result.inserted_primary_key[0])  # type: ignore[index]
-            if row.content_hash != content_hash:
-                raise DefinitionChanged(program, version, row.content_hash, content_hash)
-            return row.id
-
-        try:
-            return self.run(work, write=True)
-        except DatabaseUnavailable as e:
-            if isinstance(e.__cause__, sa_exc.IntegrityError):  # stored meanwhile by another
-                return self.run(work, write=True)
-            raise
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+        found = DefinitionRow(*row)
+        if found.content_hash != content_hash:
+            raise DefinitionChanged(program, version, found.content_hash, content_hash)
+        return found.id
 
     def definition(self, definition_id: int) -> DefinitionRow:
         def work(conn: Connection) -> DefinitionRow:

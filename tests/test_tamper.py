@@ -1,0 +1,394 @@
+"""An intruder with SQL access edits the trail directly; verify() must notice, on every backend.
+
+The intruder first drops the append-only triggers (after we check that they do refuse UPDATE
+and DELETE), then changes rows. Every change must make ``verify()`` fail with its first problem
+naming the right instance (and event, where there is one). Changes that leave every chain
+consistent (removing the newest events, or whole instances, or rewriting a chain from some
+point on) can only be caught against a digest taken before: ``verify(digest)`` must.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import leader_to, lopburi_story, report_employment, sql_engine, start_khok
+from workflow import Engine, VerifyResult
+from workflow.audit import row_hash
+
+APPEND_ONLY = ("workflow_events", "workflow_grant_events", "workflow_denials")
+
+
+@dataclass
+class Trail:
+    """A small trail: two leader-development instances and one khok-nong-na."""
+
+    engine: Engine
+    db: sa.Engine
+    leader: int  # 5 events
+    khok: int  # 5 events
+    short: int  # 2 events
+
+    def sql(self, statement: str, **params: Any) -> None:
+        with self.db.begin() as conn:
+            conn.execute(sa.text(statement), params)
+
+    def events(self, instance: int) -> list[dict[str, Any]]:
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.text("SELECT * FROM workflow_events WHERE instance_id = :i "
+                                        "ORDER BY seq"), {"i": instance}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def instance(self, instance: int) -> dict[str, Any]:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.text("SELECT * FROM workflow_instances WHERE id = :i"),
+                               {"i": instance}).mappings().one()
+        return dict(row)
+
+    def drop_triggers(self) -> list[str]:
+        """Drop the events' append-only triggers; return the DDL that re-creates them."""
+        with self.db.connect() as conn:
+            if self.db.dialect.name == "postgresql":
+                ddl = [r[0] for r in conn.exec_driver_sql(
+                    "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                    "WHERE tgname = 'workflow_events_append_only'")]
+            else:
+                ddl = [r[0] for r in conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN "
+                    "('workflow_events_no_update', 'workflow_events_no_delete')")]
+        if self.db.dialect.name == "postgresql":
+            self.sql("DROP TRIGGER workflow_events_append_only ON workflow_events")
+        else:
+            self.sql("DROP TRIGGER workflow_events_no_update")
+            self.sql("DROP TRIGGER workflow_events_no_delete")
+        return ddl
+
+
+@pytest.fixture
+def trail(engine: Engine) -> Iterator[Trail]:
+    leader, _ = lopburi_story(engine)
+    leader_to(engine, leader.id, ["workshop", "report_progress", "report_progress"])
+    khok = start_khok(engine)
+    report_employment(engine, khok.id)
+    report_employment(engine, khok.id, workers=7)
+    short, _ = lopburi_story(engine, area="160101")
+    db = sql_engine(engine.url)
+    t = Trail(engine, db, leader.id, khok.id, short.id)
+    assert [len(t.events(i)) for i in (t.leader, t.khok, t.short)] == [5, 5, 2]
+    assert engine.verify().ok
+    try:
+        yield t
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def intruder(trail: Trail) -> Iterator[Trail]:
+    """The trail, with the append-only triggers dropped."""
+    ddl = trail.drop_triggers()
+    assert len(ddl) == (1 if trail.db.dialect.name == "postgresql" else 2)
+    yield trail
+    # Put them back, so that the next test can reuse the schema instead of re-creating it.
+    for statement in ddl:
+        trail.sql(statement)
+
+
+def first_problem(result: VerifyResult) -> tuple[int | None, int | None]:
+    assert not result.ok, "verify() did not notice the change"
+    assert result.problems
+    p = result.problems[0]
+    assert p.reason
+    return p.instance, p.seq
+
+
+# --------------------------------------------------------------------------- the triggers
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE {table} SET {column} = {column}",
+    "DELETE FROM {table}",
+])
+def test_append_only_triggers_refuse_update_and_delete(trail: Trail, statement: str) -> None:
+    """Before an intruder drops them, the triggers refuse UPDATE and DELETE on the trails."""
+    names = set(sa.inspect(trail.db).get_table_names())
+    for table in APPEND_ONLY:
+        if table not in names:
+            continue
+        column = "seq" if table == "workflow_grant_events" else "id"
+        if table != "workflow_events":  # make sure there is a row to refuse
+            with trail.db.connect() as conn:
+                if not conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar():
+                    continue
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            trail.sql(statement.format(table=table, column=column))
+    assert trail.engine.verify().ok
+    assert len(trail.events(trail.leader)) == 5
+
+
+# --------------------------------------------------------------------------- events
+
+
+HEX = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00",
+                                      exclude_categories=("Cs",)), max_size=40)
+EVENT_COLUMNS: dict[str, st.SearchStrategy[Any]] = {
+    "trigger": TEXT.filter(bool),
+    "from_state": st.none() | TEXT,
+    "to_state": TEXT,
+    "actor": TEXT,
+    "role": TEXT,
+    "os_user": TEXT,
+    "at": st.text(alphabet="0123456789-:TZ.", max_size=32),
+    "evidence": TEXT | st.dictionaries(st.sampled_from(["date", "venue", "x"]), TEXT,
+                                       max_size=2).map(json.dumps),
+    "note": st.none() | TEXT,
+    "definition_hash": HEX,
+    "policy": TEXT,
+    "prev_hash": HEX,
+    "hash": HEX,
+}
+
+
+def test_altering_any_event_column_is_detected(intruder: Trail, db_kind: str) -> None:
+    """Changing any hashed column of any event breaks that instance's chain at that event."""
+    t = intruder
+    events = {i: t.events(i) for i in (t.leader, t.khok, t.short)}
+    targets = [(i, e["seq"]) for i, evs in events.items() for e in evs]
+
+    @settings(max_examples=100 if db_kind == "sqlite" else 40, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(target=st.sampled_from(targets), data=st.data())
+    def check(target: tuple[int, int], data: st.DataObject) -> None:
+        instance, seq = target
+        column = data.draw(st.sampled_from(sorted(EVENT_COLUMNS)), label="column")
+        old = events[instance][seq - 1][column]
+        new = data.draw(EVENT_COLUMNS[column].filter(lambda v: v != old), label="new value")
+        where = "WHERE instance_id = :i AND seq = :s"
+        t.sql(f"UPDATE workflow_events SET {column} = :v {where}", v=new, i=instance, s=seq)
+        try:
+            assert first_problem(t.engine.verify()) == (instance, seq)
+        finally:
+            t.sql(f"UPDATE workflow_events SET {column} = :v {where}", v=old, i=instance, s=seq)
+        assert t.engine.verify().ok  # restored for the next example
+
+    check()
+
+
+def test_moving_an_event_to_another_instance_is_detected(intruder: Trail) -> None:
+    """An event moved to another instance breaks both chains; the first named is one of them."""
+    t = intruder
+    t.sql("UPDATE workflow_events SET instance_id = :to WHERE instance_id = :i AND seq = 3",
+          to=t.short, i=t.leader)
+    result = t.engine.verify()
+    named = {p.instance for p in result.problems}
+    assert first_problem(result)[0] == min(t.leader, t.short)
+    assert {t.leader, t.short} <= named
+
+
+def test_changing_an_event_seq_is_detected(intruder: Trail) -> None:
+    """Renumbering an event leaves a gap the chain notices."""
+    t = intruder
+    t.sql("UPDATE workflow_events SET seq = 42 WHERE instance_id = :i AND seq = 2", i=t.khok)
+    assert first_problem(t.engine.verify()) == (t.khok, 3)
+
+
+@pytest.mark.parametrize("seq", [1, 3, 5])
+def test_deleting_an_event_is_detected(intruder: Trail, seq: int) -> None:
+    """Deleting the first, a middle or the last event of an instance is detected."""
+    t = intruder
+    t.sql("DELETE FROM workflow_events WHERE instance_id = :i AND seq = :s", i=t.leader, s=seq)
+    instance, at = first_problem(t.engine.verify())
+    assert instance == t.leader
+    assert at == {1: 2, 3: 4, 5: 4}[seq]
+
+
+def test_swapping_two_events_is_detected(intruder: Trail) -> None:
+    """Swapping the seq of two events breaks the chain where the first of them now stands."""
+    t = intruder
+    swap = "UPDATE workflow_events SET seq = :to WHERE instance_id = :i AND seq = :s"
+    t.sql(swap, to=99, i=t.leader, s=2)
+    t.sql(swap, to=2, i=t.leader, s=3)
+    t.sql(swap, to=3, i=t.leader, s=99)
+    assert first_problem(t.engine.verify()) == (t.leader, 2)
+
+
+def _forge(t: Trail, instance: int, seq: int, prev_hash: str, **changes: Any) -> dict[str, Any]:
+    """A copy of the instance's last event as event ``seq``, hashed as the engine would."""
+    row = {**t.events(instance)[-1], "seq": seq, "prev_hash": prev_hash,
+           "note": "forged", **changes}
+    row.pop("id")
+    row["hash"] = row_hash(SimpleNamespace(**row))
+    return row
+
+
+def _insert(t: Trail, row: dict[str, Any]) -> None:
+    columns = ", ".join(row)
+    values = ", ".join(f":{c}" for c in row)
+    t.sql(f"INSERT INTO workflow_events ({columns}) VALUES ({values})", **row)
+
+
+@pytest.mark.parametrize("hashed", [True, False], ids=["valid-hash", "bogus-hash"])
+def test_appending_a_forged_event_is_detected(intruder: Trail, hashed: bool) -> None:
+    """A forged newest event is detected: by its hash, or else by the instance row."""
+    t = intruder
+    head = t.events(t.leader)[-1]["hash"]
+    row = _forge(t, t.leader, 6, head)
+    if not hashed:
+        row["hash"] = "f" * 64
+    _insert(t, row)
+    assert first_problem(t.engine.verify()) == (t.leader, 6)
+
+
+def test_inserting_a_forged_event_in_the_middle_is_detected(intruder: Trail) -> None:
+    """An event slipped in between two others (later ones renumbered) breaks the chain."""
+    t = intruder
+    t.sql("UPDATE workflow_events SET seq = seq + 100 WHERE instance_id = :i AND seq >= 3",
+          i=t.leader)
+    t.sql("UPDATE workflow_events SET seq = seq - 99 WHERE instance_id = :i AND seq > 100",
+          i=t.leader)
+    prev = t.events(t.leader)[1]["hash"]
+    _insert(t, _forge(t, t.leader, 3, prev))
+    assert first_problem(t.engine.verify()) == (t.leader, 4)
+
+
+# --------------------------------------------------------------------------- instances
+
+
+INSTANCE_CHANGES: dict[str, Any] = {
+    "state": "closed",
+    "active": '["closed"]',
+    "version": 6,
+    "area_code": "160102",
+    "province_code": "31",
+    "fiscal_year": 2565,
+    "title": "forged",
+    "head_hash": "0" * 64,
+    "program_version": 2,
+    "duplicate_no": 1,
+    "created_at": "2021-02-17T00:00:00.000000Z",
+    "updated_at": "2021-02-17T00:00:00.000000Z",
+}
+
+
+@pytest.mark.parametrize("column", sorted(INSTANCE_CHANGES))
+def test_altering_an_instance_row_is_detected(intruder: Trail, column: str) -> None:
+    """The instance row must agree with its start event and its last event."""
+    t = intruder
+    t.sql(f"UPDATE workflow_instances SET {column} = :v WHERE id = :i",
+          v=INSTANCE_CHANGES[column], i=t.leader)
+    instance, seq = first_problem(t.engine.verify())
+    assert instance == t.leader
+    assert seq in (0, 5)
+
+
+def test_pointing_an_instance_at_another_definition_is_detected(intruder: Trail) -> None:
+    """An instance switched to another stored definition no longer matches its events."""
+    t = intruder
+    other = t.instance(t.khok)["definition_id"]
+    t.sql("UPDATE workflow_instances SET definition_id = :d WHERE id = :i", d=other, i=t.leader)
+    assert first_problem(t.engine.verify())[0] == t.leader
+
+
+# --------------------------------------------------------------------------- only a digest
+
+
+def test_truncating_the_newest_event_needs_a_digest(intruder: Trail) -> None:
+    """Removing the newest event and rolling the instance back leaves a consistent chain;
+    verify(digest) taken before names the instance and the missing event."""
+    t = intruder
+    digest = t.engine.digest()
+    events = t.events(t.leader)
+    last, prev = events[-1], events[-2]
+    t.sql("DELETE FROM workflow_events WHERE id = :e", e=last["id"])
+    t.sql("UPDATE workflow_instances SET version = :v, head_hash = :h, active = :a, state = :s, "
+          "updated_at = :u WHERE id = :i", v=prev["seq"], h=prev["hash"], a=prev["to_state"],
+          s=json.loads(prev["to_state"])[0].split(".")[0], u=prev["at"], i=t.leader)
+    assert t.engine.verify().ok  # consistent: nothing but the digest can tell
+    assert first_problem(t.engine.verify(digest)) == (t.leader, last["seq"])
+    assert first_problem(t.engine.verify(json.loads(json.dumps(digest.to_dict())))) == (
+        t.leader, last["seq"])
+
+
+def test_rewriting_a_chain_needs_a_digest(intruder: Trail) -> None:
+    """Rewriting an event and re-hashing every later one keeps the chain consistent;
+    verify(digest) taken before still names the instance."""
+    t = intruder
+    digest = t.engine.digest()
+    prev = None
+    for e in t.events(t.leader):
+        if e["seq"] >= 2:
+            if e["seq"] == 3:
+                e["evidence"] = e["evidence"].replace("25", "250")
+            e["prev_hash"] = prev
+            e["hash"] = row_hash(SimpleNamespace(**e))
+            t.sql("UPDATE workflow_events SET evidence = :ev, prev_hash = :p, hash = :h "
+                  "WHERE id = :id", ev=e["evidence"], p=e["prev_hash"], h=e["hash"], id=e["id"])
+        prev = e["hash"]
+    t.sql("UPDATE workflow_instances SET head_hash = :h WHERE id = :i", h=prev, i=t.leader)
+    assert t.engine.verify().ok
+    assert first_problem(t.engine.verify(digest)) == (t.leader, 5)
+
+
+def test_deleting_a_whole_instance_needs_a_digest(intruder: Trail) -> None:
+    """An instance removed with all its events is only missed by verify(digest)."""
+    t = intruder
+    digest = t.engine.digest()
+    t.sql("DELETE FROM workflow_idempotency WHERE instance_id = :i", i=t.khok)
+    t.sql("DELETE FROM workflow_events WHERE instance_id = :i", i=t.khok)
+    t.sql("DELETE FROM workflow_instances WHERE id = :i", i=t.khok)
+    assert t.engine.verify().ok
+    assert first_problem(t.engine.verify(digest)) == (t.khok, 5)
+
+
+def test_deleting_an_instance_row_but_not_its_events_is_detected(intruder: Trail) -> None:
+    """Events whose instance row is gone are reported under that instance."""
+    t = intruder
+    if t.db.dialect.name == "postgresql":
+        t.sql("ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_instance_id_fkey")
+    # (SQLite enforces foreign keys only where a connection turns them on, as workflow does.)
+    t.sql("DELETE FROM workflow_instances WHERE id = :i", i=t.short)
+    assert first_problem(t.engine.verify())[0] == t.short
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def test_replacing_a_stored_definition_text_is_detected(intruder: Trail) -> None:
+    """A stored definition whose text was replaced no longer matches its hash."""
+    t = intruder
+    with t.db.connect() as conn:
+        text = conn.execute(sa.text("SELECT source_text FROM workflow_definitions "
+                                    "WHERE program = 'leader-development'")).scalar_one()
+    forged = text.replace("required: true", "required: false")
+    assert forged != text
+    t.sql("UPDATE workflow_definitions SET source_text = :s WHERE program = "
+          "'leader-development'", s=forged)
+    result = t.engine.verify()
+    first_problem(result)
+    assert "leader-development" in result.problems[0].reason
+
+
+def test_replacing_a_stored_definition_with_its_hash_is_detected(intruder: Trail) -> None:
+    """A definition replaced together with its content hash no longer matches the events
+    recorded under it: every instance on it is named."""
+    import hashlib
+
+    t = intruder
+    with t.db.connect() as conn:
+        text = conn.execute(sa.text("SELECT source_text FROM workflow_definitions "
+                                    "WHERE program = 'leader-development'")).scalar_one()
+    forged = text.replace("required: true", "required: false")
+    t.sql("UPDATE workflow_definitions SET source_text = :s, content_hash = :h "
+          "WHERE program = 'leader-development'", s=forged,
+          h=hashlib.sha256(forged.encode("utf-8")).hexdigest())
+    result = t.engine.verify()
+    assert first_problem(result)[0] == t.leader
+    assert {p.instance for p in result.problems} == {t.leader, t.short}
