@@ -119,7 +119,7 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
                 value = float(value.strip().replace(",", ""))
             except ValueError:
                 raise ValueError(f"expected a number, got {_show(value)}") from None
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        if not isinstance(value, int | float) or not _finite(value):
             raise ValueError(f"expected a finite number, got {_show(value)}")
         number = float(value)
         _bounds(field, number)
@@ -140,6 +140,13 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
     if choice is None or choice not in field.choices:
         raise ValueError(f"must be one of {', '.join(field.choices)}, got {_show(value)}")
     return choice
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _bounds(field: EvidenceField, value: float) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from workflow.errors import DefinitionError, Problem
+from workflow.evidence import convert as _evidence_convert
 from workflow.model import (
     COMPARISON_OPS,
     EVIDENCE_TYPES,
@@ -53,6 +54,7 @@ CODES: dict[str, str] = {
     "E022": "non-final state with no way out",
     "E023": "duplicate trigger from one state without guards",
     "E024": "transition leaves a final state",
+    "E025": "transition enters a parallel region's state from outside the parallel state",
     "E030": "role not declared in `roles`",
     "E032": "`auditor` is read-only and cannot fire transitions",
     "E040": "unknown evidence type",
@@ -120,7 +122,13 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 
 # YAML 1.1 turns on/off/yes/no into booleans; drop that resolver and add back only true/false.
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    # Timestamps go too: a date stays text and goes through the evidence rules (BE years,
+    # and an impossible date is a problem, not a crash).
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
@@ -269,7 +277,11 @@ class _Parser:
             else "?"
         )
         version = doc.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not 1 <= version <= 2**31 - 1
+        ):
             self.problem(
                 line("version"), "E050", f"version must be a positive integer, not {version!r}"
             )
@@ -314,6 +326,8 @@ class _Parser:
             node = self.mapping(doc["states"], line("states"), "`states`")
             if node is not None:
                 states = self.states(node, prefix="")
+                if not node:
+                    self.problem(line("states"), "E012", "`states` must declare at least one state")
         by_path = {s.path: s for s in _walk(states)}
 
         initial = "?"
@@ -526,6 +540,10 @@ class _Parser:
                 elif role not in roles:
                     self.problem(rline, "E030", f"{what}: role {role!r} is not declared in `roles`")
                 t_roles.append(role)
+            if not t_roles:
+                self.problem(
+                    kline("roles"), "E012", f"{what}: `roles` is empty; nobody could fire it"
+                )
 
         evidence: list[EvidenceField] = []
         if "evidence" in node and node["evidence"] is not None:
@@ -726,6 +744,16 @@ class _Parser:
             )
             return None
         other: str | None = None
+        if has_value:
+            try:
+                _evidence_convert(fields[arg], node["value"])
+            except (ValueError, OverflowError) as e:
+                self.problem(
+                    _line_of(node, "value", line),
+                    "E042",
+                    f"compare guard of {what}: value does not fit field {arg!r}: {e}",
+                )
+                return None
         if has_field:
             other = self.string(
                 node["field"], _line_of(node, "field", line), "`field` of a compare guard"
@@ -745,6 +773,8 @@ class _Parser:
 
     def meaning(self, program: Program) -> None:
         by_path = {s.path: s for s in program.all_states()}
+        if not program.states:
+            return  # reported where `states` is
         triggers = set(program.triggers)
         for t in program.transitions:
             for g in t.guards:
@@ -759,9 +789,30 @@ class _Parser:
                     self.problem(
                         t.line, "E024", f"transition {t.trigger!r} leaves final state {src!r}"
                     )
+            self.region_entry(t, by_path)
         self.duplicates(program)
         self.reachability(program, by_path)
         self.dead_ends(program, by_path)
+
+    def region_entry(self, t: Transition, by_path: dict[str, State]) -> None:
+        """A transition may only go to a state inside a parallel region from within that
+        parallel state: entering one region's state from outside would leave the other
+        regions without a state. Target the parallel state itself instead."""
+        parts = t.dest.split(".")
+        for i in range(1, len(parts)):
+            ancestor = ".".join(parts[:i])
+            state = by_path.get(ancestor)
+            if state is not None and state.parallel:
+                outside = [s for s in t.sources if not s.startswith(ancestor + ".")]
+                if outside:
+                    self.problem(
+                        t.line,
+                        "E025",
+                        f"transition {t.trigger!r} enters {t.dest!r} inside parallel state "
+                        f"{ancestor!r} from outside it ({', '.join(outside)}); "
+                        f"go to {ancestor!r} instead",
+                    )
+                return
 
     def duplicates(self, program: Program) -> None:
         seen: dict[tuple[str, str], Transition] = {}

@@ -287,6 +287,7 @@ class CompiledMachine:
         if fn is None:
             attempt.fail(GuardFailed(t.trigger, f"guard function {g.name!r} is not registered"))
             return False
+        context = {"actor": "", **attempt.context}
         ctx = GuardContext(
             program=self.program.id,
             program_version=self.program.version,
@@ -294,7 +295,7 @@ class CompiledMachine:
             role=attempt.role,
             evidence=dict(attempt.typed),
             active=attempt.config,
-            **attempt.context,
+            **context,
         )
         try:
             return bool(fn(ctx))
@@ -458,7 +459,10 @@ def _compare(g: CompareGuard, t: Transition, typed: Mapping[str, EvidenceValue])
             return True
     else:
         f = t.field(g.field)
-        right = _evidence.convert(f, g.value) if f is not None else g.value
+        try:
+            right = _evidence.convert(f, g.value) if f is not None else g.value
+        except (ValueError, OverflowError):
+            return False  # the loader refuses such constants; never crash on one
     try:
         return bool(_OPS[g.op](left, right))
     except TypeError:

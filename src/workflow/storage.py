@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -406,6 +407,8 @@ class Store(_AccessQueries):
         if self.is_sqlite:
             self._configure_sqlite()
         self._schema_checked = False
+        self._file_seen = False
+        self._local = threading.local()
         self._dbapi: Any = cast(Any, self.engine.dialect).dbapi
         # Driver errors raised on the hot path (raw cursors) are handled like SQLAlchemy's.
         self._driver_errors: tuple[type[BaseException], ...] = (
@@ -439,9 +442,13 @@ class Store(_AccessQueries):
         @sa_event.listens_for(self.engine, "begin")
         def _on_begin(conn: Connection) -> None:
             write = conn.get_execution_options().get("workflow_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # Straight to the driver: this runs on every transaction.
+            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                "BEGIN IMMEDIATE" if write else "BEGIN"
+            )
 
     def dispose(self) -> None:
+        self._discard()
         self.engine.dispose()
 
     def is_integrity_error(self, e: BaseException | None) -> bool:
@@ -463,18 +470,65 @@ class Store(_AccessQueries):
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[Connection]:
         """A connection in a transaction that commits on success and rolls back on error."""
-        if self.sqlite_path is not None and not self.sqlite_path.exists():
+        if not self._file_seen and self.sqlite_path is not None:
             # Never let a read create an empty database file by accident.
-            raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+            if not self.sqlite_path.exists():
+                raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+            self._file_seen = True
+        conn, kept = self._checkout(write)
         try:
-            with self.engine.connect() as raw:
-                conn = raw.execution_options(workflow_write=write) if write else raw
-                with conn.begin():
-                    yield conn
+            with conn.begin():
+                yield conn
         except WorkflowError:
-            raise
-        except self._driver_errors as e:
+            raise  # a refusal: the transaction rolled back cleanly, the connection is fine
+        except BaseException as e:
+            # A connection that saw a driver error (or an interrupt) is not trusted again:
+            # it is closed and the next transaction takes a fresh one.
+            self._discard()
+            if not isinstance(e, self._driver_errors):
+                raise
             raise self._translate(e) from e
+        finally:
+            if not kept:
+                conn.close()
+
+    def _checkout(self, write: bool) -> tuple[Connection, bool]:
+        """This thread's connection, kept between transactions.
+
+        Checking a connection out of the pool and back costs several times what a short
+        transaction does, so each thread keeps one (per process: a forked child opens its
+        own). Two, in fact: the write one carries the option that begins IMMEDIATE on SQLite.
+        """
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.pid = os.getpid()
+            local.conns = {}
+        conn: Connection | None = local.conns.get(write)
+        if conn is not None and conn.in_transaction():
+            # A transaction opened inside another on this thread gets a connection of its own.
+            try:
+                nested = self.engine.connect()
+            except self._driver_errors as e:
+                raise self._translate(e) from e
+            if write:
+                nested.execution_options(workflow_write=True)
+            return nested, False
+        if conn is None or conn.closed or conn.invalidated:
+            try:
+                conn = self.engine.connect()
+            except self._driver_errors as e:
+                raise self._translate(e) from e
+            if write:
+                conn.execution_options(workflow_write=True)
+            local.conns[write] = conn
+        return conn, True
+
+    def _discard(self) -> None:
+        conns = getattr(self._local, "conns", None) or {}
+        for conn in list(conns.values()):
+            with suppress(Exception):
+                conn.close()
+        conns.clear()
 
     def run(
         self, fn: Callable[[Connection], T], *, write: bool = False, timeout: float = 30.0
@@ -767,11 +821,14 @@ class Store(_AccessQueries):
 
     @staticmethod
     def _within(column: Any, area: str) -> Any:
+        """The area and everything inside it: a DOPA code prefix, as a range the area index
+        can serve (LIKE 'x%' would scan)."""
         if len(area) == 2:
             return instances_t.c.province_code == area
         if len(area) == 6:
             return column == area
-        return column.startswith(area, autoescape=True)
+        upper = area[:-1] + chr(ord(area[-1]) + 1)
+        return sa.and_(column >= area, column < upper)
 
     def audit_log(
         self,
