@@ -1,1 +1,4 @@
-"""The programs bundled with workflow, one YAML file each (installed as ``workflow.definitions``)."""
+"""The programs bundled with workflow, one YAML file each.
+
+Installed as the data package ``workflow.definitions``.
+"""

@@ -2,48 +2,114 @@
 audited state machines.
 
 The public API is what ``__all__`` lists; everything else is an implementation detail.
+Names are imported on first use, so that ``import workflow`` (and ``workflow --help``) does
+not pay for SQLAlchemy, transitions and the area data until they are needed.
 """
 
-from workflow.access import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
-from workflow.areas import Area
-from workflow.audit import Digest
-from workflow.engine import Engine
-from workflow.errors import (
-    AreaNotFound,
-    Conflict,
-    DatabaseUnavailable,
-    DefinitionChanged,
-    DefinitionError,
-    DuplicateInstance,
-    EvidenceInvalid,
-    GrantNotFound,
-    GuardFailed,
-    IdempotencyConflict,
-    InstanceNotFound,
-    NotFound,
-    PermissionDenied,
-    Problem,
-    ProgramNotFound,
-    Refused,
-    RoleNotAllowed,
-    SchemaOutOfDate,
-    StorageError,
-    TriggerNotAllowed,
-    UsageError,
-    VersionConflict,
-    WorkflowError,
-)
-from workflow.machine import GuardContext
-from workflow.model import Program
-from workflow.records import (
-    Event,
-    FireResult,
-    Instance,
-    Report,
-    ReportRow,
-    VerifyProblem,
-    VerifyResult,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workflow.access import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
+    from workflow.areas import Area
+    from workflow.audit import Digest
+    from workflow.engine import Engine
+    from workflow.errors import (
+        AreaNotFound,
+        Conflict,
+        DatabaseUnavailable,
+        DefinitionChanged,
+        DefinitionError,
+        DuplicateInstance,
+        EvidenceInvalid,
+        GrantNotFound,
+        GuardFailed,
+        IdempotencyConflict,
+        InstanceNotFound,
+        NotFound,
+        PermissionDenied,
+        Problem,
+        ProgramNotFound,
+        Refused,
+        RoleNotAllowed,
+        SchemaOutOfDate,
+        StorageError,
+        TriggerNotAllowed,
+        UsageError,
+        VersionConflict,
+        WorkflowError,
+    )
+    from workflow.machine import GuardContext
+    from workflow.model import Program
+    from workflow.records import (
+        Event,
+        FireResult,
+        Instance,
+        Report,
+        ReportRow,
+        VerifyProblem,
+        VerifyResult,
+    )
+
+_LAZY: dict[str, str] = {
+    "AccessRequest": "workflow.access",
+    "AllowAll": "workflow.access",
+    "Area": "workflow.areas",
+    "AreaNotFound": "workflow.errors",
+    "Conflict": "workflow.errors",
+    "DatabaseUnavailable": "workflow.errors",
+    "DefinitionChanged": "workflow.errors",
+    "DefinitionError": "workflow.errors",
+    "Denial": "workflow.access",
+    "Digest": "workflow.audit",
+    "DuplicateInstance": "workflow.errors",
+    "Engine": "workflow.engine",
+    "Event": "workflow.records",
+    "EvidenceInvalid": "workflow.errors",
+    "FireResult": "workflow.records",
+    "Grant": "workflow.access",
+    "GrantNotFound": "workflow.errors",
+    "GuardContext": "workflow.machine",
+    "GuardFailed": "workflow.errors",
+    "IdempotencyConflict": "workflow.errors",
+    "Instance": "workflow.records",
+    "InstanceNotFound": "workflow.errors",
+    "NotFound": "workflow.errors",
+    "PermissionDenied": "workflow.errors",
+    "Policy": "workflow.access",
+    "Problem": "workflow.errors",
+    "Program": "workflow.model",
+    "ProgramNotFound": "workflow.errors",
+    "Refused": "workflow.errors",
+    "Report": "workflow.records",
+    "ReportRow": "workflow.records",
+    "RoleNotAllowed": "workflow.errors",
+    "SchemaOutOfDate": "workflow.errors",
+    "StorageError": "workflow.errors",
+    "StoredGrants": "workflow.access",
+    "TriggerNotAllowed": "workflow.errors",
+    "UsageError": "workflow.errors",
+    "VerifyProblem": "workflow.records",
+    "VerifyResult": "workflow.records",
+    "VersionConflict": "workflow.errors",
+    "WorkflowError": "workflow.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

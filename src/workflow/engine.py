@@ -15,7 +15,7 @@ import hashlib
 import heapq
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,6 +33,7 @@ from workflow.access import (
 )
 from workflow.audit import Digest
 from workflow.errors import (
+    Conflict,
     DuplicateInstance,
     GrantNotFound,
     IdempotencyConflict,
@@ -140,6 +141,48 @@ class _FireRequest:
         return cls(
             int(instance), trigger, actor, role, evidence, note, expect_version, key, request
         )
+
+
+@dataclass
+class _Batch:
+    """What fire_many carries through its transaction: the locked rows as they evolve, and
+    the writes it will make in bulk at the end."""
+
+    rows: dict[int, InstanceRow]
+    first_versions: dict[int, int] = field(default_factory=dict)
+    fired: dict[int, set[str]] = field(default_factory=dict)
+    grants: dict[str, list[Grant]] = field(default_factory=dict)
+    events: list[EventRow] = field(default_factory=list)
+
+    def add(self, before: InstanceRow, after: InstanceRow, event: EventRow) -> None:
+        self.first_versions.setdefault(before.id, before.version)
+        self.fired.setdefault(before.id, set()).add(event.trigger)
+        self.rows[before.id] = after
+        self.events.append(event)
+
+    def happened(self, store: Store, conn: Any, instance: int) -> set[str]:
+        return store.triggers_of(conn, instance) | self.fired.get(instance, set())
+
+    def flush(
+        self, store: Store, conn: Any, out: list[tuple[EventRow, InstanceRow, bool]]
+    ) -> list[tuple[EventRow, InstanceRow, bool]]:
+        """Write every event and each instance's final state; give the events their ids."""
+        ids = iter(store.insert_events(conn, [_event_values(e) for e in self.events]))
+        advanced = store.advance_instances(
+            conn, [(self.rows[i], version) for i, version in self.first_versions.items()]
+        )
+        if advanced != len(self.first_versions):
+            raise Conflict("an instance of the batch changed meanwhile; nothing was applied")
+        return [
+            (EventRow(next(ids), *e[1:]), r, replayed) if not replayed else (e, r, replayed)
+            for e, r, replayed in out
+        ]
+
+
+def _event_values(event: EventRow) -> dict[str, Any]:
+    values = event._asdict()
+    del values["id"]
+    return values
 
 
 @dataclass(frozen=True)
@@ -291,9 +334,8 @@ class Engine:
             area=area,
         )
 
-    def _append(
+    def _event_row(
         self,
-        conn: Any,
         *,
         instance: int,
         seq: int,
@@ -345,10 +387,7 @@ class Engine:
             prev_hash=prev_hash,
             hash=digest,
         )
-        values = row._asdict()
-        del values["id"]
-        event_id = self.store.insert_event(conn, values)
-        return row._replace(id=event_id)
+        return row
 
     # ------------------------------------------------------------------ changes
 
@@ -519,8 +558,7 @@ class Engine:
             "title": req.title,
             "duplicate_no": duplicate_no,
         }
-        event = self._append(
-            conn,
+        event = self._event_row(
             instance=instance_id,
             seq=1,
             trigger="start",
@@ -534,6 +572,7 @@ class Engine:
             definition_hash=definition.content_hash,
             prev_hash=_audit.GENESIS,
         )
+        self.store.insert_event(conn, _event_values(event))
         self.store.set_head(conn, instance_id, event.hash)
         if req.key is not None:
             self.store.insert_key(conn, req.key, req.request, instance_id, 1, at)
@@ -567,6 +606,8 @@ class Engine:
 
         Each request is a mapping with the keyword arguments of :meth:`fire` plus
         ``instance`` and ``trigger``. A refusal names the request (``error.request_index``).
+        The instances are read and locked together and the events written together, which
+        is what makes a batch several times faster than the same fires one by one.
         """
         reqs = [
             _FireRequest.make(
@@ -581,17 +622,21 @@ class Engine:
             )
             for r in requests
         ]
+        keys = [r.key for r in reqs if r.key is not None]
+        if len(keys) != len(set(keys)):
+            raise UsageError("an idempotency key is used twice in one batch")
 
         def work(conn: Any) -> builtins.list[tuple[EventRow, InstanceRow, bool]]:
+            batch = _Batch(rows=self.store.lock_instances(conn, sorted({r.instance for r in reqs})))
             out = []
             for i, req in enumerate(reqs):
                 try:
-                    out.append(self._fire_in(conn, req))
+                    out.append(self._fire_in(conn, req, batch))
                 except WorkflowError as e:
                     e.request_index = i  # type: ignore[attr-defined]
                     e.add_note(f"(request #{i} of the batch; nothing in the batch was applied)")
                     raise
-            return out
+            return batch.flush(self.store, conn, out)
 
         try:
             rows = self._write(work)
@@ -600,8 +645,14 @@ class Engine:
             self._deny(req.actor, req.role, req.trigger, None, req.instance, None, e)
         return [self._fire_result(*r) for r in rows]
 
-    def _fire_in(self, conn: Any, req: _FireRequest) -> tuple[EventRow, InstanceRow, bool]:
-        """One fire inside the caller's transaction: lock, re-check, append, advance."""
+    def _fire_in(
+        self, conn: Any, req: _FireRequest, batch: _Batch | None = None
+    ) -> tuple[EventRow, InstanceRow, bool]:
+        """One fire inside the caller's transaction: lock, re-check, append, advance.
+
+        In a batch the instance rows were locked up front and the writes are collected for
+        one bulk write at the end (``_Batch.flush``); the checks are the same.
+        """
         if req.key is not None:
             replay = self._replay(conn, req.key, req.request)
             if replay is not None:
@@ -618,7 +669,10 @@ class Engine:
                     updated_at=event.at,
                 )
                 return event, then, True
-        row = self.store.lock_instance(conn, req.instance)
+        if batch is None:
+            row = self.store.lock_instance(conn, req.instance)
+        else:
+            row = batch.rows.get(req.instance)
         if row is None:
             raise InstanceNotFound(req.instance)
         if req.expect_version is not None and row.version != req.expect_version:
@@ -626,15 +680,20 @@ class Engine:
         self._authorize(
             conn,
             AccessRequest(req.actor, req.role, req.trigger, row.program, row.area_code, row.id),
+            None if batch is None else batch.grants,
         )
         loaded = self._loaded(row.definition_id)
         config: Configuration = _config_tuple(row.active)
+        happened: Callable[[], set[str]] = partial(self.store.triggers_of, conn, row.id)
+        if batch is not None and row.id in batch.fired:
+            # Events of this batch are not in the table yet.
+            happened = partial(batch.happened, self.store, conn, row.id)
         step = loaded.machine.apply(
             config,
             req.trigger,
             req.role,
             req.evidence,
-            happened=partial(self.store.triggers_of, conn, row.id),
+            happened=happened,
             functions=self.guards,
             context={
                 "actor": req.actor,
@@ -644,8 +703,7 @@ class Engine:
             },
         )
         at = now_utc()
-        event = self._append(
-            conn,
+        event = self._event_row(
             instance=row.id,
             seq=row.version + 1,
             trigger=req.trigger,
@@ -660,16 +718,34 @@ class Engine:
             prev_hash=row.head_hash,
         )
         state = loaded.machine.top_state(step.after)
-        active = _config_text(step.after)
-        if not self.store.advance_instance(
-            conn, row.id, row.version, state, active, event.hash, at
-        ):
-            raise VersionConflict(row.id, row.version, row.version + 1)
+        # Positional, not _replace: this line runs for every fire of a batch.
+        new_row = InstanceRow(
+            row.id,
+            row.program,
+            row.program_version,
+            row.definition_id,
+            row.area_code,
+            row.province_code,
+            row.fiscal_year,
+            row.duplicate_no,
+            row.title,
+            state,
+            event.to_state,
+            row.version + 1,
+            event.hash,
+            row.created_at,
+            at,
+        )
+        if batch is not None:
+            batch.add(row, new_row, event)
+        else:
+            event = event._replace(id=self.store.insert_event(conn, _event_values(event)))
+            if not self.store.advance_instance(
+                conn, row.id, row.version, state, new_row.active, event.hash, at
+            ):
+                raise VersionConflict(row.id, row.version, row.version + 1)
         if req.key is not None:
             self.store.insert_key(conn, req.key, req.request, row.id, event.seq, at)
-        new_row = row._replace(
-            state=state, active=active, version=row.version + 1, head_hash=event.hash, updated_at=at
-        )
         return event, new_row, False
 
     def _fire_result(
@@ -765,17 +841,26 @@ class Engine:
 
     # ------------------------------------------------------------------ access
 
-    def _authorize(self, conn: Any, request: AccessRequest) -> None:
-        """Ask the policy, inside the change's transaction; raise PermissionDenied."""
+    def _authorize(
+        self,
+        conn: Any,
+        request: AccessRequest,
+        cache: dict[str, builtins.list[Grant]] | None = None,
+    ) -> None:
+        """Ask the policy, inside the change's transaction; raise PermissionDenied.
+        ``cache`` keeps each actor's grants for the rest of a batch's transaction."""
         if request.role == AUDITOR:
             raise PermissionDenied(
                 request.actor, request.role, request.action, "auditor is a read-only role"
             )
-        grants = (
-            [_grant(g) for g in self.store.grants_for(conn, request.actor)]
-            if self._policy_reads_grants
-            else []
-        )
+        grants: builtins.list[Grant] = []
+        if self._policy_reads_grants:
+            found = cache.get(request.actor) if cache is not None else None
+            if found is None:
+                found = [_grant(g) for g in self.store.grants_for(conn, request.actor)]
+                if cache is not None:
+                    cache[request.actor] = found
+            grants = found
         reason = self.policy.check(request, grants)
         if reason is not None:
             raise PermissionDenied(request.actor, request.role, request.action, reason)
@@ -1251,9 +1336,9 @@ def _check_instance(
         "title": inst.title,
         "duplicate_no": inst.duplicate_no,
     }
-    for field, value in expected.items():
-        if identity.get(field) != value:
-            return VerifyProblem(inst.id, 0, f"instance {field} differs from its start event")
+    for name, value in expected.items():
+        if identity.get(name) != value:
+            return VerifyProblem(inst.id, 0, f"instance {name} differs from its start event")
     if inst.province_code != inst.area_code[:2]:
         return VerifyProblem(inst.id, 0, "instance province differs from its area")
     if inst.created_at != first.at:

@@ -39,7 +39,7 @@ from workflow.errors import (
 )
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -92,7 +92,9 @@ class InstanceTable(Base):
         sa.UniqueConstraint(
             "program", "area_code", "fiscal_year", "duplicate_no", name="uq_instance_area_year"
         ),
-        sa.Index("ix_instances_report", "fiscal_year", "program", "province_code", "state"),
+        sa.Index(
+            "ix_instances_report", "program", "province_code", "state", "active", "fiscal_year"
+        ),
         sa.Index("ix_instances_area", "area_code"),
     )
 
@@ -679,6 +681,15 @@ class Store(_AccessQueries):
             "grants": self._sql(
                 f"SELECT {', '.join(GrantRow._fields)} FROM workflow_grants WHERE actor = :actor"
             ),
+            "event_many": self._sql(
+                f"INSERT INTO workflow_events ({', '.join(ecols)}) "
+                f"VALUES ({', '.join(':' + c for c in ecols)})"
+            ),
+            "advance_to": self._sql(
+                "UPDATE workflow_instances SET state = :state, active = :active, "
+                "version = :version, head_hash = :head_hash, updated_at = :now "
+                "WHERE id = :id AND version = :expected"
+            ),
             "head": self._sql("UPDATE workflow_instances SET head_hash = :head WHERE id = :id"),
             "events_of": self._sql(
                 f"SELECT {', '.join(EventRow._fields)} FROM workflow_events "
@@ -755,6 +766,63 @@ class Store(_AccessQueries):
             },
         )
         return bool(cur.rowcount == 1)
+
+    def lock_instances(self, conn: Connection, ids: Sequence[int]) -> dict[int, InstanceRow]:
+        """Several instance rows, locked (in id order, so two batches cannot deadlock)."""
+        out: dict[int, InstanceRow] = {}
+        cur = self._cursor(conn)
+        cols = ", ".join(InstanceRow._fields)
+        lock = "" if self.is_sqlite else " ORDER BY id FOR UPDATE"
+        for chunk in _chunks(list(ids), 500):
+            marks = ", ".join(f":i{n}" for n in range(len(chunk)))
+            cur.execute(
+                self._sql(f"SELECT {cols} FROM workflow_instances WHERE id IN ({marks}){lock}"),
+                {f"i{n}": v for n, v in enumerate(chunk)},
+            )
+            for row in cur.fetchall():
+                out[row[0]] = InstanceRow(*row)
+        return out
+
+    def insert_events(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert many events at once; return their ids in order."""
+        if not rows:
+            return []
+        cur = self._cursor(conn)
+        if self.is_sqlite:
+            # The write lock is held, so the rowids given are consecutive: the last minus n.
+            cur.executemany(self._q["event_many"], rows)
+            cur.execute("SELECT last_insert_rowid()")
+            last = int(cur.fetchone()[0])
+            return list(range(last - len(rows) + 1, last + 1))
+        cur.executemany(self._q["event"], rows, returning=True)
+        ids = []
+        while True:
+            ids.append(int(cur.fetchone()[0]))
+            if not cur.nextset():
+                break
+        return ids
+
+    def advance_instances(self, conn: Connection, moves: Sequence[tuple[InstanceRow, int]]) -> int:
+        """Compare-and-swap many instances to their new rows; return how many moved."""
+        if not moves:
+            return 0
+        cur = self._cursor(conn)
+        cur.executemany(
+            self._q["advance_to"],
+            [
+                {
+                    "id": row.id,
+                    "expected": expected,
+                    "version": row.version,
+                    "state": row.state,
+                    "active": row.active,
+                    "head_hash": row.head_hash,
+                    "now": row.updated_at,
+                }
+                for row, expected in moves
+            ],
+        )
+        return int(cur.rowcount)
 
     def insert_event(self, conn: Connection, values: dict[str, Any]) -> int:
         cur = self._cursor(conn)
@@ -918,6 +986,11 @@ class Store(_AccessQueries):
             raise
         except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
             raise self._translate(e) from e
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _is_serialization(e: BaseException) -> bool:
