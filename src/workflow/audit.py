@@ -23,6 +23,10 @@ from workflow.records import VerifyProblem
 HASH_FORMAT = "wf1"
 GENESIS = "0" * 64
 
+# One encoder for every hash: json.dumps with options builds a new encoder per call, which
+# costs as much as the hashing itself (verify runs this once per event).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 def canonical_json(value: Any) -> str:
     """The one JSON text of a value: sorted keys, no spaces, UTF-8 kept as is."""
@@ -47,7 +51,7 @@ def event_hash(
     prev_hash: str,
 ) -> str:
     """SHA-256 of an event's fields; JSON-valued fields enter as their stored canonical text."""
-    payload = json.dumps(
+    payload = _ENCODER.encode(
         [
             HASH_FORMAT,
             instance,
@@ -64,9 +68,7 @@ def event_hash(
             definition_hash,
             policy,
             prev_hash,
-        ],
-        separators=(",", ":"),
-        ensure_ascii=False,
+        ]
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -92,23 +94,32 @@ def grant_hash(row: Any) -> str:
 
 
 def row_hash(row: Any) -> str:
-    """The hash an event row should carry (``row`` is a storage.EventRow)."""
-    return event_hash(
-        instance=row.instance_id,
-        seq=row.seq,
-        trigger=row.trigger,
-        from_state=row.from_state,
-        to_state=row.to_state,
-        actor=row.actor,
-        role=row.role,
-        os_user=row.os_user,
-        at=row.at,
-        evidence=row.evidence,
-        note=row.note,
-        definition_hash=row.definition_hash,
-        policy=row.policy,
-        prev_hash=row.prev_hash,
-    )
+    """The hash an event row should carry (``row`` is a storage.EventRow): the same
+    encoding as :func:`event_hash`, taken straight from the row's fields (1..14)."""
+    if isinstance(row, tuple):
+        fields = row[1:15]
+    else:
+        fields = tuple(getattr(row, name) for name in _EVENT_FIELDS)
+    payload = _ENCODER.encode([HASH_FORMAT, *fields])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+_EVENT_FIELDS = (
+    "instance_id",
+    "seq",
+    "trigger",
+    "from_state",
+    "to_state",
+    "actor",
+    "role",
+    "os_user",
+    "at",
+    "evidence",
+    "note",
+    "definition_hash",
+    "policy",
+    "prev_hash",
+)
 
 
 @dataclass(frozen=True)
@@ -185,50 +196,61 @@ class Chain:
 
 
 def chains(
-    events: Iterable[Any],
+    events: Iterable[tuple[Any, ...]],
     wanted: Mapping[int, int] | None = None,
     found: dict[int, tuple[int, str]] | None = None,
 ) -> Iterator[Chain]:
     """Re-compute chains from event rows ordered by (instance, seq), one chain at a time.
 
-    Only the current instance is held in memory. Each chain reports its first broken event.
-    ``wanted`` maps instance -> seq whose stored hash should be copied into ``found`` (what a
-    digest asks about).
+    Rows are tuples in ``storage.EventRow`` order (plain driver rows are fine: this loop
+    runs once per stored event, so it indexes rather than building objects). Only the
+    current instance is held in memory. Each chain reports its first broken event.
+    ``wanted`` maps instance -> seq whose stored hash should be copied into ``found`` (what
+    a digest asks about).
     """
     wanted = wanted or {}
     chain: Chain | None = None
     defs: set[str] = set()
+    encode = _ENCODER.encode
+    sha256 = hashlib.sha256
     for row in events:
-        if chain is None or row.instance_id != chain.instance:
+        instance, seq, digest = row[1], row[2], row[15]
+        if chain is None or instance != chain.instance:
             if chain is not None:
                 chain.definition_hashes = frozenset(defs)
                 yield chain
-            chain = Chain(instance=row.instance_id, first=row)
+            chain = Chain(instance=instance, first=_as_event_row(row))
             defs = set()
         chain.events += 1
-        defs.add(row.definition_hash)
-        if found is not None and wanted.get(row.instance_id) == row.seq:
-            found[row.instance_id] = (row.seq, row.hash)
+        defs.add(row[12])
+        if found is not None and wanted.get(instance) == seq:
+            found[instance] = (seq, digest)
         if chain.problem is None:
             reason = None
-            if row.seq != chain.last_seq + 1:
+            if seq != chain.last_seq + 1:
                 reason = (
-                    f"sequence jumps from {chain.last_seq} to {row.seq} "
+                    f"sequence jumps from {chain.last_seq} to {seq} "
                     "(an event was removed or inserted)"
                 )
-            elif row.prev_hash != chain.head:
+            elif row[14] != chain.head:
                 reason = "prev_hash does not match the previous event's hash"
-            elif row_hash(row) != row.hash:
+            elif sha256(encode([HASH_FORMAT, *row[1:15]]).encode("utf-8")).hexdigest() != digest:
                 reason = "hash does not match the event's content (the event was altered)"
             if reason is not None:
-                chain.problem = VerifyProblem(row.instance_id, row.seq, reason)
-        chain.last_seq = row.seq
-        chain.head = row.hash
-        chain.last_to = row.to_state
-        chain.last_at = row.at
+                chain.problem = VerifyProblem(instance, seq, reason)
+        chain.last_seq = seq
+        chain.head = digest
+        chain.last_to = row[5]
+        chain.last_at = row[9]
     if chain is not None:
         chain.definition_hashes = frozenset(defs)
         yield chain
+
+
+def _as_event_row(row: tuple[Any, ...]) -> Any:
+    from workflow.storage import EventRow  # storage imports nothing from here at import time
+
+    return row if isinstance(row, EventRow) else EventRow(*row)
 
 
 def merge_by_instance(

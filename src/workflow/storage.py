@@ -952,14 +952,29 @@ class Store(_AccessQueries):
     # -- streaming for verify and digest
 
     def stream_instances(self, conn: Connection) -> Iterator[InstanceRow]:
-        stmt = sa.select(*INSTANCE_COLUMNS).order_by(instances_t.c.id)
-        for r in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+        sql = f"SELECT {', '.join(InstanceRow._fields)} FROM workflow_instances ORDER BY id"
+        for r in self._stream(conn, sql, "wf_instances"):
             yield InstanceRow(*r)
 
     def stream_events(self, conn: Connection) -> Iterator[EventRow]:
-        stmt = sa.select(*EVENT_COLUMNS).order_by(events_t.c.instance_id, events_t.c.seq)
-        for r in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+        sql = f"SELECT {', '.join(EventRow._fields)} FROM workflow_events ORDER BY instance_id, seq"
+        for r in self._stream(conn, sql, "wf_events"):
             yield EventRow(*r)
+
+    def _stream(self, conn: Connection, sql: str, name: str) -> Iterator[tuple[Any, ...]]:
+        """Rows of a big query in chunks, straight from the driver (a server-side cursor on
+        PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
+        dbapi_conn: Any = conn.connection.dbapi_connection
+        cur = dbapi_conn.cursor() if self.is_sqlite else dbapi_conn.cursor(name=name)
+        try:
+            cur.execute(sql)
+            while True:
+                rows = cur.fetchmany(5000)
+                if not rows:
+                    break
+                yield from rows
+        finally:
+            cur.close()
 
     def all_definitions(self, conn: Connection) -> list[DefinitionRow]:
         return [
