@@ -1055,7 +1055,11 @@ def audit_digest(c: Context) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"workflow: error: {message}", err=True)
+    # One line, whatever the message quotes back: control characters (CR, ESC, NUL...) and
+    # undecodable bytes from the command line are shown escaped, never sent to the terminal.
+    safe = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(message.split("\n")))
+    safe = safe.encode("utf-8", "backslashreplace").decode("utf-8")
+    click.echo(f"workflow: error: {safe}", err=True)
     sys.exit(code)
 
 

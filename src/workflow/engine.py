@@ -130,17 +130,19 @@ class _FireRequest:
         expect_version: int | None,
         key: str | None,
     ) -> _FireRequest:
+        instance = _instance_id(instance)
         actor = _clean_name(actor, "actor")
-        note = note.strip() if note and note.strip() else None
+        role = _ident(role, "role")
+        trigger = _ident(trigger, "trigger")
+        note = _text(note, "note", 10_000)
+        key = _key(key)
         # Only an idempotent request needs its fingerprint.
         request = (
             _request_hash("fire", instance, trigger, actor, role, dict(evidence or {}), note)
             if key is not None
             else ""
         )
-        return cls(
-            int(instance), trigger, actor, role, evidence, note, expect_version, key, request
-        )
+        return cls(instance, trigger, actor, role, evidence, note, expect_version, key, request)
 
 
 @dataclass
@@ -244,7 +246,7 @@ class Engine:
 
     def definition_of(self, instance_id: int) -> Program:
         """The exact program version an instance runs on (as stored when it started)."""
-        row = self.store.run(lambda conn: self.store.get_instance(conn, int(instance_id)))
+        row = self.store.run(lambda conn: self.store.get_instance(conn, _instance_id(instance_id)))
         if row is None:
             raise InstanceNotFound(instance_id)
         return self._loaded(row.definition_id).program
@@ -481,6 +483,8 @@ class Engine:
     ) -> _StartRequest:
         year = check_fiscal_year(fiscal_year)
         actor = _clean_name(actor, "actor")
+        role = _ident(role, "role")
+        key = _key(key)
         if role not in definition.start_roles:
             self._deny(
                 actor,
@@ -491,8 +495,8 @@ class Engine:
                 area.code,
                 RoleNotAllowed("start", role, definition.start_roles),
             )
-        title = title.strip() if title and title.strip() else None
-        note = note.strip() if note and note.strip() else None
+        title = _text(title, "title", 2_000)
+        note = _text(note, "note", 10_000)
         request = _request_hash(
             "start", definition.id, area.code, year, actor, role, title, allow_duplicate, note
         )
@@ -798,7 +802,7 @@ class Engine:
 
     def _verify_grants(self, conn: Any, digest: Digest | None) -> builtins.list[VerifyProblem]:
         """Re-compute the grant chain and replay it against the grants in force."""
-        held: set[tuple[str, str, str, str]] = set()
+        held: dict[tuple[str, str, str, str], tuple[str, str]] = {}
         prev, expected = _audit.GENESIS, 1
         hashes: dict[int, str] = {}
         for row in self.store.grant_events(conn):
@@ -816,18 +820,24 @@ class Engine:
             except (ValueError, KeyError, TypeError):
                 return [VerifyProblem(None, row.seq, "grants: grant event scope is unreadable")]
             if row.action == "grant":
-                held.add(item)
+                held[item] = (row.by, row.at)
             else:
-                held.discard(item)
+                held.pop(item, None)
             prev, expected = row.hash, row.seq + 1
-        stored = {(g.actor, g.role, g.area_code, g.program) for g in self.store.all_grants(conn)}
+        stored = {
+            (g.actor, g.role, g.area_code, g.program): (g.granted_by, g.granted_at)
+            for g in self.store.all_grants(conn)
+        }
         if stored != held:
             return [
                 VerifyProblem(
                     None,
                     None,
                     "grants: the grants in force differ from the grant events "
-                    f"({len(stored - held)} unrecorded, {len(held - stored)} missing)",
+                    f"({len(stored.keys() - held.keys())} unrecorded, "
+                    f"{len(held.keys() - stored.keys())} missing, "
+                    f"{sum(1 for k in stored.keys() & held.keys() if stored[k] != held[k])} "
+                    "altered)",
                 )
             ]
         seq, head = digest.grants if digest is not None else (0, "")
@@ -1041,7 +1051,7 @@ class Engine:
         """The instance as it is now, with the triggers available from its state."""
 
         def work(conn: Any) -> Instance:
-            row = self.store.get_instance(conn, int(instance_id))
+            row = self.store.get_instance(conn, _instance_id(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
             return self._instance(row, lambda: self.store.triggers_of(conn, row.id))
@@ -1056,7 +1066,7 @@ class Engine:
         that actor's grants (or the engine's policy) permit on this instance."""
 
         def work(conn: Any) -> tuple[str, ...]:
-            row = self.store.get_instance(conn, int(instance_id))
+            row = self.store.get_instance(conn, _instance_id(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
             machine = self._loaded(row.definition_id).machine
@@ -1092,6 +1102,8 @@ class Engine:
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
         if program is not None:
             self.registry.get(program)
+        state = _text(state, "state", 100)
+        limit = _limit(limit)
 
         def work(conn: Any) -> builtins.list[Instance]:
             rows = self.store.list_instances(
@@ -1105,8 +1117,8 @@ class Engine:
         """The instance's events, oldest first (the first is ``start``)."""
 
         def work(conn: Any) -> builtins.list[Event]:
-            rows = self.store.events_of(conn, int(instance_id))
-            if not rows and self.store.get_instance(conn, int(instance_id)) is None:
+            rows = self.store.events_of(conn, _instance_id(instance_id))
+            if not rows and self.store.get_instance(conn, _instance_id(instance_id)) is None:
                 raise InstanceNotFound(instance_id)
             return [self._event(r) for r in rows]
 
@@ -1128,6 +1140,10 @@ class Engine:
         code = _areas.resolve(area).code if area else None
         lo = _bound(since, end=False)
         hi = _bound(until, end=True)
+        actor = _text(actor, "actor", 200)
+        program = _text(program, "program", 100)
+        instance = _instance_id(instance) if instance is not None else None
+        limit = _limit(limit)
 
         def work(conn: Any) -> builtins.list[Event]:
             events = [
@@ -1404,23 +1420,84 @@ def _bound(value: str | dt.date | None, *, end: bool) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) and "T" in value:
-        return value
+        return _text(value, "time bound", 40)
     try:
         day = parse_date(value)
-    except ValueError as e:
+        if end:
+            day = day + dt.timedelta(days=1)
+    except (ValueError, OverflowError) as e:
         raise UsageError(str(e)) from None
-    if end:
-        day = day + dt.timedelta(days=1)
     return day.isoformat() + "T00:00:00.000000Z"
 
 
-def _clean_name(name: str, what: str) -> str:
-    text = (name or "").strip()
+# Database integer columns are 32-bit: an id beyond that cannot exist (and must not reach the
+# driver, which would fail with an overflow rather than "not found").
+MAX_ID = 2**31 - 1
+
+
+def _instance_id(value: object) -> int:
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise UsageError(f"an instance id is a whole number, not {value!r}") from None
+    if isinstance(value, bool) or not 1 <= number <= MAX_ID:
+        raise InstanceNotFound(value)
+    return number
+
+
+def _text(value: str | None, what: str, limit: int) -> str | None:
+    """Free text from a caller: stripped, valid UTF-8, no NUL, bounded; empty is None.
+
+    Checked here so that no database (PostgreSQL refuses NUL, drivers refuse lone
+    surrogates from undecodable command-line bytes) ever sees what it cannot store."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"{what} must be text")
+    text = value.strip()
     if not text:
-        raise UsageError(f"{what} must not be empty")
-    if len(text) > 200 or any(ord(c) < 32 for c in text):
-        raise UsageError(f"{what} must be at most 200 printable characters")
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8 text") from None
+    if "\x00" in text:
+        raise UsageError(f"{what} contains a NUL character")
+    if len(text) > limit:
+        raise UsageError(f"{what} is {len(text)} characters long; at most {limit} allowed")
     return text
+
+
+def _key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    text = _text(key, "idempotency key", 200)
+    if text is None:
+        raise UsageError("an idempotency key must not be empty")
+    return text
+
+
+def _limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if limit < 1:
+        raise UsageError("a limit is at least 1")
+    return min(limit, MAX_ID)
+
+
+def _clean_name(name: str, what: str) -> str:
+    text = _text(name, what, 200)
+    if text is None:
+        raise UsageError(f"{what} must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UsageError(f"{what} must not contain control characters")
+    return text
+
+
+def _ident(value: str, what: str) -> str:
+    """A role or trigger name as given: short printable text (the definitions decide whether
+    it is a known one)."""
+    return _clean_name(value, what)[:100]
 
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

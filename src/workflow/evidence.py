@@ -92,6 +92,10 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
             raise ValueError("is empty")
         if "\x00" in text:
             raise ValueError("contains a NUL character")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid UTF-8 text") from None
         if len(text) > field.max_length:
             raise ValueError(f"is {len(text)} characters long, at most {field.max_length} allowed")
         return text

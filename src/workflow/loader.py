@@ -875,6 +875,28 @@ class _Parser:
                 self.problem(s.line, "E022", f"state {s.path!r} is not final and has no way out")
 
 
+#: No real definition nests anywhere near this deep; the YAML parsers recurse per level
+#: (libyaml's composer can even crash the process), so deeper input is refused unparsed.
+MAX_DEPTH = 64
+
+
+def _nesting_problem(text: str) -> int | None:
+    """The line where ``text`` nests deeper than MAX_DEPTH, by a cheap conservative scan:
+    open flow brackets, indentation, and '- ' / '? ' markers opening a line."""
+    flow = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip(" ")
+        indent = len(line) - len(stripped)
+        markers = 0
+        while stripped[:2] in ("- ", "? ") or stripped in ("-", "?"):
+            markers += 1
+            stripped = stripped[2:].lstrip(" ")
+        flow += line.count("[") + line.count("{") - line.count("]") - line.count("}")
+        if flow > MAX_DEPTH or markers > MAX_DEPTH or indent > 8 * MAX_DEPTH:
+            return number
+    return None
+
+
 def _walk(states: Iterable[State]) -> list[State]:
     out: list[State] = []
     for s in states:
@@ -918,6 +940,9 @@ def _hint(word: str, by_path: dict[str, State]) -> str:
 def check_text(text: str, filename: str = "<string>") -> tuple[Program | None, list[Problem]]:
     """Parse and validate a definition; return the program (if parseable) and every problem."""
     parser = _Parser(filename)
+    deep = _nesting_problem(text)
+    if deep is not None:
+        return None, [Problem(filename, deep, "E001", f"YAML nested more than {MAX_DEPTH} levels")]
     loader: _Loader | None = None
     try:
         # The pure-Python reader checks characters on construction, hence inside the try.
@@ -932,6 +957,8 @@ def check_text(text: str, filename: str = "<string>") -> tuple[Program | None, l
     except yaml.YAMLError as e:
         message = " ".join(str(e).split())
         return None, [Problem(filename, 1, "E001", f"YAML syntax error: {message}")]
+    except RecursionError:
+        return None, [Problem(filename, 1, "E001", "YAML nested too deeply")]
     finally:
         if loader is not None:
             loader.dispose()

@@ -401,7 +401,7 @@ class Store(_AccessQueries):
             kwargs["connect_args"] = {"timeout": 0.2}
         elif self.dialect == "postgresql":
             kwargs["connect_args"] = {"connect_timeout": 5}
-            kwargs["pool_pre_ping"] = False
+            kwargs["pool_pre_ping"] = True
         try:
             self.engine = sa.create_engine(url, **kwargs)
         except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
@@ -466,17 +466,20 @@ class Store(_AccessQueries):
         if _is_locked(e):
             reason = "database is locked by another writer (gave up after retrying)"
         elif "no such table" in reason or ("does not exist" in reason and "relation" in reason):
-            return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+            if not self._schema_checked:
+                return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
+            # The schema is at the current revision, yet a table is gone: `workflow init`
+            # would not help (it sees a current schema); say what happened instead.
+            return DatabaseUnavailable(
+                self.safe_url,
+                f"{reason} although the schema is at revision {SCHEMA_REVISION}: the "
+                "database was damaged; restore it from a backup",
+            )
         return DatabaseUnavailable(self.safe_url, reason)
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[Connection]:
         """A connection in a transaction that commits on success and rolls back on error."""
-        if not self._file_seen and self.sqlite_path is not None:
-            # Never let a read create an empty database file by accident.
-            if not self.sqlite_path.exists():
-                raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
-            self._file_seen = True
         conn, kept = self._checkout(write)
         try:
             with conn.begin():
@@ -494,36 +497,60 @@ class Store(_AccessQueries):
             if not kept:
                 conn.close()
 
-    def _checkout(self, write: bool) -> tuple[Connection, bool]:
-        """This thread's connection, kept between transactions.
+    def _fresh(self, write: bool) -> Connection:
+        try:
+            conn = self.engine.connect()
+        except self._driver_errors as e:
+            raise self._translate(e) from e
+        if write:
+            conn.execution_options(workflow_write=True)
+        return conn
 
-        Checking a connection out of the pool and back costs several times what a short
-        transaction does, so each thread keeps one (per process: a forked child opens its
-        own). Two, in fact: the write one carries the option that begins IMMEDIATE on SQLite.
+    def _checkout(self, write: bool) -> tuple[Connection, bool]:
+        """A connection for one transaction, and whether it is kept for the next one.
+
+        On SQLite each thread keeps its connections between transactions: checking one out
+        of the pool and back costs several times what a short transaction does. Two, in
+        fact: the write one carries the option that begins IMMEDIATE. They are dropped when
+        the process forks, when the database file is replaced, and after a driver error.
+        PostgreSQL connections come from the pool, checked with a ping on the way out, so a
+        server that dropped an idle connection costs a reconnect, not an error.
         """
+        if not self.is_sqlite:
+            return self._fresh(write), False
+        file_id = self._file_identity()
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
+        if getattr(local, "pid", None) != os.getpid() or getattr(local, "file", None) != file_id:
+            self._discard()
             local.pid = os.getpid()
+            local.file = file_id
             local.conns = {}
         conn: Connection | None = local.conns.get(write)
         if conn is not None and conn.in_transaction():
             # A transaction opened inside another on this thread gets a connection of its own.
-            try:
-                nested = self.engine.connect()
-            except self._driver_errors as e:
-                raise self._translate(e) from e
-            if write:
-                nested.execution_options(workflow_write=True)
-            return nested, False
+            return self._fresh(write), False
         if conn is None or conn.closed or conn.invalidated:
-            try:
-                conn = self.engine.connect()
-            except self._driver_errors as e:
-                raise self._translate(e) from e
-            if write:
-                conn.execution_options(workflow_write=True)
+            conn = self._fresh(write)
             local.conns[write] = conn
         return conn, True
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the SQLite file: a kept connection must not go on writing to a
+        file that was deleted or replaced under it (its writes would silently vanish)."""
+        if self.sqlite_path is None:
+            return None
+        try:
+            st = os.stat(self.sqlite_path)
+        except FileNotFoundError:
+            self._discard()
+            if self._file_seen:
+                raise DatabaseUnavailable(
+                    self.safe_url, "the database file was removed while in use"
+                ) from None
+            # Never let a read create an empty database file by accident.
+            raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION) from None
+        self._file_seen = True
+        return (st.st_dev, st.st_ino)
 
     def _discard(self) -> None:
         conns = getattr(self._local, "conns", None) or {}
