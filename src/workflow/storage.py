@@ -401,7 +401,7 @@ class Store(_AccessQueries):
             kwargs["connect_args"] = {"timeout": 0.2}
         elif self.dialect == "postgresql":
             kwargs["connect_args"] = {"connect_timeout": 5}
-            kwargs["pool_pre_ping"] = True
+            kwargs["pool_pre_ping"] = False
         try:
             self.engine = sa.create_engine(url, **kwargs)
         except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
@@ -481,21 +481,46 @@ class Store(_AccessQueries):
     def connect(self, write: bool = False) -> Iterator[Connection]:
         """A connection in a transaction that commits on success and rolls back on error."""
         conn, kept = self._checkout(write)
+        committing = False
         try:
-            with conn.begin():
+            trans = conn.begin()
+            try:
                 yield conn
+            except BaseException:
+                if trans.is_active:
+                    trans.rollback()
+                raise
+            committing = True
+            trans.commit()
         except WorkflowError:
             raise  # a refusal: the transaction rolled back cleanly, the connection is fine
         except BaseException as e:
+            # A kept connection the server dropped while idle fails on its first use; the
+            # transaction never reached COMMIT, so running it again cannot apply it twice.
+            stale = kept and not committing and self._is_disconnect(e, conn)
             # A connection that saw a driver error (or an interrupt) is not trusted again:
             # it is closed and the next transaction takes a fresh one.
             self._discard()
             if not isinstance(e, self._driver_errors):
                 raise
-            raise self._translate(e) from e
+            error = self._translate(e)
+            error.stale_connection = stale  # type: ignore[attr-defined]
+            raise error from e
         finally:
             if not kept:
-                conn.close()
+                with suppress(Exception):
+                    conn.close()
+
+    def _is_disconnect(self, e: BaseException, conn: Connection) -> bool:
+        if isinstance(e, sa_exc.DBAPIError):
+            return bool(e.connection_invalidated)
+        if self.is_sqlite or not isinstance(e, self._dbapi.Error):
+            return False
+        try:
+            dbapi_conn = conn.connection.dbapi_connection
+            return bool(self.engine.dialect.is_disconnect(e, dbapi_conn, None))
+        except Exception:
+            return False
 
     def _fresh(self, write: bool) -> Connection:
         try:
@@ -509,15 +534,13 @@ class Store(_AccessQueries):
     def _checkout(self, write: bool) -> tuple[Connection, bool]:
         """A connection for one transaction, and whether it is kept for the next one.
 
-        On SQLite each thread keeps its connections between transactions: checking one out
-        of the pool and back costs several times what a short transaction does. Two, in
-        fact: the write one carries the option that begins IMMEDIATE. They are dropped when
-        the process forks, when the database file is replaced, and after a driver error.
-        PostgreSQL connections come from the pool, checked with a ping on the way out, so a
-        server that dropped an idle connection costs a reconnect, not an error.
+        Each thread keeps its connections between transactions: checking one out of the pool
+        and back costs several times what a short transaction does. Two, in fact: the write
+        one carries the option that begins IMMEDIATE on SQLite. They are dropped when the
+        process forks, when the SQLite file is replaced, and after a driver error; a kept
+        PostgreSQL connection the server dropped while idle is replaced and the transaction
+        run again (see ``run``).
         """
-        if not self.is_sqlite:
-            return self._fresh(write), False
         file_id = self._file_identity()
         local = self._local
         if getattr(local, "pid", None) != os.getpid() or getattr(local, "file", None) != file_id:
@@ -575,7 +598,11 @@ class Store(_AccessQueries):
                     return fn(conn)
             except DatabaseUnavailable as e:
                 cause = e.__cause__
-                retryable = cause is not None and (_is_locked(cause) or _is_serialization(cause))
+                retryable = cause is not None and (
+                    _is_locked(cause)
+                    or _is_serialization(cause)
+                    or getattr(e, "stale_connection", False)
+                )
                 if not retryable or time.monotonic() > deadline:
                     # Keep the driver's error as the cause: callers look at it (a unique-key
                     # collision means another writer won and is worth one more try).
