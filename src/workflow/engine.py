@@ -416,7 +416,7 @@ class Engine:
         try:
             instance_id, definition_id = self._write(lambda conn: self._start_in(conn, req))
         except (PermissionDenied, RoleNotAllowed) as e:
-            self._deny(req.actor, role, "start", definition.id, None, the_area.code, e)
+            self._deny(req.actor, req.role, "start", definition.id, None, the_area.code, e)
         self._remember(definition, definition_id)
         return self.get(instance_id)
 
@@ -461,7 +461,9 @@ class Engine:
             try:
                 done = self._write(work)
             except (PermissionDenied, RoleNotAllowed) as e:
-                self._deny(actor, role, "start", definition.id, None, None, e)
+                self._deny(
+                    requests[0].actor, requests[0].role, "start", definition.id, None, None, e
+                )
             for instance_id, definition_id in done:
                 self._remember(definition, definition_id)
                 created.append(instance_id)
@@ -601,7 +603,7 @@ class Engine:
         try:
             event_row, inst_row, replayed = self._write(lambda conn: self._fire_in(conn, req))
         except (PermissionDenied, RoleNotAllowed) as e:
-            self._deny(req.actor, role, trigger, None, req.instance, None, e)
+            self._deny(req.actor, req.role, req.trigger, None, req.instance, None, e)
         return self._fire_result(event_row, inst_row, replayed)
 
     def fire_many(self, requests: Sequence[Mapping[str, Any]]) -> builtins.list[FireResult]:
@@ -973,6 +975,7 @@ class Engine:
 
     def grants(self, actor: str | None = None) -> builtins.list[Grant]:
         """The grants in force (of one actor, or everyone's)."""
+        actor = _clean_name(actor, "actor") if actor is not None else None
         rows = self.store.run(
             lambda conn: (
                 self.store.grants_for(conn, actor) if actor else self.store.all_grants(conn)
@@ -1064,6 +1067,9 @@ class Engine:
         """Triggers that may fire now: the state, every guard that does not depend on the
         evidence, and — given ``role`` and/or ``actor`` — what that role may fire and what
         that actor's grants (or the engine's policy) permit on this instance."""
+
+        actor = _clean_name(actor, "actor") if actor is not None else None
+        role = _ident(role, "role") if role is not None else None
 
         def work(conn: Any) -> tuple[str, ...]:
             row = self.store.get_instance(conn, _instance_id(instance_id))

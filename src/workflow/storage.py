@@ -543,9 +543,19 @@ class Store(_AccessQueries):
         """
         file_id = self._file_identity()
         local = self._local
-        if getattr(local, "pid", None) != os.getpid() or getattr(local, "file", None) != file_id:
-            self._discard()
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "pid", None) is not None:
+                # A forked child must not share its parent's connections: forget them
+                # unclosed (closing would disturb the parent), as SQLAlchemy advises.
+                self.engine.dispose(close=False)
             local.pid = os.getpid()
+            local.file = file_id
+            local.conns = {}
+        elif local.file != file_id:
+            # The file was replaced: this thread's connections and the pool's idle ones are
+            # open on the old (unlinked) file and must not be used again.
+            self._discard()
+            self.engine.dispose()
             local.file = file_id
             local.conns = {}
         conn: Connection | None = local.conns.get(write)
