@@ -83,9 +83,9 @@ def _config_of(text: str | None) -> Configuration | None:
 
 
 def _request_hash(*parts: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False).encode()
-    ).hexdigest()
+    """The fingerprint of an idempotent request: whatever the caller sent, unchecked yet
+    (ASCII JSON, so even undecodable command-line bytes fingerprint without error)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
