@@ -392,3 +392,262 @@ def test_replacing_a_stored_definition_with_its_hash_is_detected(intruder: Trail
     result = t.engine.verify()
     assert first_problem(result)[0] == t.leader
     assert {p.instance for p in result.problems} == {t.leader, t.short}
+
+
+# --------------------------------------------------------------------------- reliability (issue 6)
+
+import itertools  # noqa: E402
+
+from reliability import record, scaled  # noqa: E402
+
+TAMPER_EXAMPLES = scaled(40, 400)
+
+
+def _trail_events(t: Trail) -> dict[int, list[dict[str, Any]]]:
+    return {i: t.events(i) for i in (t.leader, t.khok, t.short)}
+
+
+def _tamper_settings(db_kind: str) -> settings:
+    return settings(max_examples=TAMPER_EXAMPLES if db_kind == "sqlite" else TAMPER_EXAMPLES // 2,
+                    deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _restore(t: Trail, events: dict[int, list[dict[str, Any]]],
+             instances: dict[int, dict[str, Any]]) -> None:
+    """Put every event and instance row back exactly as it was (the intruder's undo)."""
+    with t.db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM workflow_events"))
+        for row in instances.values():
+            sets = ", ".join(f"{c} = :{c}" for c in row if c != "id")
+            conn.execute(sa.text(f"UPDATE workflow_instances SET {sets} WHERE id = :id"), row)
+        for evs in events.values():
+            for e in evs:
+                cols = ", ".join(e)
+                conn.execute(sa.text(f"INSERT INTO workflow_events ({cols}) VALUES "
+                                     f"({', '.join(':' + c for c in e)})"), e)
+    assert t.engine.verify().ok
+
+
+def test_deleting_or_swapping_any_events_is_detected(
+        intruder: Trail, db_kind: str, request: pytest.FixtureRequest) -> None:
+    """Hypothesis: deleting any event or swapping any two is detected, naming that instance."""
+    t = intruder
+    events = _trail_events(t)
+    instances = {i: t.instance(i) for i in events}
+    singles = [(i, e["seq"]) for i, evs in events.items() for e in evs]
+    pairs = [(i, a["seq"], b["seq"]) for i, evs in events.items()
+             for a, b in itertools.combinations(evs, 2)]
+    tally = {"tried": 0, "caught": 0}
+
+    @_tamper_settings(db_kind)
+    @given(action=st.sampled_from(["delete", "swap"]), data=st.data())
+    def check(action: str, data: st.DataObject) -> None:
+        tally["tried"] += 1
+        if action == "delete":
+            instance, seq = data.draw(st.sampled_from(singles))
+            t.sql("DELETE FROM workflow_events WHERE instance_id = :i AND seq = :s",
+                  i=instance, s=seq)
+            expected = {seq, seq + 1} if seq < len(events[instance]) else {seq - 1, seq}
+        else:
+            instance, a, b = data.draw(st.sampled_from(pairs))
+            swap = "UPDATE workflow_events SET seq = :to WHERE instance_id = :i AND seq = :s"
+            t.sql(swap, to=999, i=instance, s=a)
+            t.sql(swap, to=a, i=instance, s=b)
+            t.sql(swap, to=b, i=instance, s=999)
+            expected = {a}
+        try:
+            found = first_problem(t.engine.verify())
+            assert found[0] == instance and found[1] in expected, (found, instance, expected)
+            tally["caught"] += 1
+        finally:
+            _restore(t, events, instances)
+
+    check()
+    record(request.node.nodeid, "tamper", tried=tally["tried"], caught=tally["caught"])
+
+
+INSTANCE_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "program": st.sampled_from(["one-plan", "khok-nong-na", "leader-development", "x"]),
+    "program_version": st.integers(0, 9),
+    "area_code": st.sampled_from(["160117", "160101", "10", "999999", ""]),
+    "province_code": st.sampled_from(["16", "10", "99", ""]),
+    "fiscal_year": st.integers(2400, 2800),
+    "duplicate_no": st.integers(0, 3),
+    "title": st.none() | TEXT,
+    "state": st.sampled_from(["planned", "kicked_off", "activities", "closed", "cancelled"]),
+    "active": st.sampled_from(['["planned"]', '["kicked_off"]', '["closed"]']) | TEXT,
+    "version": st.integers(0, 50),
+    "head_hash": HEX,
+    "created_at": st.text(alphabet="0123456789-:TZ.", max_size=32),
+    "updated_at": st.text(alphabet="0123456789-:TZ.", max_size=32),
+}
+
+
+def test_altering_any_instance_column_to_any_value_is_detected(
+        intruder: Trail, db_kind: str, request: pytest.FixtureRequest) -> None:
+    """Hypothesis: any instance column set to any other value is detected, naming that instance."""
+    t = intruder
+    rows = {i: t.instance(i) for i in (t.leader, t.khok, t.short)}
+    tally = {"tried": 0, "caught": 0, "refused by the database": 0}
+
+    @_tamper_settings(db_kind)
+    @given(instance=st.sampled_from(sorted(rows)),
+           column=st.sampled_from(sorted(INSTANCE_VALUES)), data=st.data())
+    def check(instance: int, column: str, data: st.DataObject) -> None:
+        old = rows[instance][column]
+        new = data.draw(INSTANCE_VALUES[column].filter(lambda v: v != old), label="new value")
+        tally["tried"] += 1
+        where = "WHERE id = :i"
+        try:
+            t.sql(f"UPDATE workflow_instances SET {column} = :v {where}", v=new, i=instance)
+        except sa.exc.IntegrityError:  # the database itself refused (a unique key)
+            tally["refused by the database"] += 1
+            return
+        try:
+            assert first_problem(t.engine.verify())[0] == instance
+            tally["caught"] += 1
+        finally:
+            t.sql(f"UPDATE workflow_instances SET {column} = :v {where}", v=old, i=instance)
+        assert t.engine.verify().ok
+
+    check()
+    record(request.node.nodeid, "tamper", tried=tally["tried"], caught=tally["caught"],
+           refused_by_the_database=tally["refused by the database"])
+
+
+def test_truncating_any_instance_needs_and_gets_a_digest(
+        intruder: Trail, db_kind: str, request: pytest.FixtureRequest) -> None:
+    """Hypothesis: newest k events removed consistently pass verify() but not verify(digest)."""
+    t = intruder
+    digest = t.engine.digest()
+    events = _trail_events(t)
+    instances = {i: t.instance(i) for i in events}
+    tally = {"tried": 0, "caught": 0}
+
+    @_tamper_settings(db_kind)
+    @given(instance=st.sampled_from(sorted(events)), data=st.data())
+    def check(instance: int, data: st.DataObject) -> None:
+        evs = events[instance]
+        keep = data.draw(st.integers(1, len(evs) - 1), label="events kept")
+        last, head = evs[-1], evs[keep - 1]
+        tally["tried"] += 1
+        t.sql("DELETE FROM workflow_events WHERE instance_id = :i AND seq > :k",
+              i=instance, k=keep)
+        t.sql("UPDATE workflow_instances SET version = :v, head_hash = :h, active = :a, "
+              "state = :s, updated_at = :u WHERE id = :i", v=keep, h=head["hash"],
+              a=head["to_state"], s=json.loads(head["to_state"])[0].split(".")[0],
+              u=head["at"], i=instance)
+        try:
+            assert t.engine.verify().ok  # consistent: nothing but the digest can tell
+            assert first_problem(t.engine.verify(digest)) == (instance, last["seq"])
+            tally["caught"] += 1
+        finally:
+            _restore(t, events, instances)
+
+    check()
+    record(request.node.nodeid, "tamper", tried=tally["tried"], caught=tally["caught"])
+
+
+@pytest.fixture
+def granted(trail: Trail) -> Iterator[Trail]:
+    """The trail with three grants and one revocation, the grant trails' triggers dropped."""
+    e = trail.engine
+    e.grant("udomrat", "provincial_officer", area="16")
+    e.grant("somchai", "coordinator")
+    e.grant("inspector1", "inspector", program="leader-development")
+    e.revoke("somchai", "coordinator")
+    dialect = trail.db.dialect.name
+    with trail.db.connect() as conn:
+        if dialect == "postgresql":
+            ddl = [r[0] for r in conn.exec_driver_sql(
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE tgname = 'workflow_grant_events_append_only'")]
+        else:
+            ddl = [r[0] for r in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE "
+                "'workflow_grant_events_no_%'")]
+    if dialect == "postgresql":
+        trail.sql("DROP TRIGGER workflow_grant_events_append_only ON workflow_grant_events")
+    else:
+        trail.sql("DROP TRIGGER workflow_grant_events_no_update")
+        trail.sql("DROP TRIGGER workflow_grant_events_no_delete")
+    assert e.verify().ok
+    yield trail
+    for statement in ddl:
+        trail.sql(statement)
+
+
+GRANT_EVENT_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "action": st.sampled_from(["grant", "revoke", "x"]),
+    "scope": st.sampled_from(['{"actor":"x","area":null,"program":null,"role":"auditor"}',
+                              "{}", "not json"]) | TEXT,
+    "by": TEXT,
+    "os_user": TEXT,
+    "at": st.text(alphabet="0123456789-:TZ.", max_size=32),
+    "prev_hash": HEX,
+    "hash": HEX,
+}
+
+
+def test_altering_the_grant_trail_is_detected(
+        granted: Trail, db_kind: str, request: pytest.FixtureRequest) -> None:
+    """Hypothesis: any grant-event field altered, or a grant added/removed/widened, is detected."""
+    t = granted
+    with t.db.connect() as conn:
+        grant_events = [dict(r) for r in conn.execute(sa.text(
+            "SELECT * FROM workflow_grant_events ORDER BY seq")).mappings()]
+        grants = [dict(r) for r in conn.execute(sa.text(
+            "SELECT * FROM workflow_grants ORDER BY id")).mappings()]
+    tally = {"tried": 0, "caught": 0}
+
+    def restore_grants() -> None:
+        with t.db.begin() as conn:
+            conn.execute(sa.text("DELETE FROM workflow_grants"))
+            for g in grants:
+                conn.execute(sa.text(f"INSERT INTO workflow_grants ({', '.join(g)}) VALUES "
+                                     f"({', '.join(':' + c for c in g)})"), g)
+
+    @_tamper_settings(db_kind)
+    @given(kind=st.sampled_from(["event", "grant"]), data=st.data())
+    def check(kind: str, data: st.DataObject) -> None:
+        if kind == "event":
+            row = data.draw(st.sampled_from(grant_events))
+            column = data.draw(st.sampled_from(sorted(GRANT_EVENT_VALUES)))
+            new = data.draw(GRANT_EVENT_VALUES[column].filter(lambda v: v != row[column]))
+            tally["tried"] += 1
+            t.sql(f"UPDATE workflow_grant_events SET {column} = :v WHERE seq = :s",
+                  v=new, s=row["seq"])
+        else:
+            change = data.draw(st.sampled_from(["add", "remove", "widen"]))
+            tally["tried"] += 1
+            if change == "add":
+                t.sql("INSERT INTO workflow_grants (actor, role, area_code, program, "
+                      "granted_by, granted_at) VALUES ('mallory', 'inspector', '', '', 'x', "
+                      "'2021-01-01T00:00:00.000000Z')")
+            elif change == "remove":
+                t.sql("DELETE FROM workflow_grants WHERE actor = 'udomrat'")
+            else:
+                t.sql("UPDATE workflow_grants SET area_code = '' WHERE actor = 'udomrat'")
+        try:
+            result = t.engine.verify()
+            first_problem(result)
+            assert any(p.reason.startswith("grants:") for p in result.problems)
+            tally["caught"] += 1
+        finally:
+            if kind == "event":
+                t.sql(f"UPDATE workflow_grant_events SET {column} = :v WHERE seq = :s",
+                      v=row[column], s=row["seq"])
+            else:
+                restore_grants()
+        assert t.engine.verify().ok
+
+    check()
+    record(request.node.nodeid, "tamper", tried=tally["tried"], caught=tally["caught"])
+
+
+@pytest.mark.parametrize("column", ["granted_by", "granted_at"])
+def test_rewriting_who_granted_is_detected(granted: Trail, column: str) -> None:
+    """Rewriting granted_by or granted_at of a grant in force is detected."""
+    t = granted
+    t.sql(f"UPDATE workflow_grants SET {column} = 'mallory' WHERE actor = 'udomrat'")
+    first_problem(t.engine.verify())
