@@ -463,7 +463,7 @@ def _on(db_kind: str, *values: Any, bug: str | None = None) -> Any:
 
 @pytest.mark.parametrize(("db_kind", "where"), [
     *(_on(kind, where) for kind in ("sqlite", "postgres")
-      for where in ("actor", "note", "evidence", "filter")),
+      for where in ("actor", "note", "evidence", "evidence with --key", "filter")),
     *(_on(kind, "show --actor") for kind in ("sqlite", "postgres"))])
 def test_non_utf8_argument_is_refused_cleanly(world: World, where: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -481,6 +481,7 @@ def test_non_utf8_argument_is_refused_cleanly(world: World, where: str,
                   "--role", "coordinator"],
         "note": _fire_args(world, "--note", bad),
         "evidence": _fire_args(world, "--set", f"venue={bad}"),
+        "evidence with --key": _fire_args(world, "--set", f"venue={bad}", "--key", "k1"),
     }[where]
     _assert_clean_refusal(world, capsys, args, (2, 4))
 
