@@ -352,44 +352,26 @@ class Engine:
         definition_hash: str,
         prev_hash: str,
     ) -> EventRow:
-        from_state = None if before is None else _config_text(before)
-        to_state = _config_text(after)
-        evidence_text = _audit.canonical_json(dict(evidence))
-        digest = _audit.event_hash(
-            instance=instance,
-            seq=seq,
-            trigger=trigger,
-            from_state=from_state,
-            to_state=to_state,
-            actor=actor,
-            role=role,
-            os_user=self._os_user,
-            at=at,
-            evidence=evidence_text,
-            note=note,
-            definition_hash=definition_hash,
-            policy=self.policy.name,
-            prev_hash=prev_hash,
-        )
         row = EventRow(
             id=0,
             instance_id=instance,
             seq=seq,
             trigger=trigger,
-            from_state=from_state,
-            to_state=to_state,
+            from_state=None if before is None else _config_text(before),
+            to_state=_config_text(after),
             actor=actor,
             role=role,
             os_user=self._os_user,
             at=at,
-            evidence=evidence_text,
+            evidence=_audit.canonical_json(dict(evidence)),
             note=note,
             definition_hash=definition_hash,
             policy=self.policy.name,
             prev_hash=prev_hash,
-            hash=digest,
+            hash="",
         )
-        return row
+        # The very function verify uses, so writing and checking cannot drift apart.
+        return EventRow(*row[:15], _audit.row_hash(row))
 
     # ------------------------------------------------------------------ changes
 
