@@ -270,7 +270,3 @@ def merge_by_instance(
             yield inst, chain
             inst = next(instances, None)
             chain = next(found_chains, None)
-
-
-def canonical_evidence(evidence: Mapping[str, Any]) -> str:
-    return canonical_json(dict(evidence))

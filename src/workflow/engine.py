@@ -739,12 +739,8 @@ class Engine:
     def _fire_result(
         self, event_row: EventRow, inst_row: InstanceRow, replayed: bool
     ) -> FireResult:
-        machine = self._loaded(inst_row.definition_id).machine
-        config = _config_tuple(inst_row.active)
-        happened = None
-        # Only ask the database for past triggers when a guard from here needs them.
-        if any(machine.needs_history(t) for t in machine.triggers_from(config)):
-            happened = partial(self._triggers, inst_row.id)
+        # available() calls this only when a guard from here needs past triggers.
+        happened = partial(self._triggers, inst_row.id)
         return FireResult(
             event=self._event(event_row),
             instance=self._instance(inst_row, happened),
@@ -988,9 +984,12 @@ class Engine:
         self, actor: str, role: str, area: str | None, program: str | None
     ) -> tuple[str, str, str, str]:
         actor = _clean_name(actor, "actor")
-        known_roles = {r for p in self.registry.programs() for r in p.roles} | {AUDITOR}
-        for p in self.registry.programs():
-            known_roles.update(r for v in self.registry.versions(p.id) for r in v.roles)
+        known_roles = {
+            r
+            for p in self.registry.programs()
+            for v in self.registry.versions(p.id)
+            for r in v.roles
+        } | {AUDITOR}
         if role not in known_roles:
             raise UsageError(f"unknown role {role!r} (known: {', '.join(sorted(known_roles))})")
         if program:
@@ -1378,14 +1377,8 @@ def _check_instance(
     return None
 
 
-def _regions_done(registry: Registry, program: str, state: str, active: str) -> dict[str, bool]:
-    return _regions_done_cached(registry, program, state, active)
-
-
 @lru_cache(maxsize=1024)
-def _regions_done_cached(
-    registry: Registry, program: str, state: str, active: str
-) -> dict[str, bool]:
+def _regions_done(registry: Registry, program: str, state: str, active: str) -> dict[str, bool]:
     try:
         definition = registry.get(program)
     except Exception:

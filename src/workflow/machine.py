@@ -329,12 +329,6 @@ class CompiledMachine:
                 return False
         return True
 
-    def check_configuration(self, config: Configuration) -> bool:
-        """Whether ``config`` is one this program can be in (used by verify)."""
-        return bool(config) and all(
-            p in self._by_path and not self._by_path[p].regions for p in config
-        )
-
     def _compute_triggers_from(self, config: Configuration) -> tuple[str, ...]:
         found = set(self._machine.get_triggers(*config))
         return tuple(t for t in self.program.triggers if t in found)
@@ -392,9 +386,6 @@ class CompiledMachine:
             ):
                 out.append(trigger)
         return tuple(out)
-
-    def needs_history(self, trigger: str) -> bool:
-        return trigger in self._history_triggers
 
     # -- applying
 

@@ -934,7 +934,6 @@ class Store(_AccessQueries):
         area: str | None = None,
         fiscal_year: int | None = None,
         limit: int | None = None,
-        ids: Sequence[int] | None = None,
     ) -> list[InstanceRow]:
         stmt = sa.select(*INSTANCE_COLUMNS).order_by(instances_t.c.id)
         if program:
@@ -945,8 +944,6 @@ class Store(_AccessQueries):
             stmt = stmt.where(self._within(instances_t.c.area_code, area))
         if fiscal_year:
             stmt = stmt.where(instances_t.c.fiscal_year == fiscal_year)
-        if ids is not None:
-            stmt = stmt.where(instances_t.c.id.in_(list(ids)))
         if limit:
             stmt = stmt.limit(limit)
         return [InstanceRow(*r) for r in conn.execute(stmt)]
