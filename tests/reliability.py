@@ -210,6 +210,11 @@ START_BATCH = 4  # start_many's transaction size in the crash test
 START_CALL = 12  # areas per start_many call (three transactions)
 
 
+def ready_path(ack_path: str) -> str:
+    """The file a crash child creates once it is connected and about to change things."""
+    return f"{ack_path}.ready"
+
+
 def crash_child(url: str, mode: str, cycle: int, ack_path: str, instance_ids: Sequence[int],
                 seed: int) -> None:
     """Change the database in a loop until killed, acknowledging each committed change.
@@ -227,6 +232,12 @@ def crash_child(url: str, mode: str, cycle: int, ack_path: str, instance_ids: Se
     rng = random.Random(seed)
     ack = Ack(ack_path)
     engine = Engine(url, policy=AllowAll())
+    if mode != "init":
+        # Connected and warmed up: the parent aims its kill from here, so a slow connect on a
+        # loaded machine does not eat the whole window (``ready_path`` is beside the acks).
+        if instance_ids:
+            engine.get(instance_ids[0])
+        Path(ready_path(ack_path)).touch()
     if mode == "init":
         ack("I", "begin")
         engine.init()

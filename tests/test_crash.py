@@ -34,6 +34,7 @@ from reliability import (
     assert_consistent,
     crash_child,
     read_acks,
+    ready_path,
     record,
     run_cli,
     scaled,
@@ -60,10 +61,22 @@ def fork() -> Any:
     return ctx
 
 
-def _kill_after(fork: Any, delay: float, *args: Any) -> int | None:
-    """Run crash_child(*args) in a forked child, SIGKILL it after ``delay`` seconds."""
+def _kill_after(fork: Any, delay: float, *args: Any, ready: str | None = None,
+                after_ack: bool = False) -> int | None:
+    """Run crash_child(*args) in a forked child, SIGKILL it after ``delay`` seconds.
+
+    With ``ready`` (the child's ready file) the delay counts from when the child is connected,
+    not from the fork: on a loaded machine a PostgreSQL connect alone can outlast the window.
+    With ``after_ack`` it counts from the child's first acknowledged change instead, so the
+    cycle is sure to kill something that has committed before.
+    """
     p = fork.Process(target=crash_child, args=args, daemon=True)
     p.start()
+    wait_for = Path(args[3]) if after_ack else Path(ready) if ready else None
+    deadline = time.monotonic() + 60
+    while wait_for is not None and not (read_acks(wait_for) if after_ack else wait_for.exists()):
+        assert time.monotonic() < deadline and p.is_alive(), "the child never got going"
+        time.sleep(0.002)
     time.sleep(delay)
     p.kill()
     p.join(30)
@@ -151,8 +164,10 @@ def test_sigkill_while_changing_leaves_a_consistent_durable_trail(
     t0 = time.monotonic()
     for cycle in range(1, KILLS + 1):
         ack = tmp_path / f"ack-{cycle}"
+        # The last cycle makes sure at least one change committed before a kill in this run.
         code = _kill_after(fork, rng.uniform(*WINDOW), engine.url, mode, cycle, str(ack),
-                           targets, rng.randrange(1 << 30))
+                           targets, rng.randrange(1 << 30), ready=ready_path(str(ack)),
+                           after_ack=cycle == KILLS and tally["acknowledged"] == 0)
         assert code == -signal.SIGKILL, f"the child ended by itself (exit {code}) before the kill"
         tally["kills"] += 1
         trail = assert_consistent(engine.url)
