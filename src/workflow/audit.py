@@ -41,6 +41,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # One encoder for every hash: json.dumps with options builds a new encoder per call, which
 # costs as much as the hashing itself (verify runs this once per event).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# For what is only compared, never re-implemented elsewhere: any stored value encodes.
+_LENIENT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
 def canonical_json(value: Any) -> str:
@@ -136,7 +138,7 @@ def keys_hash(rows: Iterable[Any]) -> tuple[int, str]:
     h = hashlib.sha256()
     n = 0
     for row in sorted(rows, key=lambda r: str(r.key)):
-        line = _ENCODER.encode(
+        line = _LENIENT.encode(
             [row.key, row.request_hash, row.instance_id, row.seq, row.created_at, row.event_hash]
         )
         h.update(line.encode("utf-8", "surrogateescape") + b"\n")
@@ -294,20 +296,24 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a digest can hold")
 
 
-def read_digest(path: str | Path, limit: int = DIGEST_LIMIT) -> Digest:
+def read_digest(path: str | Path, limit: int | None = None) -> Digest:
     """Read and check a digest file; :class:`UsageError` (exit 2, one line) if it cannot be
     one: not a regular file (a directory, a FIFO, ``/dev/zero``), larger than ``limit``
     bytes, not UTF-8, not JSON (``NaN``, ``Infinity``, nesting too deep) or not a digest.
 
     The file is opened without blocking (a FIFO with no writer must not hang verify) and
-    read up to ``limit`` + 1 bytes, whatever it claims to be."""
+    read up to ``limit`` (default :data:`DIGEST_LIMIT`) + 1 bytes, whatever it claims to be."""
+    limit = DIGEST_LIMIT if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise UsageError(f"cannot read digest {path}: {e.strerror or e}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise UsageError(f"cannot read digest {path}: not a regular file")
+        if info.st_size > limit:
+            raise UsageError(f"cannot read digest {path}: larger than {limit} bytes")
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(1 << 20, limit + 1 - size))

@@ -1425,6 +1425,18 @@ class Engine:
                         "the digest covered (events were removed)",
                     )
                 )
+        # What an intruder stored decides nothing about the shape of the answer: ids that are
+        # not integers are reported in the reason, and None in their place.
+        problems = [
+            p
+            if _int_or_none(p.instance) == p.instance and _int_or_none(p.seq) == p.seq
+            else VerifyProblem(
+                _int_or_none(p.instance),
+                _int_or_none(p.seq),
+                f"{p.reason} (instance {p.instance!r}, seq {p.seq!r})",
+            )
+            for p in problems
+        ]
         problems.sort(key=lambda p: (p.instance is not None, p.instance or 0, p.seq or 0))
         return VerifyResult(
             ok=not problems,
@@ -1609,6 +1621,13 @@ def _check_instance(
         identity = json.loads(first.evidence)
     except ValueError:
         return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
+    if not isinstance(identity, dict):
+        return VerifyProblem(inst.id, first.seq, "start event evidence is not a JSON object")
+    last = _configuration(chain.last_to)
+    if last is None:
+        return VerifyProblem(
+            inst.id, chain.last_seq, "the last event's configuration is not a list of states"
+        )
     expected = {
         "program": inst.program,
         "program_version": inst.program_version,
@@ -1629,10 +1648,7 @@ def _check_instance(
         (inst.head_hash == chain.head, "head hash"),
         (inst.active == chain.last_to, "active states"),
         (inst.updated_at == chain.last_at, "updated_at"),
-        (
-            chain.last_to is not None and inst.state == json.loads(chain.last_to)[0].split(".")[0],
-            "state",
-        ),
+        (inst.state == last[0].split(".")[0], "state"),
     )
     for ok, what in checks:
         if not ok:
@@ -1653,6 +1669,21 @@ def _check_instance(
             "than the one stored for this instance",
         )
     return None
+
+
+def _configuration(text: object) -> builtins.list[str] | None:
+    """A stored configuration (JSON list of dotted state paths), or None if it is not one."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if type(value) is int else None
 
 
 @lru_cache(maxsize=1024)
