@@ -751,3 +751,29 @@ def test_verify_flags_time_running_backwards(world: World, chain: str) -> None:
     found = problems(w.engine.verify())
     match = [p for p in found if p[:2] == expected and p[2].startswith(prefix)]
     assert match and "backwards" in match[0][2], found
+
+
+# --------------------------------------------------------------------------- the docs
+
+
+def test_every_test_docs_audit_names_exists() -> None:
+    """Every test docs/audit.md names as proof (`file.py::test`, or `::test` after it) exists."""
+    import re
+
+    root = Path(__file__).resolve().parent
+    text = (root.parent / "docs" / "audit.md").read_text(encoding="utf-8")
+    named: list[tuple[str, str]] = []
+    for cell in re.findall(r"`([a-z_]*\.py)?::(test_\w+)`|`([a-z_]+\.py)`", text):
+        file, test, alone = cell
+        if alone:
+            named.append((alone, ""))
+            current = alone
+        elif file:
+            named.append((file, test))
+            current = file
+        else:
+            named.append((current, test))
+    assert len(named) > 10
+    for file, test in named:
+        source = (root / file).read_text(encoding="utf-8")
+        assert not test or f"def {test}(" in source, f"{file}::{test} named in docs/audit.md"

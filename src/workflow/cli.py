@@ -997,9 +997,10 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
             )
         else:
             for p in result.problems:
-                where = (
-                    "definitions" if p.instance is None else f"instance {p.instance} seq {p.seq}"
-                )
+                if p.instance is not None:
+                    where = f"instance {p.instance} seq {p.seq}"
+                else:  # the reason says which chain: "grants:", "denials:", "keys:" or none
+                    where = "trail" if p.seq is None else f"trail seq {p.seq}"
                 click.echo(f"BROKEN {where}: {p.reason}")
             click.echo(
                 f"{len(result.problems)} problem(s) in {result.events_checked} events of "
