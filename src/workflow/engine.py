@@ -1016,8 +1016,7 @@ class Engine:
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is not None:
                 return existing
-            at = now_utc()
-            self._grant_event(conn, "grant", actor, role, code, prog, granted_by, at)
+            at = self._grant_event(conn, "grant", actor, role, code, prog, granted_by)
             values = dict(
                 actor=actor,
                 role=role,
@@ -1048,8 +1047,11 @@ class Engine:
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is None:
                 raise GrantNotFound(actor, role, code or None, prog or None)
-            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by, now_utc())
+            # Delete first: where fires hold the grant rows they read (FOR SHARE), this waits
+            # for them, so the revocation's time (read in _grant_event) follows every fire
+            # the grant allowed, as verify's replay of the grant chain expects.
             self.store.delete_grant(conn, existing.id)
+            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by)
             return existing
 
         return _grant(self.store.run(work, write=True))
@@ -1112,9 +1114,11 @@ class Engine:
         area: str,
         program: str,
         by: str,
-        at: str,
-    ) -> None:
+    ) -> str:
+        """Append the next grant event; return its time, read once the chain is locked (so
+        concurrent grant changes get times in chain order)."""
         head = self.store.lock_grant_chain(conn)
+        at = now_utc()
         if head is not None and at < head.at:
             raise ClockWentBack("last grant event", head.at, at)
         seq = head.seq + 1 if head else 1
@@ -1133,6 +1137,7 @@ class Engine:
             hash="",
         )
         self.store.insert_grant_event(conn, row._replace(hash=_audit.grant_hash(row)))
+        return at
 
     def _triggers(self, instance_id: int) -> set[str]:
         return self.store.run(lambda conn: self.store.triggers_of(conn, instance_id))
