@@ -450,7 +450,7 @@ CRAFTED: list[Any] = [
     None, "", "[]", "{}", "[1]", '["x"]', "null", '"text"', "not json", "[[]]", '{"a": 1}',
     0, -1, 2**62, 3.5, "2021-01-01", "ขั้นตอน", "\u202e", "x" * 5000,
 ]
-CRAFTED_SQLITE_ONLY = ["CAST(X'ff fe' AS TEXT)", "X'00ff'"]
+CRAFTED_SQLITE_ONLY = ["CAST(X'fffe' AS TEXT)", "X'00ff'"]
 
 CRAFTABLE = {
     "workflow_events": ["instance_id", "seq", "trigger", "from_state", "to_state", "actor",
@@ -560,6 +560,24 @@ def test_cli_verify_reports_malformed_rows_and_goes_on(world: World, capsys: Any
     result = json.loads(r.out)
     assert {p["instance"] for p in result["problems"]} >= {w.a, w.b}
     assert all(isinstance(p["seq"], int) for p in result["problems"])
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
+def test_text_that_is_not_utf8_is_a_problem_not_a_crash(world: World, capsys: Any) -> None:
+    """SQLite keeps any bytes as TEXT: an event note and a grant event's `by` that are not
+    UTF-8 are problems (exit 1) of that instance and of the grant chain, not a failed read.
+    (PostgreSQL refuses such text on write, so there is nothing to read back.)"""
+    w = world
+    drop_triggers(w.db)
+    w.sql("UPDATE workflow_events SET note = CAST(X'fffe41' AS TEXT) "
+          "WHERE instance_id = :i AND seq = 2", i=w.a)
+    w.sql("UPDATE workflow_grant_events SET by = CAST(X'c328' AS TEXT) WHERE seq = 1")
+    found = problems(w.engine.verify())
+    assert (w.a, 2) in [p[:2] for p in found]
+    assert any(reason.startswith("grants:") for _, _, reason in found)
+    r = run_cli(capsys, ["--db", w.engine.url, "audit", "verify"])
+    assert r.code == 1 and "Traceback" not in r.err, r
+    assert f"instance {w.a} seq 2" in r.out
 
 
 def _run_cli_process(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1342,11 +1342,22 @@ class Engine:
                 digest = Digest.from_dict(digest)
             except ValueError as e:
                 raise UsageError(str(e)) from None
+        from workflow.errors import DatabaseUnavailable
+
+        try:
+            return self._verify(digest, lenient=False)
+        except DatabaseUnavailable as e:
+            if not self.store.is_undecodable(e):
+                raise
+            # SQLite TEXT that is not UTF-8: read again, such values becoming problems.
+            return self._verify(digest, lenient=True)
+
+    def _verify(self, digest: Digest | None, lenient: bool) -> VerifyResult:
         problems: builtins.list[VerifyProblem] = []
         events = instances = 0
         wanted = {int(k): s for k, (s, _) in digest.heads.items()} if digest else {}
         found: dict[int, tuple[int, str]] = {}
-        with self.store.snapshot() as conn:
+        with self.store.snapshot(lenient) as conn:
             definitions = {d.id: d for d in self.store.all_definitions(conn)}
             for d in definitions.values():
                 try:

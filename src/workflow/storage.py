@@ -1100,8 +1100,12 @@ class Store(_AccessQueries):
         ]
 
     @contextmanager
-    def snapshot(self) -> Iterator[Connection]:
-        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL)."""
+    def snapshot(self, lenient: bool = False) -> Iterator[Connection]:
+        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL).
+
+        ``lenient`` (SQLite): TEXT that is not UTF-8 is read with surrogate escapes instead of
+        failing the read (SQLite stores whatever bytes it is given). It costs a Python call
+        per value, so verify asks for it only after a strict read met such bytes."""
         self.check_schema()
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
@@ -1113,21 +1117,27 @@ class Store(_AccessQueries):
                     else raw.execution_options(isolation_level="REPEATABLE READ")
                 )
                 dbapi_conn: Any = raw.connection.dbapi_connection
-                if self.is_sqlite:
-                    # SQLite stores whatever bytes it is given as TEXT; a read of bytes that are
-                    # not UTF-8 must not abort verify's whole scan. They come back with
-                    # surrogate escapes, which no hash or JSON check accepts: one problem.
+                lenient = lenient and self.is_sqlite
+                if lenient:
+                    # Surrogate escapes, which no hash or JSON check accepts: one problem of
+                    # verify for the value, not a failed scan.
                     dbapi_conn.text_factory = _lenient_text
                 try:
                     with conn.begin():
                         yield conn
                 finally:
-                    if self.is_sqlite:
+                    if lenient:
                         dbapi_conn.text_factory = str
         except WorkflowError:
             raise
-        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+        except self._driver_errors as e:
             raise self._translate(e) from e
+
+    @staticmethod
+    def is_undecodable(e: BaseException) -> bool:
+        """Whether a read failed on SQLite TEXT that is not UTF-8 (see ``snapshot``)."""
+        cause = e.__cause__ or e
+        return "Could not decode to UTF-8" in str(getattr(cause, "orig", None) or cause)
 
 
 def _lenient_text(data: bytes) -> str:
