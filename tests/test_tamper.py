@@ -115,9 +115,13 @@ def first_problem(result: VerifyResult) -> tuple[int | None, int | None]:
 @pytest.mark.parametrize("statement", [
     "UPDATE {table} SET {column} = {column}",
     "DELETE FROM {table}",
+    "TRUNCATE {table} CASCADE",
 ])
 def test_append_only_triggers_refuse_update_and_delete(trail: Trail, statement: str) -> None:
-    """Before an intruder drops them, the triggers refuse UPDATE and DELETE on the trails."""
+    """Before an intruder drops them, the triggers refuse UPDATE, DELETE and (PostgreSQL,
+    which has it) TRUNCATE on the trails."""
+    if statement.startswith("TRUNCATE") and trail.db.dialect.name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE (DELETE is its only way to empty a table)")
     names = set(sa.inspect(trail.db).get_table_names())
     for table in APPEND_ONLY:
         if table not in names:
@@ -651,3 +655,227 @@ def test_rewriting_who_granted_is_detected(granted: Trail, column: str) -> None:
     t = granted
     t.sql(f"UPDATE workflow_grants SET {column} = 'mallory' WHERE actor = 'udomrat'")
     first_problem(t.engine.verify())
+
+
+# --------------------------------------------------------------------------- denials
+
+
+def _drop_trail_triggers(t: Trail, table: str) -> list[str]:
+    """Drop every append-only trigger of ``table``; return the DDL that re-creates them."""
+    with t.db.connect() as conn:
+        if t.db.dialect.name == "postgresql":
+            found = conn.exec_driver_sql(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal "
+                f"AND tgrelid = '{table}'::regclass").all()
+        else:
+            found = conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                f"AND tbl_name = '{table}'").all()
+    for name, _ in found:
+        t.sql(f"DROP TRIGGER {name} ON {table}" if t.db.dialect.name == "postgresql"
+              else f"DROP TRIGGER {name}")
+    return [ddl for _, ddl in found]
+
+
+@pytest.fixture
+def denied(trail: Trail) -> Iterator[Trail]:
+    """The trail with three denials (the stored-grants policy refused three attempts), the
+    denials' triggers dropped."""
+    from workflow import PermissionDenied
+
+    with Engine(trail.engine.url) as strict:
+        for actor in ("mallory", "trudy", "eve"):
+            with pytest.raises(PermissionDenied):
+                strict.fire(trail.leader, "evaluate", actor=actor, role="provincial_officer",
+                            evidence={"date": "2564-06-01", "method": "x"})
+    ddl = _drop_trail_triggers(trail, "workflow_denials")
+    assert trail.engine.verify().ok
+    yield trail
+    for statement in ddl:
+        trail.sql(statement)
+
+
+DENIAL_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "actor": TEXT,
+    "role": TEXT,
+    "action": TEXT,
+    "program": st.none() | TEXT,
+    "instance_id": st.none() | st.integers(0, 9),
+    "area_code": st.none() | st.sampled_from(["160117", "10", ""]),
+    "reason": TEXT,
+    "os_user": TEXT,
+    "at": st.text(alphabet="0123456789-:TZ.", max_size=32),
+    "seq": st.none() | st.integers(0, 9),
+    "prev_hash": HEX,
+    "hash": HEX,
+}
+
+
+def test_altering_the_denial_trail_is_detected(
+        denied: Trail, db_kind: str, request: pytest.FixtureRequest) -> None:
+    """Hypothesis: any denial column altered, a denial deleted, swapped or forged (back-dated
+    with its hash recomputed, or not hashed) is detected by verify(digest), naming the denial
+    chain."""
+    from workflow.audit import denial_hash
+    from workflow.storage import DenialRow
+
+    t = denied
+    digest = t.engine.digest()
+    with t.db.connect() as conn:
+        saved = [dict(r) for r in conn.execute(sa.text(
+            "SELECT * FROM workflow_denials ORDER BY seq")).mappings()]
+    assert [d["seq"] for d in saved] == [1, 2, 3]
+    tally = {"tried": 0, "caught": 0, "refused by the database": 0}
+
+    def restore() -> None:
+        with t.db.begin() as conn:
+            conn.execute(sa.text("DELETE FROM workflow_denials"))
+            for d in saved:
+                conn.execute(sa.text(f"INSERT INTO workflow_denials ({', '.join(d)}) VALUES "
+                                     f"({', '.join(':' + c for c in d)})"), d)
+
+    @_tamper_settings(db_kind)
+    @given(kind=st.sampled_from(["alter", "delete", "swap", "forge"]), data=st.data())
+    def check(kind: str, data: st.DataObject) -> None:
+        row = data.draw(st.sampled_from(saved))
+        try:
+            if kind == "alter":
+                column = data.draw(st.sampled_from(sorted(DENIAL_VALUES)))
+                new = data.draw(DENIAL_VALUES[column].filter(lambda v: v != row[column]))
+                t.sql(f"UPDATE workflow_denials SET {column} = :v WHERE id = :i",
+                      v=new, i=row["id"])
+            elif kind == "delete":
+                t.sql("DELETE FROM workflow_denials WHERE id = :i", i=row["id"])
+            elif kind == "swap":
+                other = data.draw(st.sampled_from([d for d in saved if d is not row]))
+                for col in ("reason", "actor", "at"):
+                    t.sql(f"UPDATE workflow_denials SET {col} = :v WHERE id = :i",
+                          v=other[col], i=row["id"])
+            else:
+                # A well-formed denial appended now is only a new record; a forgery is
+                # back-dated (hashed and linked, its time before the head) or not hashed.
+                head = saved[-1]
+                hashed = data.draw(st.booleans())
+                at = "2020-01-01T00:00:00.000000Z" if hashed else head["at"]
+                forged = DenialRow(0, "mallory", "coordinator", "workshop", None, None, None,
+                                   "forged", "x", at, 4, head["hash"], "")
+                values = forged._replace(hash=denial_hash(forged) if hashed else "0" * 64)
+                cols = [c for c in DenialRow._fields if c != "id"]
+                t.sql(f"INSERT INTO workflow_denials ({', '.join(cols)}) VALUES "
+                      f"({', '.join(':' + c for c in cols)})",
+                      **{c: getattr(values, c) for c in cols})
+        except sa.exc.DBAPIError:  # types, NOT NULL, the unique seq
+            tally["refused by the database"] += 1
+            restore()
+            return
+        tally["tried"] += 1
+        try:
+            result = t.engine.verify(digest)
+            first_problem(result)
+            assert any(p.reason.startswith("denials:") for p in result.problems), result
+            tally["caught"] += 1
+        finally:
+            restore()
+        assert t.engine.verify(digest).ok
+
+    check()
+    record(request.node.nodeid, "tamper", tried=tally["tried"], caught=tally["caught"],
+           refused_by_the_database=tally["refused by the database"])
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+KEY_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "key": TEXT.filter(bool),
+    "request_hash": HEX,
+    "instance_id": st.integers(1, 4),
+    "seq": st.integers(0, 7),
+    "created_at": st.text(alphabet="0123456789-:TZ.", max_size=32),
+    "event_hash": HEX,
+}
+
+
+def test_altering_idempotency_rows_is_detected(
+        trail: Trail, db_kind: str, request: pytest.FixtureRequest) -> None:
+    """Hypothesis: any idempotency row altered (re-pointed at another event, with or without
+    that event's hash and time), deleted or forged is detected by verify(digest); a replay
+    never answers with an event that is not its request's."""
+    from workflow import KeyRecordMismatch, WorkflowError
+
+    t = trail
+    e = t.engine
+    fired = leader_to(e, t.leader, [])  # nothing: the leader stays where the trail left it
+    assert fired is None
+    e.fire(t.leader, "report_progress", actor="somchai", role="coordinator",
+           evidence={"date": "2564-05-01", "summary": "x"}, key="k-leader")
+    report_employment(e, t.khok, workers=9, key="k-khok")
+    e.start("one-plan", area="160102", fiscal_year=2564, actor="x", role="coordinator",
+            key="k-start")
+    digest = e.digest()
+    with t.db.connect() as conn:
+        saved = [dict(r) for r in conn.execute(sa.text(
+            "SELECT * FROM workflow_idempotency ORDER BY key")).mappings()]
+        events = [dict(r) for r in conn.execute(sa.text(
+            "SELECT instance_id, seq, hash, at FROM workflow_events")).mappings()]
+    assert len(saved) == 3
+    tally = {"tried": 0, "caught": 0, "refused by the database": 0}
+
+    def restore() -> None:
+        with t.db.begin() as conn:
+            conn.execute(sa.text("DELETE FROM workflow_idempotency"))
+            for k in saved:
+                conn.execute(sa.text(f"INSERT INTO workflow_idempotency ({', '.join(k)}) "
+                                     f"VALUES ({', '.join(':' + c for c in k)})"), k)
+
+    @_tamper_settings(db_kind)
+    @given(kind=st.sampled_from(["alter", "repoint", "delete", "forge"]), data=st.data())
+    def check(kind: str, data: st.DataObject) -> None:
+        row = data.draw(st.sampled_from(saved))
+        try:
+            if kind == "alter":
+                column = data.draw(st.sampled_from(sorted(KEY_VALUES)))
+                new = data.draw(KEY_VALUES[column].filter(lambda v: v != row[column]))
+                t.sql(f"UPDATE workflow_idempotency SET {column} = :v WHERE key = :k",
+                      v=new, k=row["key"])
+            elif kind == "repoint":
+                target = data.draw(st.sampled_from(
+                    [ev for ev in events if (ev["instance_id"], ev["seq"])
+                     != (row["instance_id"], row["seq"])]))
+                consistent = data.draw(st.booleans())
+                t.sql("UPDATE workflow_idempotency SET instance_id = :i, seq = :s"
+                      + (", event_hash = :h, created_at = :a" if consistent else "")
+                      + " WHERE key = :k", i=target["instance_id"], s=target["seq"],
+                      h=target["hash"], a=target["at"], k=row["key"])
+            elif kind == "delete":
+                t.sql("DELETE FROM workflow_idempotency WHERE key = :k", k=row["key"])
+            else:
+                target = data.draw(st.sampled_from(events))
+                t.sql("INSERT INTO workflow_idempotency (key, request_hash, instance_id, seq, "
+                      "created_at, event_hash) VALUES ('forged', :r, :i, :s, :a, :h)",
+                      r="0" * 64, i=target["instance_id"], s=target["seq"], a=target["at"],
+                      h=target["hash"])
+        except sa.exc.DBAPIError:  # a key that exists already, a type
+            tally["refused by the database"] += 1
+            restore()
+            return
+        tally["tried"] += 1
+        try:
+            first_problem(e.verify(digest))
+            tally["caught"] += 1
+            if kind == "repoint" and row["key"] == "k-leader":
+                # The replay of the very request re-checks what the record names.
+                with pytest.raises(KeyRecordMismatch):
+                    e.fire(t.leader, "report_progress", actor="somchai", role="coordinator",
+                           evidence={"date": "2564-05-01", "summary": "x"}, key="k-leader")
+            if kind == "repoint" and row["key"] == "k-start":
+                with pytest.raises(WorkflowError):
+                    e.start("one-plan", area="160102", fiscal_year=2564, actor="x",
+                            role="coordinator", key="k-start")
+        finally:
+            restore()
+        assert e.verify(digest).ok
+
+    check()
+    record(request.node.nodeid, "tamper", tried=tally["tried"], caught=tally["caught"],
+           refused_by_the_database=tally["refused by the database"])

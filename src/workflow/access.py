@@ -61,7 +61,8 @@ class Grant:
 
 @dataclass(frozen=True)
 class Denial:
-    """A refused attempt, kept although the change itself was rolled back."""
+    """A refused attempt, kept although the change itself was rolled back; ``seq`` is its
+    place in the denials' hash chain (``prev_hash``, ``hash``)."""
 
     id: int
     actor: str
@@ -73,6 +74,9 @@ class Denial:
     reason: str
     os_user: str
     at: str
+    seq: int | None = None
+    prev_hash: str = ""
+    hash: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +90,9 @@ class Denial:
             "reason": self.reason,
             "os_user": self.os_user,
             "at": self.at,
+            "seq": self.seq,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
         }
 
 

@@ -982,15 +982,9 @@ def _write_csv(events: Sequence[Event]) -> None:
 @pass_ctx
 def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
     """Re-compute every hash chain; exit 1 naming the first broken event."""
-    digest = None
-    if digest_file is not None:
-        from workflow.errors import UsageError
+    from workflow.audit import read_digest
 
-        try:
-            with open(digest_file, encoding="utf-8") as fh:
-                digest = json.load(fh)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read digest {digest_file}: {e}") from None
+    digest = read_digest(digest_file) if digest_file is not None else None
     result = c.engine().verify(digest)
     if as_json:
         emit_json(result.to_dict())
@@ -1003,9 +997,10 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
             )
         else:
             for p in result.problems:
-                where = (
-                    "definitions" if p.instance is None else f"instance {p.instance} seq {p.seq}"
-                )
+                if p.instance is not None:
+                    where = f"instance {p.instance} seq {p.seq}"
+                else:  # the reason says which chain: "grants:", "denials:", "keys:" or none
+                    where = "trail" if p.seq is None else f"trail seq {p.seq}"
                 click.echo(f"BROKEN {where}: {p.reason}")
             click.echo(
                 f"{len(result.problems)} problem(s) in {result.events_checked} events of "
@@ -1054,12 +1049,19 @@ def audit_digest(c: Context) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _one_line(message: str) -> str:
     # One line, whatever the message quotes back: control characters (CR, ESC, NUL...) and
     # undecodable bytes from the command line are shown escaped, never sent to the terminal.
     safe = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(message.split("\n")))
-    safe = safe.encode("utf-8", "backslashreplace").decode("utf-8")
-    click.echo(f"workflow: error: {safe}", err=True)
+    return safe.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _warn(message: str) -> None:
+    click.echo(f"workflow: warning: {_one_line(message)}", err=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"workflow: error: {_one_line(message)}", err=True)
     sys.exit(code)
 
 
@@ -1094,6 +1096,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             # The traceback, and still the contract's exit code.
             traceback.print_exc()
         if isinstance(e, WorkflowError):
+            unrecorded = getattr(e, "denial_unrecorded", None)
+            if unrecorded:
+                # Said, not swallowed; the refusal's own line and exit code follow.
+                _warn(f"this refusal could not be recorded as a denial: {unrecorded}")
             _fail(" ".join(str(e).split("\n")), e.exit_code)
         _fail(
             f"internal error: {type(e).__name__}: {e} (run with --traceback for details)",

@@ -31,13 +31,15 @@ from workflow.access import (
     Policy,
     StoredGrants,
 )
-from workflow.audit import Digest
+from workflow.audit import Chain, Digest
 from workflow.errors import (
+    ClockWentBack,
     Conflict,
     DuplicateInstance,
     GrantNotFound,
     IdempotencyConflict,
     InstanceNotFound,
+    KeyRecordMismatch,
     PermissionDenied,
     RoleNotAllowed,
     UsageError,
@@ -57,7 +59,16 @@ from workflow.records import (
     VerifyResult,
 )
 from workflow.registry import Registry
-from workflow.storage import EventRow, GrantEventRow, GrantRow, InstanceRow, Store, os_user
+from workflow.storage import (
+    DenialRow,
+    EventRow,
+    GrantEventRow,
+    GrantRow,
+    InstanceRow,
+    KeyRow,
+    Store,
+    os_user,
+)
 
 DEFAULT_URL = "sqlite:///workflow.db"
 
@@ -505,7 +516,8 @@ class Engine:
         if req.key is not None:
             replay = self._replay(conn, req.key, req.request)
             if replay is not None:
-                return replay[0], self._definition_id_in(conn, definition)
+                self._check_start_replay(conn, replay, req)
+                return replay.instance_id, self._definition_id_in(conn, definition)
         self._authorize(
             conn, AccessRequest(req.actor, req.role, "start", definition.id, req.area.code)
         )
@@ -563,7 +575,7 @@ class Engine:
         self.store.insert_event(conn, _event_values(event))
         self.store.set_head(conn, instance_id, event.hash)
         if req.key is not None:
-            self.store.insert_key(conn, req.key, req.request, instance_id, 1, at)
+            self.store.insert_key(conn, req.key, req.request, instance_id, 1, at, event.hash)
         return instance_id, definition_id
 
     def fire(
@@ -644,9 +656,16 @@ class Engine:
         if req.key is not None:
             replay = self._replay(conn, req.key, req.request)
             if replay is not None:
-                row = self.store.get_instance(conn, replay[0])
-                event = self.store.event_at(conn, replay[0], replay[1])
-                assert row is not None and event is not None
+                row = self.store.get_instance(conn, replay.instance_id)
+                event = self.store.event_at(conn, replay.instance_id, replay.seq)
+                if (
+                    row is None
+                    or event is None
+                    or event.hash != replay.event_hash
+                    or (event.instance_id, event.trigger, event.actor, event.role, event.note)
+                    != (req.instance, req.trigger, req.actor, req.role, req.note)
+                ):
+                    raise KeyRecordMismatch(req.key, replay.instance_id, replay.seq)
                 # The first result: the instance as that event left it.
                 first = _config_tuple(event.to_state)
                 then = row._replace(
@@ -691,6 +710,9 @@ class Engine:
             },
         )
         at = now_utc()
+        if at < row.updated_at:
+            # updated_at is the time of the instance's last event (verify checks it is).
+            raise ClockWentBack(f"last event of instance {row.id}", row.updated_at, at)
         event = self._event_row(
             instance=row.id,
             seq=row.version + 1,
@@ -733,7 +755,7 @@ class Engine:
             ):
                 raise VersionConflict(row.id, row.version, row.version + 1)
         if req.key is not None:
-            self.store.insert_key(conn, req.key, req.request, row.id, event.seq, at)
+            self.store.insert_key(conn, req.key, req.request, row.id, event.seq, at, event.hash)
         return event, new_row, False
 
     def _fire_result(
@@ -747,16 +769,42 @@ class Engine:
             replayed=replayed,
         )
 
-    def _replay(self, conn: Any, key: str, request: str) -> tuple[int, int] | None:
+    def _replay(self, conn: Any, key: str, request: str) -> KeyRow | None:
         if not key.strip() or len(key) > 200:
             raise UsageError("an idempotency key is 1 to 200 characters")
         found = self.store.find_key(conn, key)
         if found is None:
             return None
-        stored_request, instance_id, seq = found
-        if stored_request != request:
+        if found.request_hash != request:
             raise IdempotencyConflict(key)
-        return instance_id, seq
+        return found
+
+    def _check_start_replay(self, conn: Any, key: KeyRow, req: _StartRequest) -> None:
+        """A replayed start answers with the instance its key names only if that instance's
+        start event is this request's: same actor, role, program, area, year and title (a
+        key row rewritten to name another instance must not hand that one out)."""
+        event = self.store.event_at(conn, key.instance_id, key.seq)
+        try:
+            identity = json.loads(event.evidence) if event is not None else None
+            same = (
+                event is not None
+                and isinstance(identity, dict)
+                and event.hash == key.event_hash
+                and (event.seq, event.trigger, event.actor, event.role, event.note)
+                == (1, "start", req.actor, req.role, req.note)
+                and (
+                    identity.get("program"),
+                    identity.get("area"),
+                    identity.get("fiscal_year"),
+                    identity.get("title"),
+                )
+                == (req.program.id, req.area.code, req.year, req.title)
+            )
+        except ValueError:
+            same = False
+        if not same:
+            assert req.key is not None
+            raise KeyRecordMismatch(req.key, key.instance_id, key.seq)
 
     def _write(self, work: Callable[[Any], Any]) -> Any:
         """Run a change; a unique-key collision means another writer won: say who."""
@@ -780,36 +828,46 @@ class Engine:
                     ) from again
                 raise
 
-    def _verify_grants(self, conn: Any, digest: Digest | None) -> builtins.list[VerifyProblem]:
-        """Re-compute the grant chain and replay it against the grants in force."""
+    def _verify_grants(
+        self, conn: Any, digest: Digest | None
+    ) -> tuple[builtins.list[VerifyProblem], _Timeline | None]:
+        """Re-compute the grant chain, replay it in order against the grants in force, and
+        return what it says each actor held when (None if the chain itself is broken)."""
         held: dict[tuple[str, str, str, str], tuple[str, str]] = {}
-        prev, expected = _audit.GENESIS, 1
+        timeline: _Timeline = {}
+        open_grants: dict[tuple[str, str, str, str], builtins.list[Any]] = {}
+        prev, expected, last_at = _audit.GENESIS, 1, ""
         hashes: dict[int, str] = {}
         for row in self.store.grant_events(conn):
+            reason = _chain_link_problem(row, expected, prev, last_at, _audit.grant_hash)
+            item: tuple[str, str, str, str] | None = None
+            if reason is None:
+                item = _grant_item(row.scope)
+                if item is None:
+                    reason = "grant event scope is unreadable"
+                elif row.action not in ("grant", "revoke"):
+                    reason = f"grant event action {row.action!r} is neither grant nor revoke"
+            if reason is not None or item is None:
+                seq = row.seq if type(row.seq) is int else None
+                return [VerifyProblem(None, seq, f"grants: {reason}")], None
             hashes[row.seq] = row.hash
-            reason = None
-            if row.seq != expected:
-                reason = f"grant events jump from {expected - 1} to {row.seq}"
-            elif row.prev_hash != prev or _audit.grant_hash(row) != row.hash:
-                reason = "grant event was altered"
-            if reason is not None:
-                return [VerifyProblem(None, row.seq, f"grants: {reason}")]
-            try:
-                scope = json.loads(row.scope)
-                item = (scope["actor"], scope["role"], scope["area"] or "", scope["program"] or "")
-            except (ValueError, KeyError, TypeError):
-                return [VerifyProblem(None, row.seq, "grants: grant event scope is unreadable")]
             if row.action == "grant":
                 held[item] = (row.by, row.at)
+                interval: builtins.list[Any] = [item[2], item[3], row.at, None]
+                open_grants[item] = interval
+                timeline.setdefault((item[0], item[1]), []).append(interval)
             else:
                 held.pop(item, None)
-            prev, expected = row.hash, row.seq + 1
+                if item in open_grants:
+                    open_grants.pop(item)[3] = row.at
+            prev, expected, last_at = row.hash, row.seq + 1, row.at
         stored = {
             (g.actor, g.role, g.area_code, g.program): (g.granted_by, g.granted_at)
             for g in self.store.all_grants(conn)
         }
+        problems: builtins.list[VerifyProblem] = []
         if stored != held:
-            return [
+            problems.append(
                 VerifyProblem(
                     None,
                     None,
@@ -819,12 +877,42 @@ class Engine:
                     f"{sum(1 for k in stored.keys() & held.keys() if stored[k] != held[k])} "
                     "altered)",
                 )
-            ]
+            )
         seq, head = digest.grants if digest is not None else (0, "")
         if seq and hashes.get(seq) != head:
+            problems.append(
+                VerifyProblem(
+                    None,
+                    seq,
+                    "grants: the grant event covered by the digest is missing or changed "
+                    "(the grant trail was shrunk or rewritten)",
+                )
+            )
+        return problems, timeline
+
+    def _verify_denials(self, conn: Any, digest: Digest | None) -> builtins.list[VerifyProblem]:
+        """Re-compute the denials' chain; with a digest, check its head is still there."""
+        prev, expected, last_at = _audit.GENESIS, 1, ""
+        wanted = digest.denials[0] if digest is not None and digest.denials else 0
+        seen = None
+        for row in self.store.stream_denials(conn):
+            if row.seq is None:
+                reason: str | None = f"denial {row.id} is not in the chain (inserted directly?)"
+            else:
+                reason = _chain_link_problem(row, expected, prev, last_at, _audit.denial_hash)
+            if reason is not None:
+                seq = row.seq if type(row.seq) is int else None
+                return [VerifyProblem(None, seq, f"denials: {reason}")]
+            if row.seq == wanted:
+                seen = row.hash
+            prev, expected, last_at = row.hash, expected + 1, row.at
+        if digest is not None and digest.denials and wanted and seen != digest.denials[1]:
             return [
                 VerifyProblem(
-                    None, seq, "grants: the grant event covered by the digest is missing or changed"
+                    None,
+                    wanted,
+                    "denials: the denial covered by the digest is missing or changed "
+                    "(denials were removed or rewritten)",
                 )
             ]
         return []
@@ -865,7 +953,13 @@ class Engine:
         area: str | None,
         error: Exception,
     ) -> NoReturn:
-        """Record a refusal for want of a permission (in its own transaction), then raise."""
+        """Record a refusal for want of a permission (in its own transaction, as the next
+        link of the denials' chain), then raise it.
+
+        The refusal matters more than its record: if the record cannot be written (a
+        read-only or full database, a clock behind the chain's head) the refusal is still
+        raised, carrying ``denial_unrecorded`` (one line saying why) for the caller to show.
+        """
         reason = getattr(error, "reason", None) or str(error)
 
         def work(conn: Any) -> None:
@@ -874,25 +968,34 @@ class Engine:
                 row = self.store.get_instance(conn, instance)
                 if row is not None:
                     prog, where = row.program, row.area_code
-            self.store.insert_denial(
-                conn,
-                dict(
-                    actor=actor,
-                    role=role,
-                    action=action,
-                    program=prog,
-                    instance_id=instance,
-                    area_code=where,
-                    reason=reason,
-                    os_user=self._os_user,
-                    at=now_utc(),
-                ),
+            head = self.store.lock_denial_chain(conn)
+            at = now_utc()
+            if head is not None and at < head.at:
+                raise ClockWentBack("last denial", head.at, at)
+            denial = DenialRow(
+                id=0,
+                actor=actor,
+                role=role,
+                action=action,
+                program=prog,
+                instance_id=instance,
+                area_code=where,
+                reason=reason,
+                os_user=self._os_user,
+                at=at,
+                seq=(head.seq or 0) + 1 if head is not None else 1,
+                prev_hash=head.hash if head is not None else _audit.GENESIS,
             )
+            values = denial._replace(hash=_audit.denial_hash(denial))._asdict()
+            del values["id"]
+            self.store.insert_denial(conn, values)
 
         try:
             self.store.run(work, write=True)
         except Exception as e:  # the refusal matters more than its record
-            error.add_note(f"(the denial could not be recorded: {e})")
+            why = " ".join(str(e).split()) or type(e).__name__
+            error.denial_unrecorded = why  # type: ignore[attr-defined]
+            error.add_note(f"(the denial could not be recorded: {why})")
         raise error
 
     def grant(
@@ -913,8 +1016,7 @@ class Engine:
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is not None:
                 return existing
-            at = now_utc()
-            self._grant_event(conn, "grant", actor, role, code, prog, granted_by, at)
+            at = self._grant_event(conn, "grant", actor, role, code, prog, granted_by)
             values = dict(
                 actor=actor,
                 role=role,
@@ -945,8 +1047,11 @@ class Engine:
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is None:
                 raise GrantNotFound(actor, role, code or None, prog or None)
-            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by, now_utc())
+            # Delete first: where fires hold the grant rows they read (FOR SHARE), this waits
+            # for them, so the revocation's time (read in _grant_event) follows every fire
+            # the grant allowed, as verify's replay of the grant chain expects.
             self.store.delete_grant(conn, existing.id)
+            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by)
             return existing
 
         return _grant(self.store.run(work, write=True))
@@ -976,6 +1081,9 @@ class Engine:
                 reason=r.reason,
                 os_user=r.os_user,
                 at=r.at,
+                seq=r.seq,
+                prev_hash=r.prev_hash,
+                hash=r.hash,
             )
             for r in rows
         ]
@@ -1006,9 +1114,13 @@ class Engine:
         area: str,
         program: str,
         by: str,
-        at: str,
-    ) -> None:
+    ) -> str:
+        """Append the next grant event; return its time, read once the chain is locked (so
+        concurrent grant changes get times in chain order)."""
         head = self.store.lock_grant_chain(conn)
+        at = now_utc()
+        if head is not None and at < head.at:
+            raise ClockWentBack("last grant event", head.at, at)
         seq = head.seq + 1 if head else 1
         prev = head.hash if head else _audit.GENESIS
         scope = _audit.canonical_json(
@@ -1025,6 +1137,7 @@ class Engine:
             hash="",
         )
         self.store.insert_grant_event(conn, row._replace(hash=_audit.grant_hash(row)))
+        return at
 
     def _triggers(self, instance_id: int) -> set[str]:
         return self.store.run(lambda conn: self.store.triggers_of(conn, instance_id))
@@ -1199,33 +1312,61 @@ class Engine:
             taken = now_utc()
             head = self.store.grant_head(conn)
             grants = (head.seq, head.hash) if head else (0, _audit.GENESIS)
+            denial = self.store.denial_head(conn)
+            denials = (denial.seq or 0, denial.hash) if denial else (0, _audit.GENESIS)
+            keys = _audit.keys_hash(self.store.stream_keys(conn))
             for row in self.store.stream_instances(conn):
                 heads[str(row.id)] = (row.version, row.head_hash)
         return Digest(
             instances=len(heads),
             events=sum(s for s, _ in heads.values()),
-            root=Digest.root_of(heads, grants),
+            root=Digest.root_of(heads, grants, denials, keys),
             heads=heads,
             taken_at=taken,
             grants=grants,
+            denials=denials,
+            keys=keys,
         )
 
     def verify(self, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
-        """Re-compute every chain and check each instance against its last event; with a
-        ``digest``, also check that everything it covered is still there, unchanged."""
+        """Re-compute every chain (events, grant events, denials) and check each instance
+        against its last event, each event against the grants its actor held at that moment
+        (for events the stored-grants policy allowed) and each idempotency record against the
+        event it names; with a ``digest``, also check that everything it covered is still
+        there, unchanged.
+
+        Nothing stored is trusted to be well-formed: a malformed value is a problem of its
+        instance and seq, and the scan goes on."""
         if digest is not None and not isinstance(digest, Digest):
             try:
                 digest = Digest.from_dict(digest)
             except ValueError as e:
                 raise UsageError(str(e)) from None
+        from workflow.errors import DatabaseUnavailable
+
+        try:
+            return self._verify(digest, lenient=False)
+        except DatabaseUnavailable as e:
+            if not self.store.is_undecodable(e):
+                raise
+            # SQLite TEXT that is not UTF-8: read again, such values becoming problems.
+            return self._verify(digest, lenient=True)
+
+    def _verify(self, digest: Digest | None, lenient: bool) -> VerifyResult:
         problems: builtins.list[VerifyProblem] = []
         events = instances = 0
         wanted = {int(k): s for k, (s, _) in digest.heads.items()} if digest else {}
         found: dict[int, tuple[int, str]] = {}
-        with self.store.snapshot() as conn:
+        with self.store.snapshot(lenient) as conn:
             definitions = {d.id: d for d in self.store.all_definitions(conn)}
             for d in definitions.values():
-                if hashlib.sha256(d.source_text.encode("utf-8")).hexdigest() != d.content_hash:
+                try:
+                    intact = (
+                        hashlib.sha256(d.source_text.encode("utf-8")).hexdigest() == d.content_hash
+                    )
+                except (AttributeError, UnicodeError):
+                    intact = False
+                if not intact:
                     problems.append(
                         VerifyProblem(
                             None,
@@ -1234,20 +1375,47 @@ class Engine:
                             "was altered (its text no longer matches its hash)",
                         )
                     )
+            grant_problems, timeline = self._verify_grants(conn, digest)
+            problems.extend(grant_problems)
+            keys = list(self.store.stream_keys(conn))
+            checks = _EventChecks(timeline, keys)
             pairs = _audit.merge_by_instance(
                 self.store.stream_instances(conn),
-                _audit.chains(self.store.stream_events(conn), wanted, found),
+                _audit.chains(self.store.stream_events(conn), wanted, found, checks),
             )
             for inst, chain in pairs:
                 if chain is not None:
                     events += chain.events
                 if inst is not None:
                     instances += 1
-                problem = _check_instance(inst, chain, definitions)
+                try:
+                    problem = _check_instance(inst, chain, definitions)
+                except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+                    ident = inst.id if inst is not None else chain.instance if chain else None
+                    problem = VerifyProblem(
+                        ident if type(ident) is int else None,
+                        chain.last_seq if chain is not None else 0,
+                        f"a stored value is malformed ({type(e).__name__}: {e})",
+                    )
                 if problem is not None:
                     problems.append(problem)
-            problems.extend(self._verify_grants(conn, digest))
+            problems.extend(checks.key_problems())
+            problems.extend(self._verify_denials(conn, digest))
+            if digest is not None and digest.keys is not None:
+                covered = [
+                    k for k in keys if type(k.seq) is int and k.seq <= wanted.get(k.instance_id, 0)
+                ]
+                if _audit.keys_hash(covered) != digest.keys:
+                    problems.append(
+                        VerifyProblem(
+                            None,
+                            None,
+                            "keys: the idempotency records covered by the digest were "
+                            "removed, added to or rewritten",
+                        )
+                    )
         if digest is not None:
+            before = len(problems)
             for key, (seq, head) in sorted(digest.heads.items(), key=lambda kv: int(kv[0])):
                 now = found.get(int(key))
                 if now is None:
@@ -1264,6 +1432,27 @@ class Engine:
                             int(key), seq, "event differs from the one the digest covered"
                         )
                     )
+            if events < digest.events and len(problems) == before:
+                problems.append(
+                    VerifyProblem(
+                        None,
+                        None,
+                        f"the trail holds {events} events, fewer than the {digest.events} "
+                        "the digest covered (events were removed)",
+                    )
+                )
+        # What an intruder stored decides nothing about the shape of the answer: ids that are
+        # not integers are reported in the reason, and None in their place.
+        problems = [
+            p
+            if _int_or_none(p.instance) == p.instance and _int_or_none(p.seq) == p.seq
+            else VerifyProblem(
+                _int_or_none(p.instance),
+                _int_or_none(p.seq),
+                f"{p.reason} (instance {p.instance!r}, seq {p.seq!r})",
+            )
+            for p in problems
+        ]
         problems.sort(key=lambda p: (p.instance is not None, p.instance or 0, p.seq or 0))
         return VerifyResult(
             ok=not problems,
@@ -1272,6 +1461,123 @@ class Engine:
             problems=tuple(problems),
             digest_checked=digest is not None,
         )
+
+
+#: (actor, role) -> [area, program, granted at, revoked at or None] for every grant ever made.
+_Timeline = dict[tuple[str, str], builtins.list[builtins.list[Any]]]
+
+
+class _EventChecks:
+    """verify's per-event checks beyond the chain: the actor's grant at that moment, and the
+    idempotency records naming the event (see ``Engine.verify``)."""
+
+    def __init__(self, timeline: _Timeline | None, keys: Sequence[KeyRow]) -> None:
+        self.timeline = timeline
+        self.keys: dict[tuple[Any, Any], builtins.list[KeyRow]] = {}
+        for k in keys:
+            self.keys.setdefault((k.instance_id, k.seq), []).append(k)
+        self.seen: set[tuple[Any, Any]] = set()
+        self.bad_keys: builtins.list[VerifyProblem] = []
+        self._scope: tuple[Any, str | None, str | None] = (None, None, None)
+
+    def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
+        instance, seq, at = row[1], row[2], row[9]
+        if not isinstance(at, str):
+            return None  # malformed: the chain check reports it
+        named = self.keys.get((instance, seq))
+        if named is not None:
+            self.seen.add((instance, seq))
+            for k in named:
+                if k.event_hash != row[15] or k.created_at != at:
+                    self.bad_keys.append(
+                        VerifyProblem(
+                            instance,
+                            seq,
+                            f"idempotency key {k.key!r} does not match the event it names "
+                            "(the key record was altered)",
+                        )
+                    )
+        actor, role, policy = row[6], row[7], row[13]
+        if role == AUDITOR:
+            return "an event recorded in the read-only auditor role"
+        if policy != StoredGrants.name or self.timeline is None:
+            # Another policy decided (its name is hashed into the event); a broken grant
+            # chain is reported once, not as every event it would leave uncovered.
+            return None
+        area, program = self._instance_scope(chain)
+        if area is None or program is None:
+            return None  # the start event is unreadable: _check_instance says so
+        for g_area, g_program, since, until in self.timeline.get((actor, role), ()):
+            if (
+                area.startswith(g_area)
+                and (not g_program or g_program == program)
+                and since <= at
+                and (until is None or at < until)
+            ):
+                return None
+        return (
+            f"no grant covered it: {actor!r} held no {role!r} grant for area {area}, "
+            f"program {program} at {at}"
+        )
+
+    def _instance_scope(self, chain: Chain) -> tuple[str | None, str | None]:
+        """The instance's area and program as its (hashed) start event recorded them."""
+        if self._scope[0] != chain.instance:
+            area = program = None
+            try:
+                identity = json.loads(chain.first.evidence)
+                if isinstance(identity, dict):
+                    a, p = identity.get("area"), identity.get("program")
+                    if isinstance(a, str) and isinstance(p, str):
+                        area, program = a, p
+            except (TypeError, ValueError):
+                pass
+            self._scope = (chain.instance, area, program)
+        return self._scope[1], self._scope[2]
+
+    def key_problems(self) -> builtins.list[VerifyProblem]:
+        out = list(self.bad_keys)
+        for (instance, seq), named in self.keys.items():
+            if (instance, seq) not in self.seen:
+                for k in named:
+                    out.append(
+                        VerifyProblem(
+                            instance if type(instance) is int else None,
+                            seq if type(seq) is int else None,
+                            f"idempotency key {k.key!r} names an event that does not exist",
+                        )
+                    )
+        return out
+
+
+def _chain_link_problem(
+    row: Any, expected: int, prev: str, last_at: str, hash_of: Callable[[Any], str]
+) -> str | None:
+    """Why a grant event or denial does not follow its predecessor in its chain, or None."""
+    try:
+        if type(row.seq) is not int:
+            return f"seq {row.seq!r} is not an integer"
+        if row.seq != expected:
+            return f"the chain jumps from {expected - 1} to {row.seq} (a record was removed)"
+        if row.prev_hash != prev or hash_of(row) != row.hash:
+            return f"record {row.seq} was altered"
+        if not (isinstance(row.at, str) and _audit.TIME_FORMAT.fullmatch(row.at)):
+            return f"record {row.seq} time {row.at!r} is not an ISO 8601 UTC time"
+        if row.at < last_at:
+            return f"time runs backwards: record {row.seq} at {row.at} is before {last_at}"
+    except (TypeError, ValueError, UnicodeError) as e:
+        return f"record {row.seq!r} holds a malformed value ({type(e).__name__})"
+    return None
+
+
+def _grant_item(scope: object) -> tuple[str, str, str, str] | None:
+    """(actor, role, area, program) of a grant event's scope ('' for everywhere / all)."""
+    try:
+        data = json.loads(scope)  # type: ignore[arg-type]
+        item = (data["actor"], data["role"], data["area"] or "", data["program"] or "")
+    except (ValueError, KeyError, TypeError):
+        return None
+    return item if all(isinstance(v, str) for v in item) else None
 
 
 def _overlaps(area: str | None, scope: str | None) -> bool:
@@ -1331,6 +1637,13 @@ def _check_instance(
         identity = json.loads(first.evidence)
     except ValueError:
         return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
+    if not isinstance(identity, dict):
+        return VerifyProblem(inst.id, first.seq, "start event evidence is not a JSON object")
+    last = _configuration(chain.last_to)
+    if last is None:
+        return VerifyProblem(
+            inst.id, chain.last_seq, "the last event's configuration is not a list of states"
+        )
     expected = {
         "program": inst.program,
         "program_version": inst.program_version,
@@ -1351,10 +1664,7 @@ def _check_instance(
         (inst.head_hash == chain.head, "head hash"),
         (inst.active == chain.last_to, "active states"),
         (inst.updated_at == chain.last_at, "updated_at"),
-        (
-            chain.last_to is not None and inst.state == json.loads(chain.last_to)[0].split(".")[0],
-            "state",
-        ),
+        (inst.state == last[0].split(".")[0], "state"),
     )
     for ok, what in checks:
         if not ok:
@@ -1375,6 +1685,21 @@ def _check_instance(
             "than the one stored for this instance",
         )
     return None
+
+
+def _configuration(text: object) -> builtins.list[str] | None:
+    """A stored configuration (JSON list of dotted state paths), or None if it is not one."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if type(value) is int else None
 
 
 @lru_cache(maxsize=1024)

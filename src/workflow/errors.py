@@ -21,6 +21,8 @@ exit code of the command line (CONTRACT §4), so the CLI needs no table of its o
     │   ├── VersionConflict            --expect-version did not match, or a concurrent change won
     │   ├── DuplicateInstance
     │   ├── IdempotencyConflict        a key reused for a different request
+    │   ├── KeyRecordMismatch          a key's stored record names an event not of its request
+    │   ├── ClockWentBack              this host's clock is behind the record it would follow
     │   └── DefinitionChanged          a stored (program, version) differs from the file
     └── StorageError                   6
         ├── DatabaseUnavailable        down, locked, read-only, full, bad credentials
@@ -211,6 +213,35 @@ class IdempotencyConflict(Conflict):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"idempotency key {key!r} was already used for a different request")
+
+
+class KeyRecordMismatch(Conflict):
+    """The stored record of an idempotency key points at an event that is not the result of
+    this request (another instance, trigger or actor, or a changed event): the record was
+    altered. Nothing is answered from it and nothing is changed."""
+
+    def __init__(self, key: str, instance: int, seq: int) -> None:
+        self.key, self.instance, self.seq = key, instance, seq
+        super().__init__(
+            f"idempotency key {key!r} is recorded as instance {instance} event {seq}, which is "
+            "not this request's result (the key record was altered?); nothing was changed, "
+            "run `workflow audit verify`"
+        )
+
+
+class ClockWentBack(Conflict):
+    """The clock of the host writing reads earlier than the record it would follow.
+
+    Times in the trail never run backwards: an event earlier than its instance's last one
+    (or a grant event or denial earlier than its chain's head) is refused, in the write
+    transaction, rather than recorded with a time that sorts before its cause."""
+
+    def __init__(self, what: str, last: str, now: str) -> None:
+        self.what, self.last, self.now = what, last, now
+        super().__init__(
+            f"this host's clock reads {now}, earlier than the {what} it would follow "
+            f"({last}); refusing to record time running backwards (check the clock)"
+        )
 
 
 class DefinitionChanged(Conflict):

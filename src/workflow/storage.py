@@ -39,7 +39,7 @@ from workflow.errors import (
 )
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -127,7 +127,8 @@ class EventTable(Base):
 
 
 class IdempotencyTable(Base):
-    """Keys of idempotent requests and the event (or instance) they produced."""
+    """Keys of idempotent requests and the event (or instance) they produced, with that
+    event's hash so a key row pointed at another event is detected."""
 
     __tablename__ = "workflow_idempotency"
     key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
@@ -135,6 +136,7 @@ class IdempotencyTable(Base):
     instance_id: Mapped[int]
     seq: Mapped[int]
     created_at: Mapped[str] = mapped_column(sa.String(32))
+    event_hash: Mapped[str] = mapped_column(sa.String(64), server_default="")
 
 
 class GrantTable(Base):
@@ -169,7 +171,8 @@ class GrantEventTable(Base):
 
 
 class DenialTable(Base):
-    """Attempts refused for want of a permission; written after the refused change rolled back."""
+    """Attempts refused for want of a permission; written after the refused change rolled
+    back, hash-chained in ``seq`` order (one chain, like grant events)."""
 
     __tablename__ = "workflow_denials"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -182,6 +185,10 @@ class DenialTable(Base):
     reason: Mapped[str] = mapped_column(sa.Text)
     os_user: Mapped[str] = mapped_column(sa.Text)
     at: Mapped[str] = mapped_column(sa.String(32))
+    seq: Mapped[int | None]
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), server_default="")
+    hash: Mapped[str] = mapped_column(sa.String(64), server_default="")
+    __table_args__ = (sa.Index("ix_denials_seq", "seq", unique=True),)
 
 
 definitions_t = cast(sa.Table, DefinitionTable.__table__)
@@ -275,6 +282,18 @@ class DenialRow(NamedTuple):
     reason: str
     os_user: str
     at: str
+    seq: int | None = None
+    prev_hash: str = ""
+    hash: str = ""
+
+
+class KeyRow(NamedTuple):
+    key: str
+    request_hash: str
+    instance_id: int
+    seq: int
+    created_at: str
+    event_hash: str
 
 
 GRANT_COLUMNS = [grants_t.c[name] for name in GrantRow._fields]
@@ -283,6 +302,7 @@ DENIAL_COLUMNS = [denials_t.c[name] for name in DenialRow._fields]
 INSTANCE_COLUMNS = [instances_t.c[name] for name in InstanceRow._fields]
 EVENT_COLUMNS = [events_t.c[name] for name in EventRow._fields]
 DEFINITION_COLUMNS = [definitions_t.c[name] for name in DefinitionRow._fields]
+KEY_COLUMNS = [keys_t.c[name] for name in KeyRow._fields]
 
 
 # --------------------------------------------------------------------------- errors
@@ -370,11 +390,26 @@ class _AccessQueries:
             for r in conn.execute(sa.select(*GRANT_EVENT_COLUMNS).order_by(grant_events_t.c.seq))
         ]
 
+    def lock_denial_chain(self, conn: Connection) -> DenialRow | None:
+        """Serialise denial records (one chain) and return the chain's head."""
+        if not self.is_sqlite:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201952703)")
+        return self.denial_head(conn)
+
+    def denial_head(self, conn: Connection) -> DenialRow | None:
+        row = conn.execute(
+            sa.select(*DENIAL_COLUMNS)
+            .where(denials_t.c.seq.is_not(None))
+            .order_by(denials_t.c.seq.desc())
+            .limit(1)
+        ).first()
+        return DenialRow(*row) if row else None
+
     def insert_denial(self, conn: Connection, values: dict[str, Any]) -> None:
         conn.execute(denials_t.insert().values(**values))
 
     def denials(self, conn: Connection, limit: int | None = None) -> list[DenialRow]:
-        stmt = sa.select(*DENIAL_COLUMNS).order_by(denials_t.c.id)
+        stmt = sa.select(*DENIAL_COLUMNS).order_by(denials_t.c.seq, denials_t.c.id)
         if limit:
             stmt = stmt.limit(limit)
         return [DenialRow(*r) for r in conn.execute(stmt)]
@@ -893,20 +928,28 @@ class Store(_AccessQueries):
         cur.execute(self._q["event"], values)
         return int(cur.fetchone()[0])
 
-    def find_key(self, conn: Connection, key: str) -> tuple[str, int, int] | None:
-        row = conn.execute(
-            sa.select(keys_t.c.request_hash, keys_t.c.instance_id, keys_t.c.seq).where(
-                keys_t.c.key == key
-            )
-        ).first()
-        return (row[0], int(row[1]), int(row[2])) if row else None
+    def find_key(self, conn: Connection, key: str) -> KeyRow | None:
+        row = conn.execute(sa.select(*KEY_COLUMNS).where(keys_t.c.key == key)).first()
+        return KeyRow(*row) if row else None
 
     def insert_key(
-        self, conn: Connection, key: str, request_hash: str, instance_id: int, seq: int, now: str
+        self,
+        conn: Connection,
+        key: str,
+        request_hash: str,
+        instance_id: int,
+        seq: int,
+        now: str,
+        event_hash: str,
     ) -> None:
         conn.execute(
             keys_t.insert().values(
-                key=key, request_hash=request_hash, instance_id=instance_id, seq=seq, created_at=now
+                key=key,
+                request_hash=request_hash,
+                instance_id=instance_id,
+                seq=seq,
+                created_at=now,
+                event_hash=event_hash,
             )
         )
 
@@ -1022,6 +1065,19 @@ class Store(_AccessQueries):
         for r in self._stream(conn, sql, "wf_events"):
             yield EventRow(*r)
 
+    def stream_keys(self, conn: Connection) -> Iterator[KeyRow]:
+        sql = f"SELECT {', '.join(KeyRow._fields)} FROM workflow_idempotency ORDER BY key"
+        for r in self._stream(conn, sql, "wf_keys"):
+            yield KeyRow(*r)
+
+    def stream_denials(self, conn: Connection) -> Iterator[DenialRow]:
+        sql = (
+            f"SELECT {', '.join(DenialRow._fields)} FROM workflow_denials "
+            "ORDER BY seq IS NULL, seq, id"
+        )
+        for r in self._stream(conn, sql, "wf_denials"):
+            yield DenialRow(*r)
+
     def _stream(self, conn: Connection, sql: str, name: str) -> Iterator[tuple[Any, ...]]:
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
@@ -1044,8 +1100,12 @@ class Store(_AccessQueries):
         ]
 
     @contextmanager
-    def snapshot(self) -> Iterator[Connection]:
-        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL)."""
+    def snapshot(self, lenient: bool = False) -> Iterator[Connection]:
+        """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL).
+
+        ``lenient`` (SQLite): TEXT that is not UTF-8 is read with surrogate escapes instead of
+        failing the read (SQLite stores whatever bytes it is given). It costs a Python call
+        per value, so verify asks for it only after a strict read met such bytes."""
         self.check_schema()
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
@@ -1056,12 +1116,32 @@ class Store(_AccessQueries):
                     if self.is_sqlite
                     else raw.execution_options(isolation_level="REPEATABLE READ")
                 )
-                with conn.begin():
-                    yield conn
+                dbapi_conn: Any = raw.connection.dbapi_connection
+                lenient = lenient and self.is_sqlite
+                if lenient:
+                    # Surrogate escapes, which no hash or JSON check accepts: one problem of
+                    # verify for the value, not a failed scan.
+                    dbapi_conn.text_factory = _lenient_text
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if lenient:
+                        dbapi_conn.text_factory = str
         except WorkflowError:
             raise
-        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+        except self._driver_errors as e:
             raise self._translate(e) from e
+
+    @staticmethod
+    def is_undecodable(e: BaseException) -> bool:
+        """Whether a read failed on SQLite TEXT that is not UTF-8 (see ``snapshot``)."""
+        cause = e.__cause__ or e
+        return "Could not decode to UTF-8" in str(getattr(cause, "orig", None) or cause)
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
