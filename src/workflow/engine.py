@@ -57,7 +57,15 @@ from workflow.records import (
     VerifyResult,
 )
 from workflow.registry import Registry
-from workflow.storage import EventRow, GrantEventRow, GrantRow, InstanceRow, Store, os_user
+from workflow.storage import (
+    EventRow,
+    GrantEventRow,
+    GrantRow,
+    InstanceRow,
+    Store,
+    Timeouts,
+    os_user,
+)
 
 DEFAULT_URL = "sqlite:///workflow.db"
 
@@ -200,6 +208,10 @@ class Engine:
     ``url`` is a SQLAlchemy URL (``sqlite:///workflow.db``, ``postgresql+psycopg://...``);
     ``definitions`` adds directories or files of programs to the bundled ones; ``guards``
     registers named guard functions that definitions refer to with ``function: NAME``.
+    ``lock_timeout`` (seconds; default ``WORKFLOW_LOCK_TIMEOUT`` or 30) bounds how long a
+    call waits for another session's lock before it fails with ``DatabaseUnavailable``;
+    ``statement_timeout`` (default ``WORKFLOW_STATEMENT_TIMEOUT`` or the server's own)
+    bounds each statement on PostgreSQL.
     """
 
     def __init__(
@@ -209,6 +221,8 @@ class Engine:
         *,
         guards: Mapping[str, GuardFunction] | None = None,
         policy: Policy | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.policy: Policy = policy if policy is not None else StoredGrants()
@@ -218,7 +232,7 @@ class Engine:
         self._policy_reads_grants = bool(getattr(self.policy, "reads_grants", True))
         self.registry = Registry(definitions)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
-        self.store = Store(url)
+        self.store = Store(url, Timeouts.make(lock_timeout, statement_timeout))
         self._by_definition: dict[int, _Loaded] = {}
         self._stored: dict[tuple[str, int, str], int] = {}
         self._os_user = os_user()
@@ -641,26 +655,19 @@ class Engine:
         In a batch the instance rows were locked up front and the writes are collected for
         one bulk write at the end (``_Batch.flush``); the checks are the same.
         """
-        if req.key is not None:
-            replay = self._replay(conn, req.key, req.request)
-            if replay is not None:
-                row = self.store.get_instance(conn, replay[0])
-                event = self.store.event_at(conn, replay[0], replay[1])
-                assert row is not None and event is not None
-                # The first result: the instance as that event left it.
-                first = _config_tuple(event.to_state)
-                then = row._replace(
-                    state=first[0].split(".", 1)[0],
-                    active=event.to_state,
-                    version=event.seq,
-                    head_hash=event.hash,
-                    updated_at=event.at,
-                )
-                return event, then, True
         if batch is None:
             row = self.store.lock_instance(conn, req.instance)
         else:
             row = batch.rows.get(req.instance)
+        # The key is looked up under the instance lock (a batch locked its instances up
+        # front): a concurrent request with the same key that got the lock first has
+        # committed by now, and this one answers with its result instead of firing again.
+        # Before --expect-version is checked: a retry returns the first result, whatever
+        # version the instance has moved on to since.
+        if req.key is not None:
+            replay = self._replay(conn, req.key, req.request)
+            if replay is not None:
+                return self._replayed(conn, *replay)
         if row is None:
             raise InstanceNotFound(req.instance)
         if req.expect_version is not None and row.version != req.expect_version:
@@ -736,6 +743,23 @@ class Engine:
             self.store.insert_key(conn, req.key, req.request, row.id, event.seq, at)
         return event, new_row, False
 
+    def _replayed(
+        self, conn: Any, instance_id: int, seq: int
+    ) -> tuple[EventRow, InstanceRow, bool]:
+        """The first result of a key: its event, and the instance as that event left it."""
+        row = self.store.get_instance(conn, instance_id)
+        event = self.store.event_at(conn, instance_id, seq)
+        assert row is not None and event is not None
+        first = _config_tuple(event.to_state)
+        then = row._replace(
+            state=first[0].split(".", 1)[0],
+            active=event.to_state,
+            version=event.seq,
+            head_hash=event.hash,
+            updated_at=event.at,
+        )
+        return event, then, True
+
     def _fire_result(
         self, event_row: EventRow, inst_row: InstanceRow, replayed: bool
     ) -> FireResult:
@@ -759,26 +783,9 @@ class Engine:
         return instance_id, seq
 
     def _write(self, work: Callable[[Any], Any]) -> Any:
-        """Run a change; a unique-key collision means another writer won: say who."""
-        from workflow.errors import DatabaseUnavailable
-
-        try:
-            return self.store.run(work, write=True)
-        except DatabaseUnavailable as e:
-            if not self.store.is_integrity_error(e.__cause__):
-                raise
-            # Another writer committed the same key, duplicate or sequence number first.
-            # Run again: the re-read sees their change and answers accordingly.
-            try:
-                return self.store.run(work, write=True)
-            except DatabaseUnavailable as again:
-                if self.store.is_integrity_error(again.__cause__):
-                    from workflow.errors import Conflict
-
-                    raise Conflict(
-                        "a concurrent change collided with this one; try again"
-                    ) from again
-                raise
+        """Run a change in one write transaction (a collision with a concurrent writer is run
+        again once by the store: the re-read then sees their change and answers for it)."""
+        return self.store.run(work, write=True)
 
     def _verify_grants(self, conn: Any, digest: Digest | None) -> builtins.list[VerifyProblem]:
         """Re-compute the grant chain and replay it against the grants in force."""
@@ -847,7 +854,10 @@ class Engine:
         if self._policy_reads_grants:
             found = cache.get(request.actor) if cache is not None else None
             if found is None:
-                found = [_grant(g) for g in self.store.grants_for(conn, request.actor)]
+                # Locked until the change commits: a revoke cannot slip in between.
+                found = [
+                    _grant(g) for g in self.store.grants_for(conn, request.actor, lock=True)
+                ]
                 if cache is not None:
                     cache[request.actor] = found
             grants = found
@@ -905,16 +915,20 @@ class Engine:
         by: str | None = None,
     ) -> Grant:
         """Let ``actor`` act as ``role`` in ``area`` (and inside it) on ``program``;
-        recorded as a hash-chained grant event. Granting what is already held changes nothing."""
+        recorded as a hash-chained grant event. Granting what is already held changes nothing,
+        also when two identical grants run at once (one event, both return the grant)."""
         actor, role, code, prog = self._grant_scope(actor, role, area, program)
         granted_by = _clean_name(by, "by") if by else self._os_user
 
         def work(conn: Any) -> GrantRow:
+            # The chain lock first: a concurrent grant or revoke of the same grant has then
+            # committed, and what is read below is what this change acts on.
+            head = self.store.lock_grant_chain(conn)
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is not None:
                 return existing
             at = now_utc()
-            self._grant_event(conn, "grant", actor, role, code, prog, granted_by, at)
+            self._grant_event(conn, head, "grant", actor, role, code, prog, granted_by, at)
             values = dict(
                 actor=actor,
                 role=role,
@@ -937,15 +951,21 @@ class Engine:
         program: str | None = None,
         by: str | None = None,
     ) -> Grant:
-        """Withdraw exactly that grant (GrantNotFound if it is not held); takes effect at once."""
+        """Withdraw exactly that grant (GrantNotFound if it is not held); takes effect at once:
+        a change that checked the grant before commits before the revoke does, and none after.
+        Of two concurrent revokes of one grant, one records the revocation and the other is
+        GrantNotFound, as if they had run one after the other."""
         actor, role, code, prog = self._grant_scope(actor, role, area, program)
         revoked_by = _clean_name(by, "by") if by else self._os_user
 
         def work(conn: Any) -> GrantRow:
+            head = self.store.lock_grant_chain(conn)  # as in grant()
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is None:
                 raise GrantNotFound(actor, role, code or None, prog or None)
-            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by, now_utc())
+            self._grant_event(
+                conn, head, "revoke", actor, role, code, prog, revoked_by, now_utc()
+            )
             self.store.delete_grant(conn, existing.id)
             return existing
 
@@ -1000,6 +1020,7 @@ class Engine:
     def _grant_event(
         self,
         conn: Any,
+        head: GrantEventRow | None,
         action: str,
         actor: str,
         role: str,
@@ -1008,7 +1029,6 @@ class Engine:
         by: str,
         at: str,
     ) -> None:
-        head = self.store.lock_grant_chain(conn)
         seq = head.seq + 1 if head else 1
         prev = head.hash if head else _audit.GENESIS
         scope = _audit.canonical_json(
