@@ -963,10 +963,12 @@ class Engine:
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is None:
                 raise GrantNotFound(actor, role, code or None, prog or None)
+            # Delete first: it waits for every change still relying on the grant (they hold
+            # it FOR SHARE), so the revocation's time is after theirs, as its effect is.
+            self.store.delete_grant(conn, existing.id)
             self._grant_event(
                 conn, head, "revoke", actor, role, code, prog, revoked_by, now_utc()
             )
-            self.store.delete_grant(conn, existing.id)
             return existing
 
         return _grant(self.store.run(work, write=True))

@@ -1226,7 +1226,7 @@ class Store(_AccessQueries):
                     yield conn
         except WorkflowError:
             raise
-        except (sa_exc.DBAPIError, sa_exc.SQLAlchemyError, OSError) as e:
+        except self._driver_errors as e:  # the streams read from the driver's own cursors
             raise self._translate(e, "the workflow tables (locked by another session)") from e
 
     def _settle(self, conn: Connection) -> None:
