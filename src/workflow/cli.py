@@ -595,9 +595,16 @@ def bulk_start(
 )
 @click.option("--note", help="A free-text note recorded with the event.")
 @click.option(
-    "--expect-version", type=int, help="Refuse (exit 5) unless the instance is at this version."
+    "--expect-version",
+    type=int,
+    help="Refuse (exit 5) unless the instance is at this version (not checked again when "
+    "--key repeats a recorded request: the first result is returned).",
 )
-@click.option("--key", help="Idempotency key: the same key again returns the first result.")
+@click.option(
+    "--key",
+    help="Idempotency key: the same key again (even at once, or with a stale "
+    "--expect-version) returns the first result and changes nothing.",
+)
 @be_option
 @json_option
 @pass_ctx
