@@ -361,6 +361,18 @@ _FAULTS: dict[str, _Fault] = {
         f"--statement-timeout / {STATEMENT_TIMEOUT_ENV}) or by an administrator",
     ),
     "23505": _Fault("collision", "a concurrent change collided with this one; try again"),
+    "25006": _Fault(
+        "down", "the database is read-only (a standby, or default_transaction_read_only)"
+    ),
+    "42501": _Fault(
+        "down", "the database role lacks a privilege on workflow's tables (grant it, or "
+        "connect as their owner)"
+    ),
+    "53100": _Fault("down", "the database server's disk is full"),
+    "53300": _Fault("down", "the database server has no connection slots left"),
+    "57P01": _Fault("down", "the database server is shutting down (administrator command)"),
+    "57P02": _Fault("down", "the database server is in crash recovery"),
+    "57P03": _Fault("down", "the database server is starting up or shutting down"),
     "SQLITE_BUSY": _Fault("retry", "database is locked by another writer"),
     "SQLITE_LOCKED": _Fault("retry", "database is locked by another writer"),
     "SQLITE_CONSTRAINT_UNIQUE": _Fault(
@@ -622,14 +634,17 @@ class Store(_AccessQueries):
         return DatabaseUnavailable(self.safe_url, reason)
 
     @contextmanager
-    def connect(self, write: bool = False) -> Iterator[Connection]:
-        """A connection in a transaction that commits on success and rolls back on error."""
+    def connect(self, write: bool = False, lock_wait: float | None = None) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success and rolls back on error;
+        ``lock_wait``: what is left of the call's lock timeout, for a retry (PostgreSQL)."""
         conn, kept = self._checkout(write)
         conn.info.pop(WAIT_KEY, None)
         committing = False
         try:
             trans = conn.begin()
             try:
+                if lock_wait is not None and not self.is_sqlite:
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_wait)}")
                 yield conn
             except BaseException:
                 if trans.is_active:
@@ -756,9 +771,10 @@ class Store(_AccessQueries):
         deadline = time.monotonic() + (self.timeouts.lock if timeout is None else timeout)
         delay = 0.002
         collided = False
+        lock_wait: float | None = None  # the first attempt has the whole lock timeout
         while True:
             try:
-                with self.connect(write=write) as conn:
+                with self.connect(write=write, lock_wait=lock_wait) as conn:
                     return fn(conn)
             except Conflict as e:
                 fault = _fault(e.__cause__)
@@ -776,6 +792,8 @@ class Store(_AccessQueries):
                     raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.1)
+            # A retry waits no longer than what is left, so the call stays within the bound.
+            lock_wait = max(0.001, deadline - time.monotonic())
 
     # -- schema
 
