@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -502,3 +503,63 @@ def test_bad_timeouts_are_usage_errors(engine: Engine, value: str) -> None:
         _one_error_line(err)
     with pytest.raises(UsageError):
         Engine(engine.url, lock_timeout=float(value) if value != "abc" else value)  # type: ignore[arg-type]
+
+
+def _wait_cli_blocked(url: str, proc: subprocess.Popen[str]) -> None:
+    """Wait until a CLI process is inside its change: PostgreSQL shows its lock wait; on
+    SQLite it has the database file open (it cannot get further while the lock is held)."""
+    deadline = time.monotonic() + WAIT
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite") else None
+    while proc.poll() is None:
+        if path is None:
+            if _lock_waits(url) > 0:
+                return
+        else:
+            fds = Path(f"/proc/{proc.pid}/fd")
+            with_file = False
+            for fd in list(fds.iterdir()) if fds.exists() else []:
+                with suppress(OSError):
+                    with_file = with_file or os.readlink(fd) == path
+            if with_file:
+                return
+        assert time.monotonic() < deadline, "the CLI neither waited nor finished"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("action", ["grant", "revoke"])
+def test_cli_racing_an_identical_grant_or_revoke_exits_cleanly(
+        engine: Engine, granted: int, sides: Callable[[], Side], action: str) -> None:
+    """`workflow actors grant/revoke` racing the same change in another session: grant
+    exit 0 (idempotent), revoke exit 3 with one "holds no grant" line; never exit 6 with a
+    driver message; one event each."""
+    first = sides()
+    if action == "grant":
+        first.engine.revoke(ACTOR, OFFICER, by="admin")  # so that the grant is new
+        first.pause_after("insert_grant")
+        first.go(_grant)
+    else:
+        first.pause_after("delete_grant")
+        first.go(_revoke)
+    assert first.reached.wait(WAIT)
+    proc = subprocess.Popen([sys.executable, "-m", "workflow.cli", "--db", engine.url,
+                             "actors", action, ACTOR, OFFICER],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_cli_blocked(engine.url, proc)
+        first.release.set()
+        first.join()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert first.error is None
+    trail = [t for t, _ in _grant_trail(engine)]
+    if action == "grant":
+        assert proc.returncode == 0, (out, err)
+        assert err == ""
+        assert trail == ["grant", "revoke", "grant"]
+    else:
+        assert proc.returncode == 3, (out, err)
+        assert _one_error_line(err) and "holds no grant" in err
+        assert trail == ["grant", "revoke"]
+    assert engine.verify().ok
