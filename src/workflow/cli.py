@@ -33,17 +33,31 @@ EXIT_INTERNAL = 70
 class Context:
     """Global options, and the engine made from them on first use."""
 
-    def __init__(self, db: str, definitions: Sequence[str], traceback: bool) -> None:
+    def __init__(
+        self,
+        db: str,
+        definitions: Sequence[str],
+        traceback: bool,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> None:
         self.db = db
         self.definitions = list(definitions)
         self.traceback = traceback
+        self.lock_timeout = lock_timeout
+        self.statement_timeout = statement_timeout
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
             from workflow.engine import Engine
 
-            self._engine = Engine(self.db, self.definitions)
+            self._engine = Engine(
+                self.db,
+                self.definitions,
+                lock_timeout=self.lock_timeout,
+                statement_timeout=self.statement_timeout,
+            )
         return self._engine
 
     def registry(self) -> Any:
@@ -137,16 +151,37 @@ def show_config(config: Sequence[str] | None) -> str:
     help="Extra directory (or file) of program definitions; repeatable.",
 )
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.option(
+    "--lock-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Give up (exit 6) after waiting this long for another session's lock "
+    "(env WORKFLOW_LOCK_TIMEOUT; default 30).",
+)
+@click.option(
+    "--statement-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Cancel (exit 6) any PostgreSQL statement running longer than this "
+    "(env WORKFLOW_STATEMENT_TIMEOUT; default: the server's setting).",
+)
 @click.version_option(package_name="workflow")
 @click.pass_context
-def cli(ctx: click.Context, db: str, definitions: tuple[str, ...], traceback: bool) -> None:
+def cli(
+    ctx: click.Context,
+    db: str,
+    definitions: tuple[str, ...],
+    traceback: bool,
+    lock_timeout: float | None,
+    statement_timeout: float | None,
+) -> None:
     """Run the programs of the Community Development Department (CDD) as persisted,
     audited state machines.
 
     Coordinators start a program for an area and fiscal year and fire its stages with
     evidence; auditors read and verify the trail. Start with `workflow demo`.
     """
-    ctx.obj = Context(db, definitions, traceback)
+    ctx.obj = Context(db, definitions, traceback, lock_timeout, statement_timeout)
 
 
 # --------------------------------------------------------------------------- init / demo
@@ -560,9 +595,16 @@ def bulk_start(
 )
 @click.option("--note", help="A free-text note recorded with the event.")
 @click.option(
-    "--expect-version", type=int, help="Refuse (exit 5) unless the instance is at this version."
+    "--expect-version",
+    type=int,
+    help="Refuse (exit 5) unless the instance is at this version (not checked again when "
+    "--key repeats a recorded request: the first result is returned).",
 )
-@click.option("--key", help="Idempotency key: the same key again returns the first result.")
+@click.option(
+    "--key",
+    help="Idempotency key: the same key again (even at once, or with a stale "
+    "--expect-version) returns the first result and changes nothing.",
+)
 @be_option
 @json_option
 @pass_ctx

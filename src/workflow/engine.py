@@ -67,6 +67,7 @@ from workflow.storage import (
     InstanceRow,
     KeyRow,
     Store,
+    Timeouts,
     os_user,
 )
 
@@ -211,6 +212,10 @@ class Engine:
     ``url`` is a SQLAlchemy URL (``sqlite:///workflow.db``, ``postgresql+psycopg://...``);
     ``definitions`` adds directories or files of programs to the bundled ones; ``guards``
     registers named guard functions that definitions refer to with ``function: NAME``.
+    ``lock_timeout`` (seconds; default ``WORKFLOW_LOCK_TIMEOUT`` or 30) bounds how long a
+    call waits for another session's lock before it fails with ``DatabaseUnavailable``;
+    ``statement_timeout`` (default ``WORKFLOW_STATEMENT_TIMEOUT`` or the server's own)
+    bounds each statement on PostgreSQL.
     """
 
     def __init__(
@@ -220,6 +225,8 @@ class Engine:
         *,
         guards: Mapping[str, GuardFunction] | None = None,
         policy: Policy | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.policy: Policy = policy if policy is not None else StoredGrants()
@@ -229,7 +236,7 @@ class Engine:
         self._policy_reads_grants = bool(getattr(self.policy, "reads_grants", True))
         self.registry = Registry(definitions)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
-        self.store = Store(url)
+        self.store = Store(url, Timeouts.make(lock_timeout, statement_timeout))
         self._by_definition: dict[int, _Loaded] = {}
         self._stored: dict[tuple[str, int, str], int] = {}
         self._os_user = os_user()
@@ -653,33 +660,19 @@ class Engine:
         In a batch the instance rows were locked up front and the writes are collected for
         one bulk write at the end (``_Batch.flush``); the checks are the same.
         """
-        if req.key is not None:
-            replay = self._replay(conn, req.key, req.request)
-            if replay is not None:
-                row = self.store.get_instance(conn, replay.instance_id)
-                event = self.store.event_at(conn, replay.instance_id, replay.seq)
-                if (
-                    row is None
-                    or event is None
-                    or event.hash != replay.event_hash
-                    or (event.instance_id, event.trigger, event.actor, event.role, event.note)
-                    != (req.instance, req.trigger, req.actor, req.role, req.note)
-                ):
-                    raise KeyRecordMismatch(req.key, replay.instance_id, replay.seq)
-                # The first result: the instance as that event left it.
-                first = _config_tuple(event.to_state)
-                then = row._replace(
-                    state=first[0].split(".", 1)[0],
-                    active=event.to_state,
-                    version=event.seq,
-                    head_hash=event.hash,
-                    updated_at=event.at,
-                )
-                return event, then, True
         if batch is None:
             row = self.store.lock_instance(conn, req.instance)
         else:
             row = batch.rows.get(req.instance)
+        # The key is looked up under the instance lock (a batch locked its instances up
+        # front): a concurrent request with the same key that got the lock first has
+        # committed by now, and this one answers with its result instead of firing again.
+        # Before --expect-version is checked: a retry returns the first result, whatever
+        # version the instance has moved on to since.
+        if req.key is not None:
+            replay = self._replay(conn, req.key, req.request)
+            if replay is not None:
+                return self._replayed(conn, req, replay)
         if row is None:
             raise InstanceNotFound(req.instance)
         if req.expect_version is not None and row.version != req.expect_version:
@@ -758,6 +751,36 @@ class Engine:
             self.store.insert_key(conn, req.key, req.request, row.id, event.seq, at, event.hash)
         return event, new_row, False
 
+    def _replayed(
+        self, conn: Any, req: _FireRequest, key: KeyRow
+    ) -> tuple[EventRow, InstanceRow, bool]:
+        """The first result of a key: its event, and the instance as that event left it.
+
+        Only if the event the key row names is this request's (same instance, trigger, actor,
+        role and note, and the hash the row recorded): a rewritten key row must not make a
+        replay answer with another instance's event.
+        """
+        row = self.store.get_instance(conn, key.instance_id)
+        event = self.store.event_at(conn, key.instance_id, key.seq)
+        if (
+            row is None
+            or event is None
+            or event.hash != key.event_hash
+            or (event.instance_id, event.trigger, event.actor, event.role, event.note)
+            != (req.instance, req.trigger, req.actor, req.role, req.note)
+        ):
+            assert req.key is not None
+            raise KeyRecordMismatch(req.key, key.instance_id, key.seq)
+        first = _config_tuple(event.to_state)
+        then = row._replace(
+            state=first[0].split(".", 1)[0],
+            active=event.to_state,
+            version=event.seq,
+            head_hash=event.hash,
+            updated_at=event.at,
+        )
+        return event, then, True
+
     def _fire_result(
         self, event_row: EventRow, inst_row: InstanceRow, replayed: bool
     ) -> FireResult:
@@ -807,26 +830,9 @@ class Engine:
             raise KeyRecordMismatch(req.key, key.instance_id, key.seq)
 
     def _write(self, work: Callable[[Any], Any]) -> Any:
-        """Run a change; a unique-key collision means another writer won: say who."""
-        from workflow.errors import DatabaseUnavailable
-
-        try:
-            return self.store.run(work, write=True)
-        except DatabaseUnavailable as e:
-            if not self.store.is_integrity_error(e.__cause__):
-                raise
-            # Another writer committed the same key, duplicate or sequence number first.
-            # Run again: the re-read sees their change and answers accordingly.
-            try:
-                return self.store.run(work, write=True)
-            except DatabaseUnavailable as again:
-                if self.store.is_integrity_error(again.__cause__):
-                    from workflow.errors import Conflict
-
-                    raise Conflict(
-                        "a concurrent change collided with this one; try again"
-                    ) from again
-                raise
+        """Run a change in one write transaction (a collision with a concurrent writer is run
+        again once by the store: the re-read then sees their change and answers for it)."""
+        return self.store.run(work, write=True)
 
     def _verify_grants(
         self, conn: Any, digest: Digest | None
@@ -935,7 +941,10 @@ class Engine:
         if self._policy_reads_grants:
             found = cache.get(request.actor) if cache is not None else None
             if found is None:
-                found = [_grant(g) for g in self.store.grants_for(conn, request.actor)]
+                # Locked until the change commits: a revoke cannot slip in between.
+                found = [
+                    _grant(g) for g in self.store.grants_for(conn, request.actor, lock=True)
+                ]
                 if cache is not None:
                     cache[request.actor] = found
             grants = found
@@ -1008,15 +1017,19 @@ class Engine:
         by: str | None = None,
     ) -> Grant:
         """Let ``actor`` act as ``role`` in ``area`` (and inside it) on ``program``;
-        recorded as a hash-chained grant event. Granting what is already held changes nothing."""
+        recorded as a hash-chained grant event. Granting what is already held changes nothing,
+        also when two identical grants run at once (one event, both return the grant)."""
         actor, role, code, prog = self._grant_scope(actor, role, area, program)
         granted_by = _clean_name(by, "by") if by else self._os_user
 
         def work(conn: Any) -> GrantRow:
+            # The chain lock first: a concurrent grant or revoke of the same grant has then
+            # committed, and what is read below is what this change acts on.
+            head = self.store.lock_grant_chain(conn)
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is not None:
                 return existing
-            at = self._grant_event(conn, "grant", actor, role, code, prog, granted_by)
+            at = self._grant_event(conn, head, "grant", actor, role, code, prog, granted_by)
             values = dict(
                 actor=actor,
                 role=role,
@@ -1039,19 +1052,23 @@ class Engine:
         program: str | None = None,
         by: str | None = None,
     ) -> Grant:
-        """Withdraw exactly that grant (GrantNotFound if it is not held); takes effect at once."""
+        """Withdraw exactly that grant (GrantNotFound if it is not held); takes effect at once:
+        a change that checked the grant before commits before the revoke does, and none after.
+        Of two concurrent revokes of one grant, one records the revocation and the other is
+        GrantNotFound, as if they had run one after the other."""
         actor, role, code, prog = self._grant_scope(actor, role, area, program)
         revoked_by = _clean_name(by, "by") if by else self._os_user
 
         def work(conn: Any) -> GrantRow:
+            head = self.store.lock_grant_chain(conn)  # as in grant()
             existing = self.store.find_grant(conn, actor, role, code, prog)
             if existing is None:
                 raise GrantNotFound(actor, role, code or None, prog or None)
-            # Delete first: where fires hold the grant rows they read (FOR SHARE), this waits
-            # for them, so the revocation's time (read in _grant_event) follows every fire
-            # the grant allowed, as verify's replay of the grant chain expects.
+            # Delete first: it waits for every change still relying on the grant (they hold
+            # it FOR SHARE), so the revocation's time (read in _grant_event) follows every
+            # fire the grant allowed, as its effect does and as verify's replay expects.
             self.store.delete_grant(conn, existing.id)
-            self._grant_event(conn, "revoke", actor, role, code, prog, revoked_by)
+            self._grant_event(conn, head, "revoke", actor, role, code, prog, revoked_by)
             return existing
 
         return _grant(self.store.run(work, write=True))
@@ -1108,6 +1125,7 @@ class Engine:
     def _grant_event(
         self,
         conn: Any,
+        head: GrantEventRow | None,
         action: str,
         actor: str,
         role: str,
@@ -1115,9 +1133,9 @@ class Engine:
         program: str,
         by: str,
     ) -> str:
-        """Append the next grant event; return its time, read once the chain is locked (so
-        concurrent grant changes get times in chain order)."""
-        head = self.store.lock_grant_chain(conn)
+        """Append the next grant event after ``head`` (the caller holds the chain lock);
+        return its time, read now that the chain is locked (so concurrent grant changes get
+        times in chain order)."""
         at = now_utc()
         if head is not None and at < head.at:
             raise ClockWentBack("last grant event", head.at, at)

@@ -7,9 +7,15 @@ plain rows (named tuples) and leaves meaning to the engine. Three things it take
   with ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two writers never deadlock
   upgrading a read lock); on PostgreSQL the instance row is locked with ``SELECT ... FOR
   UPDATE`` so writers on different instances never wait for each other.
-* **Faults become WorkflowErrors.** A database that is down, locked, read-only or full is a
-  :class:`DatabaseUnavailable`; a missing or foreign schema is :class:`SchemaOutOfDate`.
-  "database is locked" is retried here, inside the engine, and never leaked.
+* **Faults become WorkflowErrors**, once, here, from one table (``_FAULTS``): a database that
+  is down, locked, read-only or full is a :class:`DatabaseUnavailable`; a missing or foreign
+  schema is :class:`SchemaOutOfDate`; a unique-key collision with a concurrent writer is run
+  again once and then a :class:`Conflict`. What is safe to retry (a transaction that never
+  committed: "database is locked", a serialization failure, a deadlock) is retried here.
+* **Bounded waits.** No call waits for another session's lock longer than ``lock_timeout``
+  (PostgreSQL's ``lock_timeout`` per session, SQLite's busy handler and the retry deadline);
+  then it fails with one line naming what it waited for. ``statement_timeout`` optionally
+  bounds every statement on PostgreSQL.
 * **Streaming reads** for verify and digest, so memory stays flat in the number of events.
 """
 
@@ -22,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -32,9 +39,11 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workflow.errors import (
+    Conflict,
     DatabaseUnavailable,
     DefinitionChanged,
     SchemaOutOfDate,
+    UsageError,
     WorkflowError,
 )
 
@@ -308,12 +317,111 @@ KEY_COLUMNS = [keys_t.c[name] for name in KeyRow._fields]
 # --------------------------------------------------------------------------- errors
 
 
+#: How long a call may wait for another session's lock, unless configured (seconds).
+DEFAULT_LOCK_TIMEOUT = 30.0
+LOCK_TIMEOUT_ENV = "WORKFLOW_LOCK_TIMEOUT"
+STATEMENT_TIMEOUT_ENV = "WORKFLOW_STATEMENT_TIMEOUT"
+_MAX_TIMEOUT = 86_400.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the engine waits: ``lock`` for other sessions' locks (the whole call gives up
+    after that long, retries included), ``statement`` for any one PostgreSQL statement
+    (``None``: the server's own setting stays in force)."""
+
+    lock: float = DEFAULT_LOCK_TIMEOUT
+    statement: float | None = None
+
+    @classmethod
+    def make(
+        cls, lock: float | str | None = None, statement: float | str | None = None
+    ) -> Timeouts:
+        """From explicit values, else the environment, else the defaults; checked here once."""
+        if lock is None:
+            lock = os.environ.get(LOCK_TIMEOUT_ENV) or None
+        if statement is None:
+            statement = os.environ.get(STATEMENT_TIMEOUT_ENV) or None
+        return cls(
+            lock=DEFAULT_LOCK_TIMEOUT if lock is None else _seconds(lock, "lock timeout"),
+            statement=None if statement is None else _seconds(statement, "statement timeout"),
+        )
+
+
+def _seconds(value: float | str, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} is a number of seconds, not {value!r}") from None
+    if not 0 < number <= _MAX_TIMEOUT:  # also refuses NaN
+        raise UsageError(f"{what} must be more than 0 and at most {_MAX_TIMEOUT:g} seconds")
+    return number
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class _Fault(NamedTuple):
+    """What a driver error means: ``kind`` decides what ``run`` does with it."""
+
+    kind: str  # "retry" (never committed, run again), "lock", "statement", "collision", "down"
+    reason: str
+
+
+#: Driver errors by PostgreSQL SQLSTATE or SQLite result-code name: the one table from which
+#: every foreign error is translated (anything else keeps the driver's first line).
+_FAULTS: dict[str, _Fault] = {
+    "40001": _Fault("retry", "a concurrent transaction conflicted with this one"),
+    "40P01": _Fault("retry", "deadlock with another session"),
+    "55P03": _Fault("lock", "gave up after waiting {timeout:g} s for {what}"),
+    "57014": _Fault(
+        "statement",
+        "a statement was cancelled after {statement} (statement timeout, "
+        f"--statement-timeout / {STATEMENT_TIMEOUT_ENV}) or by an administrator",
+    ),
+    "23505": _Fault("collision", "a concurrent change collided with this one; try again"),
+    "25006": _Fault(
+        "down", "the database is read-only (a standby, or default_transaction_read_only)"
+    ),
+    "42501": _Fault(
+        "down", "the database role lacks a privilege on workflow's tables (grant it, or "
+        "connect as their owner)"
+    ),
+    "53100": _Fault("down", "the database server's disk is full"),
+    "53300": _Fault("down", "the database server has no connection slots left"),
+    "57P01": _Fault("down", "the database server is shutting down (administrator command)"),
+    "57P02": _Fault("down", "the database server is in crash recovery"),
+    "57P03": _Fault("down", "the database server is starting up or shutting down"),
+    "SQLITE_BUSY": _Fault("retry", "database is locked by another writer"),
+    "SQLITE_LOCKED": _Fault("retry", "database is locked by another writer"),
+    "SQLITE_CONSTRAINT_UNIQUE": _Fault(
+        "collision", "a concurrent change collided with this one; try again"
+    ),
+    "SQLITE_CONSTRAINT_PRIMARYKEY": _Fault(
+        "collision", "a concurrent change collided with this one; try again"
+    ),
+}
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+#: What a call waits for when no statement said more precisely (``conn.info`` key).
+WAIT_KEY = "workflow_waiting_for"
+
+
+def _fault(e: BaseException | None) -> _Fault | None:
+    """The table's entry for a driver error (SQLAlchemy's wrapper or the driver's own)."""
+    if e is None:
+        return None
+    orig = getattr(e, "orig", None) or e
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    found = _FAULTS.get(code) if isinstance(code, str) else None
+    if found is None and any(s in str(orig) for s in _LOCKED):
+        found = _FAULTS["SQLITE_BUSY"]
+    return found
 
 
 def _is_locked(e: BaseException) -> bool:
-    text = str(getattr(e, "orig", None) or e)
-    return any(s in text for s in _LOCKED)
+    fault = _fault(e)
+    return fault is not None and fault.reason.startswith("database is locked")
 
 
 def _first_line(e: BaseException) -> str:
@@ -338,10 +446,16 @@ class _AccessQueries:
     is_sqlite: bool
     _q: dict[str, str]
 
-    def grants_for(self, conn: Connection, actor: str) -> list[GrantRow]:
+    def grants_for(self, conn: Connection, actor: str, *, lock: bool = False) -> list[GrantRow]:
+        """The actor's grants; with ``lock``, held for the rest of the transaction so that a
+        revoke cannot commit between this check and the change it allows (``FOR SHARE`` on
+        PostgreSQL: a revoke's DELETE waits for this transaction, or this read waits for
+        the revoke and then no longer sees the grant; SQLite's write lock is held already)."""
         # On the path of every change, hence driver SQL (see the hot-path note below).
         cur = conn.connection.cursor()
-        cur.execute(self._q["grants"], {"actor": actor})
+        if lock:
+            conn.info[WAIT_KEY] = f"the grants of {actor!r} (a grant or revoke in progress)"
+        cur.execute(self._q["grants_locked" if lock else "grants"], {"actor": actor})
         return [GrantRow(*r) for r in cur.fetchall()]
 
     def all_grants(self, conn: Connection) -> list[GrantRow]:
@@ -370,7 +484,10 @@ class _AccessQueries:
         conn.execute(grants_t.delete().where(grants_t.c.id == grant_id))
 
     def lock_grant_chain(self, conn: Connection) -> GrantEventRow | None:
-        """Serialise grant changes (rare) and return the chain's head."""
+        """Serialise grant changes (rare) and return the chain's head. Take it before reading
+        the grant a change is about, so that two grants or revokes of the same grant see
+        each other's outcome instead of both acting on what they read before."""
+        conn.info[WAIT_KEY] = "the grant trail (another grant or revoke in progress)"
         if not self.is_sqlite:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201952702)")
         return self.grant_head(conn)
@@ -418,8 +535,9 @@ class _AccessQueries:
 class Store(_AccessQueries):
     """A database holding workflow's tables."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: Timeouts | None = None) -> None:
         self.url = url
+        self.timeouts = timeouts if timeouts is not None else Timeouts.make()
         self.safe_url = _safe_url(url)
         try:
             parsed = make_url(url)
@@ -433,7 +551,7 @@ class Store(_AccessQueries):
             db = parsed.database or ""
             if db and db != ":memory:" and not db.startswith("file:"):
                 self.sqlite_path = Path(db)
-            kwargs["connect_args"] = {"timeout": 0.2}
+            kwargs["connect_args"] = {"timeout": min(0.2, self.timeouts.lock)}
         elif self.dialect == "postgresql":
             kwargs["connect_args"] = {"connect_timeout": 5}
             kwargs["pool_pre_ping"] = False
@@ -443,6 +561,8 @@ class Store(_AccessQueries):
             raise DatabaseUnavailable(self.safe_url, _first_line(e)) from e
         if self.is_sqlite:
             self._configure_sqlite()
+        elif self.dialect == "postgresql":
+            self._configure_postgres()
         self._schema_checked = False
         self._file_seen = False
         self._local = threading.local()
@@ -468,7 +588,8 @@ class Store(_AccessQueries):
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA foreign_keys=ON")
-                cur.execute("PRAGMA busy_timeout=200")
+                # Short: "database is locked" is retried by `run` up to the lock timeout.
+                cur.execute(f"PRAGMA busy_timeout={min(200, _ms(self.timeouts.lock))}")
             except Exception:
                 # A read-only file cannot switch journal mode; reads still work, writes will
                 # report the read-only database clearly.
@@ -484,22 +605,57 @@ class Store(_AccessQueries):
                 "BEGIN IMMEDIATE" if write else "BEGIN"
             )
 
+    def _configure_postgres(self) -> None:
+        lock_ms = _ms(self.timeouts.lock)
+        statement = self.timeouts.statement
+
+        @sa_event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Per session, once per connection: nothing is paid per transaction. The server
+            # default (0) would let a fire wait forever behind a row or table lock.
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(f"SET lock_timeout = {lock_ms}")
+                if statement is not None:
+                    cur.execute(f"SET statement_timeout = {_ms(statement)}")
+            finally:
+                cur.close()
+            dbapi_conn.commit()
+
     def dispose(self) -> None:
         self._discard()
         self.engine.dispose()
 
-    def is_integrity_error(self, e: BaseException | None) -> bool:
-        """Whether ``e`` is a unique-key collision (another writer committed first)."""
-        return isinstance(e, sa_exc.IntegrityError | self._dbapi.IntegrityError)
-
     # -- connections and faults
 
-    def _translate(self, e: BaseException) -> WorkflowError:
+    def _translate(self, e: BaseException, waiting_for: str | None = None) -> WorkflowError:
+        """The WorkflowError for a driver error, from ``_FAULTS`` (``waiting_for``: what the
+        failed statement was waiting for, when it said)."""
         if isinstance(e, WorkflowError):
             return e
         reason = _first_line(e)
-        if _is_locked(e):
-            reason = "database is locked by another writer (gave up after retrying)"
+        fault = _fault(e)
+        timeout = self.timeouts.lock
+        if fault is not None and fault.kind == "collision":
+            return Conflict(fault.reason)
+        if fault is not None and fault.reason.startswith("database is locked"):
+            reason = (
+                f"{fault.reason}; gave up after waiting {timeout:g} s "
+                f"(lock timeout, --lock-timeout / {LOCK_TIMEOUT_ENV})"
+            )
+        elif fault is not None and fault.kind == "lock":
+            what = waiting_for or "a lock held by another session"
+            reason = (
+                fault.reason.format(timeout=timeout, what=what)
+                + f" (lock timeout, --lock-timeout / {LOCK_TIMEOUT_ENV})"
+            )
+        elif fault is not None and fault.kind == "statement":
+            limit = self.timeouts.statement
+            reason = fault.reason.format(
+                statement=f"{limit:g} s" if limit is not None else "the server's limit"
+            )
+        elif fault is not None:
+            reason = fault.reason
         elif "no such table" in reason or ("does not exist" in reason and "relation" in reason):
             if not self._schema_checked:
                 return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
@@ -513,13 +669,17 @@ class Store(_AccessQueries):
         return DatabaseUnavailable(self.safe_url, reason)
 
     @contextmanager
-    def connect(self, write: bool = False) -> Iterator[Connection]:
-        """A connection in a transaction that commits on success and rolls back on error."""
+    def connect(self, write: bool = False, lock_wait: float | None = None) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success and rolls back on error;
+        ``lock_wait``: what is left of the call's lock timeout, for a retry (PostgreSQL)."""
         conn, kept = self._checkout(write)
+        conn.info.pop(WAIT_KEY, None)
         committing = False
         try:
             trans = conn.begin()
             try:
+                if lock_wait is not None and not self.is_sqlite:
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_wait)}")
                 yield conn
             except BaseException:
                 if trans.is_active:
@@ -533,12 +693,15 @@ class Store(_AccessQueries):
             # A kept connection the server dropped while idle fails on its first use; the
             # transaction never reached COMMIT, so running it again cannot apply it twice.
             stale = kept and not committing and self._is_disconnect(e, conn)
+            waiting_for = None
+            with suppress(Exception):
+                waiting_for = conn.info.get(WAIT_KEY)
             # A connection that saw a driver error (or an interrupt) is not trusted again:
             # it is closed and the next transaction takes a fresh one.
             self._discard()
             if not isinstance(e, self._driver_errors):
                 raise
-            error = self._translate(e)
+            error = self._translate(e, waiting_for)
             error.stale_connection = stale  # type: ignore[attr-defined]
             raise error from e
         finally:
@@ -628,32 +791,44 @@ class Store(_AccessQueries):
         conns.clear()
 
     def run(
-        self, fn: Callable[[Connection], T], *, write: bool = False, timeout: float = 30.0
+        self, fn: Callable[[Connection], T], *, write: bool = False, timeout: float | None = None
     ) -> T:
-        """Run ``fn`` in one transaction; retry it while the database is busy.
+        """Run ``fn`` in one transaction; run it again while that is safe and time remains.
 
-        Only whole transactions are retried, so a retry re-reads everything it decides on.
+        Only whole transactions that never committed are run again, so a retry re-reads
+        everything it decides on: "database is locked", serialization failures, deadlocks and
+        a kept connection the server dropped, until ``timeout`` (default: the lock timeout)
+        has passed since the call began; a unique-key collision (another writer committed the
+        same key first) once, when the re-read answers for it (a duplicate, the first result
+        of an idempotency key, a grant already held), else it is a :class:`Conflict`.
         """
         self.check_schema()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (self.timeouts.lock if timeout is None else timeout)
         delay = 0.002
+        collided = False
+        lock_wait: float | None = None  # the first attempt has the whole lock timeout
         while True:
             try:
-                with self.connect(write=write) as conn:
+                with self.connect(write=write, lock_wait=lock_wait) as conn:
                     return fn(conn)
+            except Conflict as e:
+                fault = _fault(e.__cause__)
+                if collided or fault is None or fault.kind != "collision":
+                    raise  # a refusal of fn's own, or a second collision
+                collided = True
+                continue
             except DatabaseUnavailable as e:
-                cause = e.__cause__
-                retryable = cause is not None and (
-                    _is_locked(cause)
-                    or _is_serialization(cause)
-                    or getattr(e, "stale_connection", False)
+                fault = _fault(e.__cause__)
+                retryable = (fault is not None and fault.kind == "retry") or getattr(
+                    e, "stale_connection", False
                 )
                 if not retryable or time.monotonic() > deadline:
-                    # Keep the driver's error as the cause: callers look at it (a unique-key
-                    # collision means another writer won and is worth one more try).
-                    raise self._translate(cause or e) from (cause or e)
+                    # The driver's error stays the cause, for callers and --traceback.
+                    raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.1)
+            # A retry waits no longer than what is left, so the call stays within the bound.
+            lock_wait = max(0.001, deadline - time.monotonic())
 
     # -- schema
 
@@ -780,6 +955,10 @@ class Store(_AccessQueries):
             "grants": self._sql(
                 f"SELECT {', '.join(GrantRow._fields)} FROM workflow_grants WHERE actor = :actor"
             ),
+            "grants_locked": self._sql(
+                f"SELECT {', '.join(GrantRow._fields)} FROM workflow_grants WHERE actor = :actor"
+                + ("" if self.is_sqlite else " FOR SHARE")
+            ),
             "event_many": self._sql(
                 f"INSERT INTO workflow_events ({', '.join(ecols)}) "
                 f"VALUES ({', '.join(':' + c for c in ecols)})"
@@ -808,6 +987,7 @@ class Store(_AccessQueries):
         """The instance row, locked for this transaction (FOR UPDATE; SQLite holds the
         database write lock already)."""
         cur = self._cursor(conn)
+        conn.info[WAIT_KEY] = f"instance {instance_id} (locked by another session)"
         cur.execute(self._q["lock"], {"id": instance_id})
         row = cur.fetchone()
         return InstanceRow(*row) if row else None
@@ -870,6 +1050,7 @@ class Store(_AccessQueries):
         """Several instance rows, locked (in id order, so two batches cannot deadlock)."""
         out: dict[int, InstanceRow] = {}
         cur = self._cursor(conn)
+        conn.info[WAIT_KEY] = f"{len(ids)} instances of a batch (locked by another session)"
         cols = ", ".join(InstanceRow._fields)
         lock = "" if self.is_sqlite else " ORDER BY id FOR UPDATE"
         for chunk in _chunks(list(ids), 500):
@@ -1122,16 +1303,32 @@ class Store(_AccessQueries):
                     # Surrogate escapes, which no hash or JSON check accepts: one problem of
                     # verify for the value, not a failed scan.
                     dbapi_conn.text_factory = _lenient_text
+                conn.info[WAIT_KEY] = "the workflow tables (locked by another session)"
                 try:
                     with conn.begin():
+                        if self.is_sqlite:
+                            self._settle(conn)
                         yield conn
                 finally:
                     if lenient:
                         dbapi_conn.text_factory = str
         except WorkflowError:
             raise
-        except self._driver_errors as e:
-            raise self._translate(e) from e
+        except self._driver_errors as e:  # the streams read from the driver's own cursors
+            raise self._translate(e, "the workflow tables (locked by another session)") from e
+
+    def _settle(self, conn: Connection) -> None:
+        """Take SQLite's read snapshot now, waiting (up to the lock timeout) while another
+        process holds the file exclusively; later reads of this transaction then see it."""
+        deadline = time.monotonic() + self.timeouts.lock
+        while True:
+            try:
+                conn.exec_driver_sql("SELECT count(*) FROM workflow_definitions").close()
+                return
+            except sa_exc.OperationalError as e:
+                if not _is_locked(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     @staticmethod
     def is_undecodable(e: BaseException) -> bool:
