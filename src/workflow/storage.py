@@ -37,6 +37,7 @@ from workflow.errors import (
     SchemaOutOfDate,
     WorkflowError,
 )
+from workflow.text import ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
 SCHEMA_REVISION = "0003"
@@ -58,7 +59,7 @@ class DefinitionTable(Base):
 
     __tablename__ = "workflow_definitions"
     id: Mapped[int] = mapped_column(primary_key=True)
-    program: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     version: Mapped[int]
     content_hash: Mapped[str] = mapped_column(sa.String(64))
     source_file: Mapped[str] = mapped_column(sa.Text)
@@ -72,7 +73,7 @@ class InstanceTable(Base):
 
     __tablename__ = "workflow_instances"
     id: Mapped[int] = mapped_column(primary_key=True)
-    program: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     program_version: Mapped[int]
     definition_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_definitions.id"))
     area_code: Mapped[str] = mapped_column(sa.String(6))
@@ -82,7 +83,7 @@ class InstanceTable(Base):
     # The unique constraint below is what refuses a concurrent duplicate start.
     duplicate_no: Mapped[int] = mapped_column(default=0)
     title: Mapped[str | None] = mapped_column(sa.Text)
-    state: Mapped[str] = mapped_column(sa.String(100))
+    state: Mapped[str] = mapped_column(sa.String(ID_MAX))
     active: Mapped[str] = mapped_column(sa.Text)
     version: Mapped[int]
     head_hash: Mapped[str] = mapped_column(sa.String(64))
@@ -106,17 +107,17 @@ class EventTable(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     instance_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_instances.id"))
     seq: Mapped[int]
-    trigger: Mapped[str] = mapped_column(sa.String(100))
+    trigger: Mapped[str] = mapped_column(sa.String(ID_MAX))
     from_state: Mapped[str | None] = mapped_column(sa.Text)
     to_state: Mapped[str] = mapped_column(sa.Text)
     actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
     os_user: Mapped[str] = mapped_column(sa.Text)
     at: Mapped[str] = mapped_column(sa.String(32))
     evidence: Mapped[str] = mapped_column(sa.Text)
     note: Mapped[str | None] = mapped_column(sa.Text)
     definition_hash: Mapped[str] = mapped_column(sa.String(64))
-    policy: Mapped[str] = mapped_column(sa.String(100))
+    policy: Mapped[str] = mapped_column(sa.String(ID_MAX))
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
     __table_args__ = (
@@ -130,7 +131,7 @@ class IdempotencyTable(Base):
     """Keys of idempotent requests and the event (or instance) they produced."""
 
     __tablename__ = "workflow_idempotency"
-    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(KEY_MAX), primary_key=True)
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     instance_id: Mapped[int]
     seq: Mapped[int]
@@ -143,9 +144,9 @@ class GrantTable(Base):
     __tablename__ = "workflow_grants"
     id: Mapped[int] = mapped_column(primary_key=True)
     actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
     area_code: Mapped[str] = mapped_column(sa.String(6))
-    program: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     granted_by: Mapped[str] = mapped_column(sa.Text)
     granted_at: Mapped[str] = mapped_column(sa.String(32))
     __table_args__ = (
@@ -174,9 +175,9 @@ class DenialTable(Base):
     __tablename__ = "workflow_denials"
     id: Mapped[int] = mapped_column(primary_key=True)
     actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(100))
-    action: Mapped[str] = mapped_column(sa.String(100))
-    program: Mapped[str | None] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
+    action: Mapped[str] = mapped_column(sa.String(ID_MAX))
+    program: Mapped[str | None] = mapped_column(sa.String(ID_MAX))
     instance_id: Mapped[int | None]
     area_code: Mapped[str | None] = mapped_column(sa.String(6))
     reason: Mapped[str] = mapped_column(sa.Text)
@@ -1075,10 +1076,18 @@ def _is_serialization(e: BaseException) -> bool:
 
 
 def os_user() -> str:
-    """The operating-system user running this process, recorded beside the actor."""
+    """The operating-system user running this process, recorded beside the actor.
+
+    Taken from the process's real uid, never from ``LOGNAME``/``USER`` (anyone can set those);
+    ``uid:N`` when the uid has no passwd entry (a container's arbitrary uid)."""
     try:
+        import pwd
+    except ImportError:  # pragma: no cover - not POSIX: no uid to look up
         import getpass
 
         return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER") or os.environ.get("USERNAME") or f"uid:{os.getuid()}"
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
