@@ -20,6 +20,7 @@ import yaml
 
 from workflow.errors import DefinitionError, Problem
 from workflow.evidence import convert as _evidence_convert
+from workflow.files import MAX_DEFINITION_BYTES, FileRefused, read_regular_file
 from workflow.model import (
     COMPARISON_OPS,
     EVIDENCE_TYPES,
@@ -1014,14 +1015,19 @@ def load_text(text: str, filename: str = "<string>") -> Program:
 
 
 def check_file(path: str | Path) -> tuple[Program | None, list[Problem]]:
-    """Like :func:`check_text` for a file; an unreadable file is a problem too."""
+    """Like :func:`check_text` for a file; a file that is not a readable regular file of at
+    most ``MAX_DEFINITION_BYTES`` (a FIFO, a device, a link loop...) is a problem too."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = read_regular_file(p, MAX_DEFINITION_BYTES)
+    except FileRefused as e:
+        return None, [Problem(str(p), 0, "E001", e.reason)]
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return None, [Problem(str(p), 1, "E001", f"not UTF-8 text: {e.reason} at byte {e.start}")]
-    except OSError as e:
-        return None, [Problem(str(p), 0, "E001", f"cannot read: {e.strerror or e}")]
+    # As Path.read_text did: universal newlines, so line numbers match what editors show.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return check_text(text, str(p))
 
 
