@@ -201,7 +201,14 @@ def demo(c: Context) -> None:
     _render_report(engine.report(), as_json=False)
     say(f"History of instance {result.featured} ({result.featured_story}):")
     _render_history(engine.history(result.featured), be=True)
-    db = "" if c.db == "sqlite:///workflow.db" else f" --db '{c.db}'"
+    db = ""
+    if c.db != "sqlite:///workflow.db":
+        from workflow.storage import safe_url
+
+        # Never the password (workflow.storage.safe_url), not even in a hint to copy.
+        db = f" --db '{safe_url(c.db)}'"
+        if safe_url(c.db) != c.db:
+            say("(the password is shown as ***: give it with WORKFLOW_DB or a ~/.pgpass file)")
     first = result.instances[0]
     say("Try next:")
     for line in (
@@ -1090,6 +1097,24 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _print_traceback(args: Sequence[str]) -> None:
+    """The current traceback on stderr, with the database URL's secrets masked."""
+    urls = [os.environ.get("WORKFLOW_DB", "")]
+    for i, arg in enumerate(args):
+        if arg == "--db" and i + 1 < len(args):
+            urls.append(args[i + 1])
+        elif arg.startswith("--db="):
+            urls.append(arg[len("--db=") :])
+    text = traceback.format_exc()
+    if any(urls):
+        from workflow.storage import scrub, url_secrets
+
+        for url in urls:
+            text = scrub(text, url_secrets(url))
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI and turn errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -1102,13 +1127,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.UsageError as e:
         if show_traceback:
-            traceback.print_exc()
+            _print_traceback(args)
         # One line like every other error, with where to look for the right usage.
         where = e.ctx.command_path if e.ctx is not None else "workflow"
         _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
     except click.ClickException as e:
         if show_traceback:
-            traceback.print_exc()
+            _print_traceback(args)
         _fail(e.format_message(), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -1119,7 +1144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if show_traceback:
             # The traceback, and still the contract's exit code.
-            traceback.print_exc()
+            _print_traceback(args)
         if isinstance(e, WorkflowError):
             _fail(" ".join(str(e).split("\n")), e.exit_code)
         _fail(

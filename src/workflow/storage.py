@@ -303,11 +303,57 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
-def _safe_url(url: str) -> str:
+# Query parameters that carry a secret (libpq's `password`, `sslpassword`, ...).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token", re.I)
+_USERINFO = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
+_QUERY_SECRET = re.compile(r"([?&;][^=&;#]*(?:pass|pwd|secret|token)[^=&;#]*=)[^&;#]*", re.I)
+HIDDEN = "***"
+
+
+def safe_url(url: str) -> str:
+    """``url`` as it may be shown: the password of ``user:pw@`` and of any ``?password=``
+    (or other secret) query parameter replaced by ``***``. The one function every message,
+    hint and log uses to show a database URL; a URL SQLAlchemy cannot parse is masked by
+    pattern instead."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:
-        return url
+        return _QUERY_SECRET.sub(rf"\g<1>{HIDDEN}", _USERINFO.sub(rf"\g<1>{HIDDEN}@", url))
+    query = {k: (HIDDEN if _SECRET_PARAM.search(k) else v) for k, v in parsed.query.items()}
+    shown = parsed.set(query=query).render_as_string(hide_password=True)
+    return _QUERY_SECRET.sub(rf"\g<1>{HIDDEN}", _USERINFO.sub(rf"\g<1>{HIDDEN}@", shown))
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The secrets written in ``url`` (its password, secret query values), so that text which
+    may quote them (a driver's message, a traceback) can be scrubbed with :func:`scrub`."""
+    found = [m.group(0).rsplit("=", 1)[1] for m in _QUERY_SECRET.finditer(url)]
+    m = _USERINFO.search(url)
+    if m is not None:
+        found.append(url[m.end(1) : m.end() - 1])
+    try:
+        parsed = make_url(url)
+    except Exception:
+        pass
+    else:
+        if parsed.password:
+            found.append(str(parsed.password))
+        for k, v in parsed.query.items():
+            if _SECRET_PARAM.search(k):
+                found.extend([v] if isinstance(v, str) else v)
+    # Longest first, so a secret containing another is replaced whole.
+    return tuple(sorted({s for s in found if s and s != HIDDEN}, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret in ``secrets`` (and its URL-quoted form) replaced by ``***``."""
+    from urllib.parse import quote, unquote
+
+    for secret in secrets:
+        for form in {secret, unquote(secret), quote(secret, safe="")}:
+            if form:
+                text = text.replace(form, HIDDEN)
+    return text
 
 
 # --------------------------------------------------------------------------- the store
@@ -386,11 +432,14 @@ class Store(_AccessQueries):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.safe_url = _safe_url(url)
+        self.safe_url = safe_url(url)
+        self._secrets = url_secrets(url)
         try:
             parsed = make_url(url)
-        except sa_exc.ArgumentError as e:
-            raise DatabaseUnavailable(url, f"not a database URL ({e})") from e
+        except (sa_exc.ArgumentError, ValueError) as e:  # ValueError: a port that is no number
+            raise DatabaseUnavailable(
+                self.safe_url, scrub(f"not a database URL ({e})", self._secrets)
+            ) from None
         self.dialect = parsed.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
         self.sqlite_path: Path | None = None
@@ -406,7 +455,7 @@ class Store(_AccessQueries):
         try:
             self.engine = sa.create_engine(url, **kwargs)
         except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
-            raise DatabaseUnavailable(self.safe_url, _first_line(e)) from e
+            raise DatabaseUnavailable(self.safe_url, scrub(_first_line(e), self._secrets)) from e
         if self.is_sqlite:
             self._configure_sqlite()
         self._schema_checked = False
@@ -463,7 +512,8 @@ class Store(_AccessQueries):
     def _translate(self, e: BaseException) -> WorkflowError:
         if isinstance(e, WorkflowError):
             return e
-        reason = _first_line(e)
+        # A driver's message may quote the connection string; never its password.
+        reason = scrub(_first_line(e), self._secrets)
         if _is_locked(e):
             reason = "database is locked by another writer (gave up after retrying)"
         elif "no such table" in reason or ("does not exist" in reason and "relation" in reason):
