@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from helpers import (
     COORDINATOR,
     KICKOFF,
@@ -38,7 +39,6 @@ from helpers import (
     start_lopburi,
 )
 from reliability import assert_one_error_line, run_cli
-
 from workflow import Engine, PermissionDenied, UsageError
 from workflow import engine as engine_module
 from workflow.display import CSV_TRIGGERS, csv_cell, csv_value, printable
