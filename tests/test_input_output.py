@@ -556,10 +556,11 @@ def _bad_urls(base: str) -> dict[str, str]:
 @pytest.mark.parametrize("case", sorted(_bad_urls("")))
 @pytest.mark.parametrize("traceback", [False, True], ids=["plain", "traceback"])
 def test_error_lines_and_tracebacks_never_show_the_password(
-        backend: str, case: str, traceback: bool, tmp_path: Path) -> None:
-    """Unreachable servers, missing databases, bad ports and unknown drivers with a password in
-    the URL: the error line (and the --traceback output) shows *** instead, exit 6."""
-    url = _bad_urls(backend)[case]
+        case: str, traceback: bool, tmp_path: Path) -> None:
+    """Unreachable servers, missing databases (the real PostgreSQL server when it runs), bad
+    ports and unknown drivers with a password in the URL: the error line (and the --traceback
+    output) shows *** instead, exit 6."""
+    url = _bad_urls(f"sqlite:///{tmp_path / 'none.db'}")[case]
     if case == "sqlite":
         # A SQLite URL holds no password; its missing-schema error shows the URL unchanged.
         p = cli("--db", url, "list", cwd=tmp_path)
