@@ -96,6 +96,8 @@ def resolve(query: str) -> Area:
     """
     # The canonical form every typed name takes (NFC; invisible and control characters
     # refused with exit 2), so a lookalike name never matches or fails silently.
+    if not query.strip():
+        raise AreaNotFound(query)
     query = identifier(query, "area", AREA_MAX)
     found = _matches(query)
     if len(found) == 1:
