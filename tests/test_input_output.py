@@ -428,11 +428,11 @@ def test_terminal_escapes_are_shown_escaped_in_every_human_rendering(
         assert "\\x1b" in r.out and "\\x" in r.out and "\\u20" in r.out
 
 
-def test_error_messages_quoting_stored_names_are_escaped(hostile_rows: dict[str, Any],
+def test_error_lines_quoting_escapes_are_escaped(hostile_rows: dict[str, Any],
                                                          capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
-    """An error line that quotes what is stored (revoking a lookalike grant not held) stays one
-    line without raw control characters."""
+    """An error line quoting a typed value full of terminal escapes (a `--since` bound) is one
+    line, exit 2, with the escapes shown, never raw."""
     r = run_cli(capsys, ["--db", hostile_rows["url"], "audit", "log", "--since", f"x{EVIL}"])
     assert r.code == 2
     assert_one_error_line(r)
