@@ -16,7 +16,9 @@ import os
 import stat
 from pathlib import Path
 
-from workflow.errors import UsageError
+from workflow.errors import FileRefused
+
+__all__ = ["MAX_DEFINITION_BYTES", "FileRefused", "read_regular_file"]
 
 #: What a program definition may weigh; the bundled ones are a few kilobytes.
 MAX_DEFINITION_BYTES = 1024 * 1024
@@ -28,15 +30,6 @@ _KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
-
-
-class FileRefused(UsageError):
-    """A file that cannot or must not be read; ``reason`` says why in a few words."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 def _open_problem(path: str, e: OSError) -> str:
