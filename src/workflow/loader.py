@@ -59,7 +59,7 @@ CODES: dict[str, str] = {
     "E014": "label missing its Thai or English text",
     "E015": "reserved name",
     "E016": "id or choice value longer than the database column that stores it",
-    "E017": "control, invisible or non-NFC character in an id, choice value or label",
+    "E017": "control, invisible or non-NFC character (or edge white space) in a choice or label",
     "E020": "unknown state",
     "E021": "state not reachable from the initial state",
     "E022": "non-final state with no way out",
