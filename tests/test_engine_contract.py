@@ -62,6 +62,7 @@ from workflow import (
     VersionConflict,
     WorkflowError,
 )
+from workflow.errors import TextRefused
 from workflow.registry import bundled_files
 
 INSTANCE_KEYS = {"id", "program", "program_version", "area", "fiscal_year", "state", "active",
@@ -297,7 +298,10 @@ REFUSALS: list[tuple[str, Attempt, type[WorkflowError], int]] = [
                           role=OFFICER), UsageError, 2),
     ("empty actor",
      lambda e, w: e.fire(w["kicked"], "workshop", actor="  ", role=COORDINATOR,
-                         evidence=WORKSHOP), UsageError, 2),
+                         evidence=WORKSHOP), TextRefused, 2),
+    ("actor with a zero-width space",
+     lambda e, w: e.fire(w["kicked"], "workshop", actor="som\u200bchai", role=COORDINATOR,
+                         evidence=WORKSHOP), TextRefused, 2),
     ("duplicate start",
      lambda e, w: start_lopburi(e), DuplicateInstance, 5),
     ("expect_version mismatch",

@@ -538,18 +538,20 @@ def test_error_line_escapes_control_characters(where: str, text: str, kicked_off
 
 @pytest.mark.parametrize(("db_kind", "what"), [
     _on(kind, w) for kind in ("sqlite", "postgres") for w in ("role", "trigger")])
-def test_refusal_with_a_long_role_or_trigger_is_recorded(
+def test_a_role_or_trigger_longer_than_its_column_is_a_usage_error(
         world: World, what: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """A permission refusal naming a 150-character role or trigger is still recorded as a denial."""
+    """A 150-character role or trigger (the columns hold 100) is exit 2 naming the limit, and
+    nothing is recorded: no denial cut to 100 characters that names another role or trigger."""
     long = "x" * 150
     args = (["fire", world.instances[0], "kickoff", "--actor", "udomrat", "--role", long]
             if what == "role" else
             ["fire", world.instances[0], long, "--actor", "nobody", "--role", "coordinator"])
-    before = len(dump_tables(world.url).get("workflow_denials", []))
+    before = dump_tables(world.url)
     r = run_cli(capsys, ["--db", world.url, *args])
-    assert r.code == 4, r
+    assert r.code == 2, r
     assert_one_error_line(r)
-    assert len(dump_tables(world.url)["workflow_denials"]) == before + 1
+    assert f"{what} is 150 characters long; at most 100 allowed" in r.err
+    assert dump_tables(world.url) == before
 
 
 DEEP = {

@@ -20,6 +20,7 @@ from geothai._normalize import normalize  # geothai's own clean-up of names and 
 from geothai.types import District, Province, Subdistrict
 
 from workflow.errors import AreaNotFound
+from workflow.text import AREA_MAX, identifier
 
 __all__ = [
     "Area",
@@ -91,7 +92,13 @@ def resolve(query: str) -> Area:
 
     Raises:
         AreaNotFound: nothing matches, or several areas do (``candidates`` then lists them).
+        TextRefused: the query holds control or invisible characters, or is too long.
     """
+    # The canonical form every typed name takes (NFC; invisible and control characters
+    # refused with exit 2), so a lookalike name never matches or fails silently.
+    if not query.strip():
+        raise AreaNotFound(query)
+    query = identifier(query, "area", AREA_MAX)
     found = _matches(query)
     if len(found) == 1:
         return found[0]

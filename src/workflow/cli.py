@@ -82,21 +82,42 @@ def be_option(f: F) -> F:
 def emit_json(data: Any) -> None:
     # UTF-8 bytes whatever the locale says: Thai text must survive a latin-1 or cp1252 pipe.
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    # json escapes C0 controls itself; C1 controls and bidi/format characters would reach the
+    # terminal raw, so they are written as JSON escapes too (the same string once parsed).
+    if not text.isascii():
+        text = "".join(c if c.isprintable() or c == "\n" else f"\\u{ord(c):04x}" for c in text)
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode("utf-8"))
     sys.stdout.flush()
+
+
+def say(text: object) -> None:
+    """Print one message to a person: stored text in it is escaped (workflow.display)."""
+    from workflow.display import printable
+
+    click.echo(printable(text, multiline=True))
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_lines=False)
+    from workflow.display import printable
+
+    # Cells are Text, not markup (a note "[red]" stays as typed), with control characters
+    # escaped (workflow.display): stored text never drives the terminal.
+    t = Table(
+        title=None if title is None else Text(printable(title)),
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        show_lines=False,
+    )
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(Text(printable(c)), overflow="fold")
     for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+        t.add_row(*(Text("" if v is None else printable(v, multiline=True)) for v in r))
     # Piped output has no terminal width; give tables room rather than folding every cell.
     width = None if sys.stdout.isatty() else 160
     Console(soft_wrap=False, width=width).print(t)
@@ -193,11 +214,11 @@ def init(c: Context) -> None:
     """Create or upgrade the database schema (safe to run again)."""
     before, after = c.engine().init()
     if before == after:
-        click.echo(f"schema already at revision {after}: {c.engine().store.safe_url}")
+        say(f"schema already at revision {after}: {c.engine().store.safe_url}")
     elif before is None:
-        click.echo(f"created schema revision {after}: {c.engine().store.safe_url}")
+        say(f"created schema revision {after}: {c.engine().store.safe_url}")
     else:
-        click.echo(f"upgraded schema {before} -> {after}: {c.engine().store.safe_url}")
+        say(f"upgraded schema {before} -> {after}: {c.engine().store.safe_url}")
 
 
 @cli.command()
@@ -208,16 +229,23 @@ def demo(c: Context) -> None:
 
     engine = c.engine()
     result = load(engine)
-    click.echo(
+    say(
         f"Loaded {len(result.instances)} instances from the source documents into "
         f"{engine.store.safe_url} ({result.new_events} stages recorded by this run).\n"
     )
     _render_report(engine.report(), as_json=False)
-    click.echo(f"History of instance {result.featured} ({result.featured_story}):")
+    say(f"History of instance {result.featured} ({result.featured_story}):")
     _render_history(engine.history(result.featured), be=True)
-    db = "" if c.db == "sqlite:///workflow.db" else f" --db '{c.db}'"
+    db = ""
+    if c.db != "sqlite:///workflow.db":
+        from workflow.storage import safe_url
+
+        # Never the password (workflow.storage.safe_url), not even in a hint to copy.
+        db = f" --db '{safe_url(c.db)}'"
+        if safe_url(c.db) != c.db:
+            say("(the password is shown as ***: give it with WORKFLOW_DB or a ~/.pgpass file)")
     first = result.instances[0]
-    click.echo("Try next:")
+    say("Try next:")
     for line in (
         f"workflow{db} list",
         f"workflow{db} show {first}",
@@ -226,7 +254,7 @@ def demo(c: Context) -> None:
         f"workflow{db} audit verify",
         f"workflow{db} audit log --format csv > audit.csv",
     ):
-        click.echo(f"  {line}")
+        say(f"  {line}")
 
 
 # --------------------------------------------------------------------------- programs
@@ -332,8 +360,8 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
     if as_json:
         emit_json(program_json(p))
         return
-    click.echo(f"{p.id} v{p.version}: {p.title.get(lang)}")
-    click.echo(
+    say(f"{p.id} v{p.version}: {p.title.get(lang)}")
+    say(
         f"roles: {', '.join(p.roles)}; started by: {', '.join(p.start_roles)}; initial: {p.initial}"
     )
     table(
@@ -399,9 +427,9 @@ def programs_validate(paths: tuple[str, ...], as_json: bool) -> None:
     else:
         for f, p, problems in results:
             for x in problems:
-                click.echo(str(x))
+                say(str(x))
             if not problems and p is not None:
-                click.echo(
+                say(
                     f"{f}: ok ({p.id} v{p.version}, {len(p.all_states())} states, "
                     f"{len(p.transitions)} transitions)"
                 )
@@ -444,7 +472,7 @@ def programs_diagram(
             visited.extend(e.to)
             fired.extend(_fired_edges(p, e))
     render = diagram.mermaid if fmt == "mermaid" else diagram.dot
-    click.echo(render(p, lang=lang, active=active, visited_states=visited, fired=fired))
+    say(render(p, lang=lang, active=active, visited_states=visited, fired=fired))
 
 
 def _fired_edges(p: Program, e: Event) -> list[tuple[str, str, str]]:
@@ -527,7 +555,7 @@ def start(
     if as_json:
         emit_json(inst.to_dict())
     else:
-        click.echo(inst.id)
+        say(inst.id)
 
 
 @cli.command("bulk-start")
@@ -575,7 +603,7 @@ def bulk_start(
     if as_json:
         emit_json({"started": ids, "skipped": len(tambons) - len(ids)})
     else:
-        click.echo(
+        say(
             f"started {len(ids)} instances of {program} "
             f"({len(tambons) - len(ids)} tambons already had one)"
         )
@@ -640,11 +668,11 @@ def fire(
         return
     e, inst = result.event, result.instance
     again = " (already recorded with this key; nothing changed)" if result.replayed else ""
-    click.echo(
+    say(
         f"instance {inst.id}: {e.trigger} {show_config(e.from_)} -> "
         f"{show_config(e.to)} (version {inst.version}){again}"
     )
-    click.echo(f"next: {', '.join(inst.available_triggers) or '(none: final)'}")
+    say(f"next: {', '.join(inst.available_triggers) or '(none: final)'}")
 
 
 @cli.command()
@@ -815,7 +843,7 @@ def actors_grant(
     if as_json:
         emit_json(g.to_dict())
     else:
-        click.echo(f"granted {g.actor!r} {g.role} {_grant_scope(g)}")
+        say(f"granted {g.actor!r} {g.role} {_grant_scope(g)}")
 
 
 @actors.command("revoke")
@@ -838,7 +866,7 @@ def actors_revoke(
     if as_json:
         emit_json(g.to_dict())
     else:
-        click.echo(f"revoked {g.actor!r} {g.role} {_grant_scope(g)}")
+        say(f"revoked {g.actor!r} {g.role} {_grant_scope(g)}")
 
 
 def _grant_scope(g: Any) -> str:
@@ -960,8 +988,11 @@ def audit_log(
 
 
 def _write_csv(events: Sequence[Event]) -> None:
+    """Events as CSV for spreadsheets (see workflow.display for how cells are neutralised)."""
     import csv
     import io
+
+    from workflow.display import csv_cell
 
     buf = io.StringIO()
     # A BOM so that Excel opens the UTF-8 Thai text correctly.
@@ -989,8 +1020,10 @@ def _write_csv(events: Sequence[Event]) -> None:
     )
     for e in events:
         d = e.to_dict()
+        # No cell runs as a spreadsheet formula; workflow.display.csv_value reads one back.
         w.writerow(
-            [
+            csv_cell(v)
+            for v in [
                 e.id,
                 e.instance,
                 e.seq,
@@ -1033,7 +1066,7 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
     else:
         what = " and the digest" if result.digest_checked else ""
         if result.ok:
-            click.echo(
+            say(
                 f"ok: {result.events_checked} events of {result.instances_checked} "
                 f"instances verified{what}"
             )
@@ -1043,8 +1076,8 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
                     where = f"instance {p.instance} seq {p.seq}"
                 else:  # the reason says which chain: "grants:", "denials:", "keys:" or none
                     where = "trail" if p.seq is None else f"trail seq {p.seq}"
-                click.echo(f"BROKEN {where}: {p.reason}")
-            click.echo(
+                say(f"BROKEN {where}: {p.reason}")
+            say(
                 f"{len(result.problems)} problem(s) in {result.events_checked} events of "
                 f"{result.instances_checked} instances"
             )
@@ -1094,8 +1127,9 @@ def audit_digest(c: Context) -> None:
 def _one_line(message: str) -> str:
     # One line, whatever the message quotes back: control characters (CR, ESC, NUL...) and
     # undecodable bytes from the command line are shown escaped, never sent to the terminal.
-    safe = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(message.split("\n")))
-    return safe.encode("utf-8", "backslashreplace").decode("utf-8")
+    from workflow.display import printable
+
+    return printable(" ".join(message.split("\n")))
 
 
 def _warn(message: str) -> None:
@@ -1105,6 +1139,24 @@ def _warn(message: str) -> None:
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"workflow: error: {_one_line(message)}", err=True)
     sys.exit(code)
+
+
+def _print_traceback(args: Sequence[str]) -> None:
+    """The current traceback on stderr, with the database URL's secrets masked."""
+    urls = [os.environ.get("WORKFLOW_DB", "")]
+    for i, arg in enumerate(args):
+        if arg == "--db" and i + 1 < len(args):
+            urls.append(args[i + 1])
+        elif arg.startswith("--db="):
+            urls.append(arg[len("--db=") :])
+    text = traceback.format_exc()
+    if any(urls):
+        from workflow.storage import scrub, url_secrets
+
+        for url in urls:
+            text = scrub(text, url_secrets(url))
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1119,13 +1171,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.UsageError as e:
         if show_traceback:
-            traceback.print_exc()
+            _print_traceback(args)
         # One line like every other error, with where to look for the right usage.
         where = e.ctx.command_path if e.ctx is not None else "workflow"
         _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
     except click.ClickException as e:
         if show_traceback:
-            traceback.print_exc()
+            _print_traceback(args)
         _fail(e.format_message(), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -1136,7 +1188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if show_traceback:
             # The traceback, and still the contract's exit code.
-            traceback.print_exc()
+            _print_traceback(args)
         if isinstance(e, WorkflowError):
             unrecorded = getattr(e, "denial_unrecorded", None)
             if unrecorded:

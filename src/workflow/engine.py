@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from workflow import areas as _areas
 from workflow import audit as _audit
+from workflow import text as _rules
 from workflow.access import (
     AUDITOR,
     EVERYWHERE,
@@ -146,8 +147,9 @@ class _FireRequest:
         actor = _clean_name(actor, "actor")
         role = _ident(role, "role")
         trigger = _ident(trigger, "trigger")
-        note = _text(note, "note", 10_000)
+        note = _note(note)
         key = _key(key)
+        evidence = _evidence_names(evidence)
         # Only an idempotent request needs its fingerprint.
         request = (
             _request_hash("fire", instance, trigger, actor, role, dict(evidence or {}), note)
@@ -497,8 +499,8 @@ class Engine:
                 area.code,
                 RoleNotAllowed("start", role, definition.start_roles),
             )
-        title = _text(title, "title", 2_000)
-        note = _text(note, "note", 10_000)
+        title = _text(title, "title", _rules.TITLE_MAX)
+        note = _note(note)
         request = _request_hash(
             "start", definition.id, area.code, year, actor, role, title, allow_duplicate, note
         )
@@ -1109,6 +1111,7 @@ class Engine:
         self, actor: str, role: str, area: str | None, program: str | None
     ) -> tuple[str, str, str, str]:
         actor = _clean_name(actor, "actor")
+        role = _ident(role, "role")
         known_roles = {
             r
             for p in self.registry.programs()
@@ -1117,6 +1120,7 @@ class Engine:
         } | {AUDITOR}
         if role not in known_roles:
             raise UsageError(f"unknown role {role!r} (known: {', '.join(sorted(known_roles))})")
+        program = _filter(program, "program")
         if program:
             self.registry.get(program)
         code = _areas.resolve(area).code if area else EVERYWHERE
@@ -1218,9 +1222,10 @@ class Engine:
         """Instances, oldest first; ``area`` matches the area and everything inside it."""
         code = _areas.resolve(area).code if area else None
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
+        program = _filter(program, "program")
         if program is not None:
             self.registry.get(program)
-        state = _text(state, "state", 100)
+        state = _filter(state, "state")
         limit = _limit(limit)
 
         def work(conn: Any) -> builtins.list[Instance]:
@@ -1258,8 +1263,8 @@ class Engine:
         code = _areas.resolve(area).code if area else None
         lo = _bound(since, end=False)
         hi = _bound(until, end=True)
-        actor = _text(actor, "actor", 200)
-        program = _text(program, "program", 100)
+        actor = _filter(actor, "actor", _rules.NAME_MAX)
+        program = _filter(program, "program")
         instance = _instance_id(instance) if instance is not None else None
         limit = _limit(limit)
 
@@ -1770,35 +1775,35 @@ def _instance_id(value: object) -> int:
 
 
 def _text(value: str | None, what: str, limit: int) -> str | None:
-    """Free text from a caller: stripped, valid UTF-8, no NUL, bounded; empty is None.
+    """Free text from a caller (a title): the rule of ``workflow.text``; empty is None.
 
     Checked here so that no database (PostgreSQL refuses NUL, drivers refuse lone
     surrogates from undecodable command-line bytes) ever sees what it cannot store."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise UsageError(f"{what} must be text")
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} is not valid UTF-8 text") from None
-    if "\x00" in text:
-        raise UsageError(f"{what} contains a NUL character")
-    if len(text) > limit:
-        raise UsageError(f"{what} is {len(text)} characters long; at most {limit} allowed")
-    return text
+    return _rules.free_text(value, what, limit)
+
+
+def _note(value: str | None) -> str | None:
+    """A note: free text that may span lines."""
+    return _rules.free_text(value, "note", _rules.NOTE_MAX, multiline=True)
+
+
+def _evidence_names(evidence: Mapping[str, object] | None) -> Mapping[str, object] | None:
+    """Evidence with its field names in canonical form (values are the evidence rules')."""
+    if not evidence:
+        return evidence
+    out: dict[str, object] = {}
+    for name, value in evidence.items():
+        clean = _rules.identifier(name, "evidence field name", _rules.ID_MAX)
+        if clean in out:
+            raise UsageError(f"evidence field {clean} given twice")
+        out[clean] = value
+    return out
 
 
 def _key(key: str | None) -> str | None:
     if key is None:
         return None
-    text = _text(key, "idempotency key", 200)
-    if text is None:
-        raise UsageError("an idempotency key must not be empty")
-    return text
+    return _rules.identifier(key, "idempotency key", _rules.KEY_MAX)
 
 
 def _limit(limit: int | None) -> int | None:
@@ -1810,18 +1815,20 @@ def _limit(limit: int | None) -> int | None:
 
 
 def _clean_name(name: str, what: str) -> str:
-    text = _text(name, what, 200)
-    if text is None:
-        raise UsageError(f"{what} must not be empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise UsageError(f"{what} must not contain control characters")
-    return text
+    """An actor's name in its one canonical form (``workflow.text``), so that a lookalike
+    cannot be granted beside the real name."""
+    return _rules.identifier(name, what, _rules.NAME_MAX)
 
 
 def _ident(value: str, what: str) -> str:
-    """A role or trigger name as given: short printable text (the definitions decide whether
-    it is a known one)."""
-    return _clean_name(value, what)[:100]
+    """A role, trigger, program or state id as given, canonical and no longer than its
+    column (the definitions decide whether it is a known one)."""
+    return _rules.identifier(value, what, _rules.ID_MAX)
+
+
+def _filter(value: str | None, what: str, limit: int = _rules.ID_MAX) -> str | None:
+    """An optional filter value (``--actor``, ``--program``, ``--state``): canonical or None."""
+    return _rules.optional_identifier(value, what, limit)
 
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

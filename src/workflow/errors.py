@@ -6,6 +6,8 @@ exit code of the command line (CONTRACT §4), so the CLI needs no table of its o
     WorkflowError                      (exit_code 1)
     ├── DefinitionError                1   a definition file is invalid (carries .problems)
     ├── UsageError                     2   a request that cannot be understood (bad option value)
+    │   ├── TextRefused                    typed text not in canonical form, or too long
+    │   └── FileRefused                    a named file that is not a readable regular file
     ├── NotFound                       3
     │   ├── ProgramNotFound
     │   ├── InstanceNotFound
@@ -77,6 +79,27 @@ class UsageError(WorkflowError):
     """A request the engine cannot understand (a malformed value, a bad option)."""
 
     exit_code = 2
+
+
+class TextRefused(UsageError):
+    """Text a caller typed breaks the rules of ``workflow.text`` (``what`` names the value,
+    ``char`` the offending character, if one)."""
+
+    def __init__(self, what: str, reason: str, char: str | None = None) -> None:
+        self.what = what
+        self.reason = reason
+        self.char = char
+        super().__init__(f"{what} {reason}")
+
+
+class FileRefused(UsageError):
+    """A file that cannot or must not be read (``workflow.files``); ``reason`` says why in a
+    few words ("is a FIFO (named pipe), not a regular file")."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 class NotFound(WorkflowError):

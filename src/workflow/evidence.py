@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 
 from workflow.errors import EvidenceInvalid, UsageError
 from workflow.model import EvidenceField, Transition
+from workflow.text import ID_MAX, identifier
 
 #: The JSON-compatible values evidence is stored as.
 EvidenceValue = str | int | float | bool
@@ -139,7 +141,9 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
         raise ValueError(f"expected true or false, got {_show(value)}")
     # choice
     choice = (
-        str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+        unicodedata.normalize("NFC", str(value)).strip()
+        if isinstance(value, str | int) and not isinstance(value, bool)
+        else None
     )
     if choice is None or choice not in field.choices:
         raise ValueError(f"must be one of {', '.join(field.choices)}, got {_show(value)}")
@@ -186,13 +190,15 @@ def validate(transition: Transition, raw: Mapping[str, object] | None) -> dict[s
 
 
 def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Read ``FIELD=VALUE`` pairs from the command line."""
+    """Read ``FIELD=VALUE`` pairs from the command line; a field name takes the canonical
+    form of every typed identifier (``workflow.text``)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
-        if name.strip() in out:
-            raise UsageError(f"--set {name.strip()} given twice")
-        out[name.strip()] = value
+        name = identifier(name, "evidence field name", ID_MAX)
+        if name in out:
+            raise UsageError(f"--set {name} given twice")
+        out[name] = value
     return out

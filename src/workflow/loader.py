@@ -20,6 +20,7 @@ import yaml
 
 from workflow.errors import DefinitionError, Problem
 from workflow.evidence import convert as _evidence_convert
+from workflow.files import MAX_DEFINITION_BYTES, FileRefused, read_regular_file
 from workflow.model import (
     COMPARISON_OPS,
     EVIDENCE_TYPES,
@@ -36,6 +37,14 @@ from workflow.model import (
     State,
     Transition,
 )
+from workflow.text import (
+    CHOICE_MAX,
+    ID_MAX,
+    LABEL_MAX,
+    describe,
+    forbidden_in_text,
+    problem_in_identifier,
+)
 
 #: Every problem code the loader can report, with what it means. Codes are stable: tools may
 #: match on them; new problems get new codes.
@@ -49,6 +58,8 @@ CODES: dict[str, str] = {
     "E013": "id is not kebab-case (program) or snake_case (states, triggers, roles, fields)",
     "E014": "label missing its Thai or English text",
     "E015": "reserved name",
+    "E016": "id or choice value longer than the database column that stores it",
+    "E017": "control, invisible or non-NFC character (or edge white space) in a choice or label",
     "E020": "unknown state",
     "E021": "state not reachable from the initial state",
     "E022": "non-final state with no way out",
@@ -209,7 +220,22 @@ class _Parser:
         if not pattern.match(text):
             style = "kebab-case" if pattern is KEBAB else "snake_case"
             self.problem(line, "E013", f"{what} {text!r} is not {style}")
+        self.bounded(text, line, what, ID_MAX)
         return text
+
+    def bounded(self, text: str, line: int, what: str, limit: int) -> None:
+        """Report an id, choice or label that the engine could not store or match as typed:
+        longer than ``limit`` (E016), or not in the canonical form of ``workflow.text`` (E017)."""
+        if len(text) > limit:
+            self.problem(
+                line,
+                "E016",
+                f"{what} {text[:40]!r}... is {len(text)} characters long; at most {limit} allowed",
+            )
+            return
+        reason = problem_in_identifier(text, limit)
+        if reason is not None:
+            self.problem(line, "E017", f"{what} {text!a} {reason}")
 
     def keys(self, node: _LDict, allowed: set[str], what: str) -> None:
         for key in node:
@@ -236,11 +262,21 @@ class _Parser:
                 self.problem(node.line or line, "E014", f"{what} has no {lang!r} label")
                 texts[lang] = "?"
             else:
-                texts[lang] = (
-                    self.string(node[lang], _line_of(node, lang, line), f"{lang} label of {what}")
-                    or "?"
-                )
+                lline = _line_of(node, lang, line)
+                texts[lang] = self.string(node[lang], lline, f"{lang} label of {what}") or "?"
+                self.label_text(texts[lang], lline, f"{lang} label of {what}")
         return Label(th=texts["th"], en=texts["en"])
+
+    def label_text(self, text: str, line: int, what: str) -> None:
+        """A label is shown to people: bounded, and no control character or bidi override
+        (a label may span lines)."""
+        if len(text) > LABEL_MAX:
+            self.problem(
+                line, "E016", f"{what} is {len(text)} characters long; at most {LABEL_MAX} allowed"
+            )
+        bad = next((c for c in text if forbidden_in_text(c, multiline=True)), None)
+        if bad is not None:
+            self.problem(line, "E017", f"{what} contains the character {describe(bad)}")
 
     def string_list(self, value: Any, line: int, what: str) -> list[tuple[str, int]]:
         """A list of ids (or a single id) with the line of each."""
@@ -640,6 +676,8 @@ class _Parser:
                     node["choices"], _line_of(node, "choices", line), f"choices of {name!r}"
                 )
                 choices = tuple(c for c, _ in items)
+                for choice, cline in items:
+                    self.bounded(choice, cline, f"choice of {name!r}", CHOICE_MAX)
                 if not choices:
                     self.problem(
                         _line_of(node, "choices", line),
@@ -977,14 +1015,19 @@ def load_text(text: str, filename: str = "<string>") -> Program:
 
 
 def check_file(path: str | Path) -> tuple[Program | None, list[Problem]]:
-    """Like :func:`check_text` for a file; an unreadable file is a problem too."""
+    """Like :func:`check_text` for a file; a file that is not a readable regular file of at
+    most ``MAX_DEFINITION_BYTES`` (a FIFO, a device, a link loop...) is a problem too."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = read_regular_file(p, MAX_DEFINITION_BYTES)
+    except FileRefused as e:
+        return None, [Problem(str(p), 0, "E001", e.reason)]
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return None, [Problem(str(p), 1, "E001", f"not UTF-8 text: {e.reason} at byte {e.start}")]
-    except OSError as e:
-        return None, [Problem(str(p), 0, "E001", f"cannot read: {e.strerror or e}")]
+    # As Path.read_text did: universal newlines, so line numbers match what editors show.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return check_text(text, str(p))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from workflow.errors import DefinitionError, Problem, ProgramNotFound
 from workflow.loader import check_file, load_text
 from workflow.model import Program
+from workflow.text import ID_MAX, identifier
 
 
 def bundled_files() -> list[Path]:
@@ -25,11 +26,15 @@ def bundled_files() -> list[Path]:
 
 
 def definition_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories into their YAML files; keep files as given."""
+    """Expand directories into their YAML files; keep files as given (reading them later
+    says what is wrong with one that is not a regular file)."""
     out: list[Path] = []
     for p in (Path(x) for x in paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml")))
+            try:
+                out.extend(sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml")))
+            except OSError:
+                out.append(p)  # unlistable: reading it names the problem
         else:
             out.append(p)
     return out
@@ -43,9 +48,7 @@ class Registry:
         files = (bundled_files() if bundled else []) + definition_files(directories)
         problems: list[Problem] = []
         for f in files:
-            if not f.exists():
-                problems.append(Problem(str(f), 0, "E001", "no such file or directory"))
-                continue
+            # check_file names what is wrong with a path (missing, a link loop, a FIFO...).
             program, found = check_file(f)
             problems.extend(found)
             if program is not None and not found:
@@ -88,6 +91,9 @@ class Registry:
         return [p for (pid, _), p in sorted(self._programs.items()) if pid == program_id]
 
     def get(self, program_id: str, version: int | None = None) -> Program:
+        """The program as typed (canonical form of ``workflow.text``), newest unless
+        ``version``; ProgramNotFound if unknown."""
+        program_id = identifier(program_id, "program", ID_MAX)
         if version is None:
             versions = self.versions(program_id)
             if versions:

@@ -46,6 +46,7 @@ from workflow.errors import (
     UsageError,
     WorkflowError,
 )
+from workflow.text import ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
 SCHEMA_REVISION = "0004"
@@ -67,7 +68,7 @@ class DefinitionTable(Base):
 
     __tablename__ = "workflow_definitions"
     id: Mapped[int] = mapped_column(primary_key=True)
-    program: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     version: Mapped[int]
     content_hash: Mapped[str] = mapped_column(sa.String(64))
     source_file: Mapped[str] = mapped_column(sa.Text)
@@ -81,7 +82,7 @@ class InstanceTable(Base):
 
     __tablename__ = "workflow_instances"
     id: Mapped[int] = mapped_column(primary_key=True)
-    program: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     program_version: Mapped[int]
     definition_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_definitions.id"))
     area_code: Mapped[str] = mapped_column(sa.String(6))
@@ -91,7 +92,7 @@ class InstanceTable(Base):
     # The unique constraint below is what refuses a concurrent duplicate start.
     duplicate_no: Mapped[int] = mapped_column(default=0)
     title: Mapped[str | None] = mapped_column(sa.Text)
-    state: Mapped[str] = mapped_column(sa.String(100))
+    state: Mapped[str] = mapped_column(sa.String(ID_MAX))
     active: Mapped[str] = mapped_column(sa.Text)
     version: Mapped[int]
     head_hash: Mapped[str] = mapped_column(sa.String(64))
@@ -115,17 +116,17 @@ class EventTable(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     instance_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_instances.id"))
     seq: Mapped[int]
-    trigger: Mapped[str] = mapped_column(sa.String(100))
+    trigger: Mapped[str] = mapped_column(sa.String(ID_MAX))
     from_state: Mapped[str | None] = mapped_column(sa.Text)
     to_state: Mapped[str] = mapped_column(sa.Text)
     actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
     os_user: Mapped[str] = mapped_column(sa.Text)
     at: Mapped[str] = mapped_column(sa.String(32))
     evidence: Mapped[str] = mapped_column(sa.Text)
     note: Mapped[str | None] = mapped_column(sa.Text)
     definition_hash: Mapped[str] = mapped_column(sa.String(64))
-    policy: Mapped[str] = mapped_column(sa.String(100))
+    policy: Mapped[str] = mapped_column(sa.String(ID_MAX))
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
     __table_args__ = (
@@ -140,7 +141,7 @@ class IdempotencyTable(Base):
     event's hash so a key row pointed at another event is detected."""
 
     __tablename__ = "workflow_idempotency"
-    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(KEY_MAX), primary_key=True)
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     instance_id: Mapped[int]
     seq: Mapped[int]
@@ -154,9 +155,9 @@ class GrantTable(Base):
     __tablename__ = "workflow_grants"
     id: Mapped[int] = mapped_column(primary_key=True)
     actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
     area_code: Mapped[str] = mapped_column(sa.String(6))
-    program: Mapped[str] = mapped_column(sa.String(100))
+    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     granted_by: Mapped[str] = mapped_column(sa.Text)
     granted_at: Mapped[str] = mapped_column(sa.String(32))
     __table_args__ = (
@@ -186,9 +187,9 @@ class DenialTable(Base):
     __tablename__ = "workflow_denials"
     id: Mapped[int] = mapped_column(primary_key=True)
     actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(100))
-    action: Mapped[str] = mapped_column(sa.String(100))
-    program: Mapped[str | None] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
+    action: Mapped[str] = mapped_column(sa.String(ID_MAX))
+    program: Mapped[str | None] = mapped_column(sa.String(ID_MAX))
     instance_id: Mapped[int | None]
     area_code: Mapped[str | None] = mapped_column(sa.String(6))
     reason: Mapped[str] = mapped_column(sa.Text)
@@ -430,11 +431,57 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
-def _safe_url(url: str) -> str:
+# Query parameters that carry a secret (libpq's `password`, `sslpassword`, ...).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token", re.I)
+_USERINFO = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
+_QUERY_SECRET = re.compile(r"([?&;][^=&;#]*(?:pass|pwd|secret|token)[^=&;#]*=)[^&;#]*", re.I)
+HIDDEN = "***"
+
+
+def safe_url(url: str) -> str:
+    """``url`` as it may be shown: the password of ``user:pw@`` and of any ``?password=``
+    (or other secret) query parameter replaced by ``***``. The one function every message,
+    hint and log uses to show a database URL; a URL SQLAlchemy cannot parse is masked by
+    pattern instead."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:
-        return url
+        return _QUERY_SECRET.sub(rf"\g<1>{HIDDEN}", _USERINFO.sub(rf"\g<1>{HIDDEN}@", url))
+    query = {k: (HIDDEN if _SECRET_PARAM.search(k) else v) for k, v in parsed.query.items()}
+    shown = parsed.set(query=query).render_as_string(hide_password=True)
+    return _QUERY_SECRET.sub(rf"\g<1>{HIDDEN}", _USERINFO.sub(rf"\g<1>{HIDDEN}@", shown))
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The secrets written in ``url`` (its password, secret query values), so that text which
+    may quote them (a driver's message, a traceback) can be scrubbed with :func:`scrub`."""
+    found = [m.group(0).rsplit("=", 1)[1] for m in _QUERY_SECRET.finditer(url)]
+    m = _USERINFO.search(url)
+    if m is not None:
+        found.append(url[m.end(1) : m.end() - 1])
+    try:
+        parsed = make_url(url)
+    except Exception:
+        pass
+    else:
+        if parsed.password:
+            found.append(str(parsed.password))
+        for k, v in parsed.query.items():
+            if _SECRET_PARAM.search(k):
+                found.extend([v] if isinstance(v, str) else v)
+    # Longest first, so a secret containing another is replaced whole.
+    return tuple(sorted({s for s in found if s and s != HIDDEN}, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret in ``secrets`` (and its URL-quoted form) replaced by ``***``."""
+    from urllib.parse import quote, unquote
+
+    for secret in secrets:
+        for form in {secret, unquote(secret), quote(secret, safe="")}:
+            if form:
+                text = text.replace(form, HIDDEN)
+    return text
 
 
 # --------------------------------------------------------------------------- the store
@@ -538,11 +585,14 @@ class Store(_AccessQueries):
     def __init__(self, url: str, timeouts: Timeouts | None = None) -> None:
         self.url = url
         self.timeouts = timeouts if timeouts is not None else Timeouts.make()
-        self.safe_url = _safe_url(url)
+        self.safe_url = safe_url(url)
+        self._secrets = url_secrets(url)
         try:
             parsed = make_url(url)
-        except sa_exc.ArgumentError as e:
-            raise DatabaseUnavailable(url, f"not a database URL ({e})") from e
+        except (sa_exc.ArgumentError, ValueError) as e:  # ValueError: a port that is no number
+            raise DatabaseUnavailable(
+                self.safe_url, scrub(f"not a database URL ({e})", self._secrets)
+            ) from None
         self.dialect = parsed.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
         self.sqlite_path: Path | None = None
@@ -558,7 +608,7 @@ class Store(_AccessQueries):
         try:
             self.engine = sa.create_engine(url, **kwargs)
         except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
-            raise DatabaseUnavailable(self.safe_url, _first_line(e)) from e
+            raise DatabaseUnavailable(self.safe_url, scrub(_first_line(e), self._secrets)) from e
         if self.is_sqlite:
             self._configure_sqlite()
         elif self.dialect == "postgresql":
@@ -633,7 +683,8 @@ class Store(_AccessQueries):
         failed statement was waiting for, when it said)."""
         if isinstance(e, WorkflowError):
             return e
-        reason = _first_line(e)
+        # A driver's message may quote the connection string; never its password.
+        reason = scrub(_first_line(e), self._secrets)
         fault = _fault(e)
         timeout = self.timeouts.lock
         if fault is not None and fault.kind == "collision":
@@ -1352,10 +1403,18 @@ def _is_serialization(e: BaseException) -> bool:
 
 
 def os_user() -> str:
-    """The operating-system user running this process, recorded beside the actor."""
+    """The operating-system user running this process, recorded beside the actor.
+
+    Taken from the process's real uid, never from ``LOGNAME``/``USER`` (anyone can set those);
+    ``uid:N`` when the uid has no passwd entry (a container's arbitrary uid)."""
     try:
+        import pwd
+    except ImportError:  # pragma: no cover - not POSIX: no uid to look up
         import getpass
 
         return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER") or os.environ.get("USERNAME") or f"uid:{os.getuid()}"
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
