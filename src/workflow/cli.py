@@ -33,23 +33,30 @@ EXIT_INTERNAL = 70
 class Context:
     """Global options, and the engine made from them on first use."""
 
-    def __init__(self, db: str, definitions: Sequence[str], traceback: bool) -> None:
+    def __init__(
+        self,
+        db: str,
+        definitions: Sequence[str],
+        traceback: bool,
+        allow_override: Sequence[str] = (),
+    ) -> None:
         self.db = db
         self.definitions = list(definitions)
         self.traceback = traceback
+        self.allow_override = tuple(allow_override)
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
             from workflow.engine import Engine
 
-            self._engine = Engine(self.db, self.definitions)
+            self._engine = Engine(self.db, self.definitions, allow_override=self.allow_override)
         return self._engine
 
     def registry(self) -> Any:
         from workflow.registry import Registry
 
-        return Registry(self.definitions)
+        return Registry(self.definitions, allow_override=self.allow_override)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -136,17 +143,32 @@ def show_config(config: Sequence[str] | None) -> str:
     type=click.Path(),
     help="Extra directory (or file) of program definitions; repeatable.",
 )
+@click.option(
+    "--allow-override",
+    "allow_override",
+    multiple=True,
+    metavar="PROGRAM",
+    envvar="WORKFLOW_ALLOW_OVERRIDE",
+    help="Let --definitions replace this bundled program with versions of its own; repeatable "
+    "(env WORKFLOW_ALLOW_OVERRIDE, ids separated by spaces). Without it that is refused.",
+)
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
 @click.version_option(package_name="workflow")
 @click.pass_context
-def cli(ctx: click.Context, db: str, definitions: tuple[str, ...], traceback: bool) -> None:
+def cli(
+    ctx: click.Context,
+    db: str,
+    definitions: tuple[str, ...],
+    allow_override: tuple[str, ...],
+    traceback: bool,
+) -> None:
     """Run the programs of the Community Development Department (CDD) as persisted,
     audited state machines.
 
     Coordinators start a program for an area and fiscal year and fire its stages with
     evidence; auditors read and verify the trail. Start with `workflow demo`.
     """
-    ctx.obj = Context(db, definitions, traceback)
+    ctx.obj = Context(db, definitions, traceback, allow_override)
 
 
 # --------------------------------------------------------------------------- init / demo
@@ -219,6 +241,7 @@ def programs_list(c: Context, as_json: bool) -> None:
                     "triggers": list(p.triggers),
                     "roles": list(p.roles),
                     "file": p.source_file,
+                    "source": p.source,
                 }
                 for p in found
             ]
@@ -226,9 +249,17 @@ def programs_list(c: Context, as_json: bool) -> None:
         return
     table(
         None,
-        ["program", "version", "title", "title (th)", "states", "triggers"],
+        ["program", "version", "title", "title (th)", "states", "triggers", "source"],
         [
-            (p.id, p.version, p.title.en, p.title.th, len(p.all_states()), len(p.triggers))
+            (
+                p.id,
+                p.version,
+                p.title.en,
+                p.title.th,
+                len(p.all_states()),
+                len(p.triggers),
+                p.source,
+            )
             for p in found
         ],
     )
@@ -995,6 +1026,11 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
     else:
+        for n in result.non_bundled:
+            click.echo(
+                f"note: instance {n.instance} runs {n.program} v{n.program_version} "
+                f"from {n.source}, not a bundled definition"
+            )
         what = " and the digest" if result.digest_checked else ""
         if result.ok:
             click.echo(

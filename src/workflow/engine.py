@@ -51,6 +51,7 @@ from workflow.records import (
     Event,
     FireResult,
     Instance,
+    NonBundled,
     Report,
     ReportRow,
     VerifyProblem,
@@ -198,8 +199,10 @@ class Engine:
     """A workflow engine over one database.
 
     ``url`` is a SQLAlchemy URL (``sqlite:///workflow.db``, ``postgresql+psycopg://...``);
-    ``definitions`` adds directories or files of programs to the bundled ones; ``guards``
-    registers named guard functions that definitions refer to with ``function: NAME``.
+    ``definitions`` adds directories or files of programs to the bundled ones; a bundled
+    program id in them is refused (``DefinitionError``, code ``E070``) unless it is named in
+    ``allow_override``. ``guards`` registers named guard functions that definitions refer to
+    with ``function: NAME``.
     """
 
     def __init__(
@@ -209,6 +212,7 @@ class Engine:
         *,
         guards: Mapping[str, GuardFunction] | None = None,
         policy: Policy | None = None,
+        allow_override: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.policy: Policy = policy if policy is not None else StoredGrants()
@@ -216,7 +220,7 @@ class Engine:
             raise UsageError("policy must have a `name` and a `check(request, grants)` method")
         # A policy may say it ignores stored grants; then they are not read on each change.
         self._policy_reads_grants = bool(getattr(self.policy, "reads_grants", True))
-        self.registry = Registry(definitions)
+        self.registry = Registry(definitions, allow_override=allow_override)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
         self.store = Store(url)
         self._by_definition: dict[int, _Loaded] = {}
@@ -259,7 +263,7 @@ class Engine:
             if program is None or program.content_hash != row.content_hash:
                 # The file changed or is gone: the instance keeps the exact text it started on.
                 program = Registry((), bundled=False).add_text(
-                    row.source_text, f"<stored {row.program} v{row.version}>"
+                    row.source_text, f"<stored {row.program} v{row.version}>", row.source
                 )
             loaded = _Loaded(program, compile_program(program), definition_id)
             self._by_definition[definition_id] = loaded
@@ -280,6 +284,7 @@ class Engine:
             program.source_file,
             program.source_text,
             now_utc(),
+            program.source or "unknown",
         )
 
     def _remember(self, program: Program, definition_id: int) -> None:
@@ -1247,6 +1252,9 @@ class Engine:
                 if problem is not None:
                     problems.append(problem)
             problems.extend(self._verify_grants(conn, digest))
+            non_bundled = tuple(
+                NonBundled(*row) for row in self.store.non_bundled_instances(conn)
+            )
         if digest is not None:
             for key, (seq, head) in sorted(digest.heads.items(), key=lambda kv: int(kv[0])):
                 now = found.get(int(key))
@@ -1271,6 +1279,7 @@ class Engine:
             instances_checked=instances,
             problems=tuple(problems),
             digest_checked=digest is not None,
+            non_bundled=non_bundled,
         )
 
 
