@@ -62,8 +62,27 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class _Errors:
+    """How the error of this run is printed: as a JSON object on stderr when the command was
+    asked for JSON (``--json``, ``audit log --format json``), else as one line of text."""
+
+    as_json: bool | None = None  # None: not parsed yet (then the command line decides)
+
+
+def _json_errors(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    if value is True or value == "json":
+        _Errors.as_json = True
+    return value
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=_json_errors,
+        help="Print JSON instead of a table (and errors as a JSON object on stderr).",
+    )(f)
 
 
 def be_option(f: F) -> F:
@@ -895,6 +914,8 @@ def audit() -> None:
     type=click.Choice(["table", "json", "csv"]),
     default="table",
     show_default=True,
+    callback=_json_errors,
+    help="json also prints errors as a JSON object on stderr.",
 )
 @be_option
 @pass_ctx
@@ -1090,7 +1111,16 @@ def audit_digest(c: Context) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: int, name: str = "WorkflowError") -> NoReturn:
+    """Print the error and exit with ``code``: one line of text, or with JSON asked for, the
+    object ``{"error": {"code": NAME, "exit_code": N, "message": ...}}`` on one line."""
+    if _Errors.as_json:
+        error = {"error": {"code": name, "exit_code": code, "message": message}}
+        text = json.dumps(error, ensure_ascii=False) + "\n"
+        sys.stderr.flush()
+        sys.stderr.buffer.write(text.encode("utf-8", "backslashreplace"))
+        sys.stderr.flush()
+        sys.exit(code)
     # One line, whatever the message quotes back: control characters (CR, ESC, NUL...) and
     # undecodable bytes from the command line are shown escaped, never sent to the terminal.
     safe = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(message.split("\n")))
@@ -1099,14 +1129,37 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _asks_for_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON output, for errors raised before (or while)
+    click parses it; once parsed, the options' own callback has the final word."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("--json", "--format=json") or (
+            arg == "--format" and i + 1 < len(args) and args[i + 1] == "json"
+        ):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI and turn errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args or os.environ.get("WORKFLOW_TRACEBACK") == "1"
+    _Errors.as_json = None
     try:
         cli.main(args=args, prog_name="workflow", standalone_mode=False)
+    except BaseException as e:
+        if _Errors.as_json is None:
+            _Errors.as_json = _asks_for_json(args)
+        _handle(e, show_traceback)
+
+
+def _handle(e: BaseException, show_traceback: bool) -> NoReturn:
+    try:
+        raise e
     except click.exceptions.Abort:
-        _fail("aborted", 130)
+        _fail("aborted", 130, "Aborted")
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.UsageError as e:
@@ -1114,15 +1167,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         # One line like every other error, with where to look for the right usage.
         where = e.ctx.command_path if e.ctx is not None else "workflow"
-        _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
+        _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code, "UsageError")
     except click.ClickException as e:
         if show_traceback:
             traceback.print_exc()
-        _fail(e.format_message(), e.exit_code)
+        _fail(e.format_message(), e.exit_code, "UsageError")
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, "Interrupted")
     except BrokenPipeError:
         sys.exit(0)
+    except SystemExit:
+        raise
     except Exception as e:
         from workflow.errors import WorkflowError
 
@@ -1130,10 +1185,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             # The traceback, and still the contract's exit code.
             traceback.print_exc()
         if isinstance(e, WorkflowError):
-            _fail(" ".join(str(e).split("\n")), e.exit_code)
+            _fail(" ".join(str(e).split("\n")), e.exit_code, type(e).__name__)
         _fail(
             f"internal error: {type(e).__name__}: {e} (run with --traceback for details)",
             EXIT_INTERNAL,
+            "InternalError",
         )
 
 

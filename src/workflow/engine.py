@@ -40,6 +40,8 @@ from workflow.errors import (
     InstanceNotFound,
     PermissionDenied,
     RoleNotAllowed,
+    StateNotFound,
+    UnknownRole,
     UsageError,
     VersionConflict,
     WorkflowError,
@@ -474,6 +476,16 @@ class Engine:
         actor = _clean_name(actor, "actor")
         role = _ident(role, "role")
         key = _key(key)
+        if role not in definition.roles and role != AUDITOR:
+            self._deny(
+                actor,
+                role,
+                "start",
+                definition.id,
+                None,
+                area.code,
+                UnknownRole(definition.id, role, definition.roles),
+            )
         if role not in definition.start_roles:
             self._deny(
                 actor,
@@ -670,12 +682,14 @@ class Engine:
             raise InstanceNotFound(req.instance)
         if req.expect_version is not None and row.version != req.expect_version:
             raise VersionConflict(req.instance, req.expect_version, row.version)
+        loaded = self._loaded(row.definition_id)
+        if req.role not in loaded.program.roles and req.role != AUDITOR:
+            raise UnknownRole(row.program, req.role, loaded.program.roles)
         self._authorize(
             conn,
             AccessRequest(req.actor, req.role, req.trigger, row.program, row.area_code, row.id),
             None if batch is None else batch.grants,
         )
-        loaded = self._loaded(row.definition_id)
         config: Configuration = _config_tuple(row.active)
         happened: Callable[[], set[str]] = partial(self.store.triggers_of, conn, row.id)
         if batch is not None and row.id in batch.fired:
@@ -1061,7 +1075,10 @@ class Engine:
             row = self.store.get_instance(conn, _instance_id(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
-            machine = self._loaded(row.definition_id).machine
+            loaded = self._loaded(row.definition_id)
+            if role is not None and role not in loaded.program.roles and role != AUDITOR:
+                raise UnknownRole(row.program, role, loaded.program.roles)
+            machine = loaded.machine
             config = _config_tuple(row.active)
 
             def happened() -> set[str]:
@@ -1095,6 +1112,13 @@ class Engine:
         if program is not None:
             self.registry.get(program)
         state = _text(state, "state", 100)
+        if state is not None:
+            ids = [program] if program is not None else [p.id for p in self.registry.programs()]
+            known = sorted(
+                {s.path for pid in ids for v in self.registry.versions(pid) for s in v.states}
+            )
+            if state not in known:
+                raise StateNotFound(state, program, known)
         limit = _limit(limit)
 
         def work(conn: Any) -> builtins.list[Instance]:
