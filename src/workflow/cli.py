@@ -70,8 +70,8 @@ class _Errors:
 
 
 def _json_errors(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-    if value is True or value == "json":
-        _Errors.as_json = True
+    # Called for the default too: once parsed, the option's value decides, not the argv.
+    _Errors.as_json = value is True or value == "json"
     return value
 
 
