@@ -225,3 +225,35 @@ def test_dot_names_a_thai_font_on_graph_nodes_and_edges(
                    for line in lines)
         assert any(line.startswith("    edge [") and f"fontname={font}" in line
                    for line in lines)
+
+
+# --------------------------------------------------------------------------- audit log dates
+
+
+def test_audit_log_filters_recorded_time_and_evidence_date_apart(
+        engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    """--since/--until select by recording time, --date-from/--date-to by the evidence
+    date (CE or BE, inclusive); a bad bound is exit 2 and changes nothing."""
+    inst = start_lopburi(engine)
+    engine.fire(inst.id, "kickoff", actor="u", role=OFFICER, evidence=KICKOFF)  # 2021-02-17
+    engine.fire(inst.id, "workshop", actor="u", role="coordinator",
+                evidence={"date": "2021-03-03", "venue": "v", "participants": 25})
+
+    def triggers(**kwargs: Any) -> list[str]:
+        return [e.trigger for e in engine.audit_log(**kwargs)]
+
+    assert triggers(since="2564-03-01") == ["start", "kickoff", "workshop"]  # recorded today
+    assert triggers(date_from="2564-03-01") == ["workshop"]
+    assert triggers(date_from="2021-02-17", date_to="2564-02-17") == ["kickoff"]
+    assert triggers(date_to="2021-02-16") == []
+    assert triggers(date_from="2021-01-01", limit=1) == ["kickoff"]
+    base = ["--db", engine.url, "audit", "log", "--format", "json"]
+    code, out, err = run_cli(capsys, *base, "--date-from", "2564-02-18")
+    assert code == 0, err
+    assert [e["trigger"] for e in json.loads(out)] == ["workshop"]
+    code, out, err = run_cli(capsys, *base, "--since", "2564-02-18")
+    assert code == 0 and len(json.loads(out)) == 3
+    before = dump_tables(engine.url)
+    code, out, err = run_cli(capsys, "--db", engine.url, "audit", "log", "--date-to", "2564-13-01")
+    assert code == 2 and out == "" and err.startswith("workflow: error: date_to: ")
+    assert dump_tables(engine.url) == before

@@ -906,8 +906,23 @@ def audit() -> None:
 @click.option("--program", help="Only events of this program.")
 @click.option("--area", help="Only events of instances in this area (and inside it).")
 @click.option("--instance", type=int, help="Only events of this instance.")
-@click.option("--since", help="From this date (YYYY-MM-DD, CE or BE) or ISO timestamp.")
-@click.option("--until", help="Up to and including this date, or before this ISO timestamp.")
+@click.option(
+    "--since",
+    help="Recorded from this date (YYYY-MM-DD, CE or BE, UTC) or ISO timestamp.",
+)
+@click.option(
+    "--until",
+    help="Recorded up to and including this date, or before this ISO timestamp.",
+)
+@click.option(
+    "--date-from",
+    help="Only events whose evidence date (the day it happened) is on or after this date "
+    "(CE or BE).",
+)
+@click.option(
+    "--date-to",
+    help="Only events whose evidence date is on or before this date (CE or BE).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -927,12 +942,24 @@ def audit_log(
     instance: int | None,
     since: str | None,
     until: str | None,
+    date_from: str | None,
+    date_to: str | None,
     fmt: str,
     be: bool,
 ) -> None:
-    """Events across instances, oldest first."""
+    """Events across instances, in the order they were recorded.
+
+    --since/--until filter on when an event was recorded; --date-from/--date-to on the
+    evidence date, the day the activity happened."""
     events = c.engine().audit_log(
-        actor=actor, program=program, area=area, since=since, until=until, instance=instance
+        actor=actor,
+        program=program,
+        area=area,
+        since=since,
+        until=until,
+        instance=instance,
+        date_from=date_from,
+        date_to=date_to,
     )
     if fmt == "json":
         emit_json([e.to_dict() for e in events])

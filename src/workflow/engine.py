@@ -1150,16 +1150,34 @@ class Engine:
         until: str | dt.date | None = None,
         instance: int | None = None,
         limit: int | None = None,
+        date_from: str | dt.date | None = None,
+        date_to: str | dt.date | None = None,
     ) -> builtins.list[Event]:
-        """Events across instances, oldest first. ``since``/``until`` are dates (CE or BE,
-        ``until`` inclusive) or ISO timestamps."""
+        """Events across instances, ordered by recording time.
+
+        ``since``/``until`` filter on when an event was *recorded* (``at``): dates (CE or BE,
+        ``until`` inclusive) or ISO timestamps. ``date_from``/``date_to`` filter on the
+        evidence ``date``, the day the activity *happened* (CE or BE, both inclusive); events
+        without an evidence date (starts, grants) are then left out. The two differ whenever
+        a stage is recorded after the fact, which is the rule rather than the exception."""
         code = _areas.resolve(area).code if area else None
         lo = _bound(since, end=False)
         hi = _bound(until, end=True)
+        day_lo = _day(date_from, "date_from")
+        day_hi = _day(date_to, "date_to")
+        by_day = day_lo is not None or day_hi is not None
         actor = _text(actor, "actor", 200)
         program = _text(program, "program", 100)
         instance = _instance_id(instance) if instance is not None else None
         limit = _limit(limit)
+
+        def on_day(e: Event) -> bool:
+            day = e.evidence.get("date") if isinstance(e.evidence, Mapping) else None
+            return (
+                isinstance(day, str)
+                and (day_lo is None or day >= day_lo)
+                and (day_hi is None or day <= day_hi)
+            )
 
         def work(conn: Any) -> builtins.list[Event]:
             events = [
@@ -1172,9 +1190,12 @@ class Engine:
                     since=lo,
                     until=hi,
                     instance=instance,
-                    limit=limit,
+                    limit=None if by_day else limit,
                 )
             ]
+            if by_day:
+                # Evidence is JSON text in the database; filtered here, exactly as parsed.
+                return [e for e in events if on_day(e)][:limit]
             if instance is None:
                 # Grants and revocations belong to the trail too (instance None).
                 rules = [
@@ -1442,6 +1463,16 @@ def _bound(value: str | dt.date | None, *, end: bool) -> str | None:
     except (ValueError, OverflowError) as e:
         raise UsageError(str(e)) from None
     return day.isoformat() + "T00:00:00.000000Z"
+
+
+def _day(value: str | dt.date | None, what: str) -> str | None:
+    """An evidence-date bound (CE or BE) as stored: ISO ``YYYY-MM-DD`` in CE."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_date(value).isoformat()
+    except (ValueError, OverflowError) as e:
+        raise UsageError(f"{what}: {e}") from None
 
 
 # Database integer columns are 32-bit: an id beyond that cannot exist (and must not reach the
