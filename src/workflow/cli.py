@@ -99,6 +99,25 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def cell(value: Any) -> str:
+    """The text of one value in human-readable output (table cells and event blocks alike):
+    the single place where a value becomes terminal text."""
+    return "" if value is None else str(value)
+
+
+def _width() -> int:
+    """The width to render for: ``COLUMNS`` if set (also when piped), else the terminal's;
+    piped output without ``COLUMNS`` gets room (160) rather than folding every cell."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return 160
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     from rich import box
     from rich.console import Console
@@ -108,10 +127,118 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
-    # Piped output has no terminal width; give tables room rather than folding every cell.
-    width = None if sys.stdout.isatty() else 160
+        t.add_row(*(cell(v) for v in r))
+    Console(soft_wrap=False, width=_width()).print(t)
+
+
+def _joined(parts: Sequence[str]) -> str:
+    return "; ".join(parts)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def event_view(columns: Sequence[str], rows: Sequence[Sequence[Any]], text: set[str]) -> None:
+    """Events as a table when it fits the width, else as one block per event.
+
+    A value is shown through :func:`cell`; a list (evidence fields) is several parts that a
+    table joins with "; " and a block shows one per line.
+
+    Columns not in ``text`` hold identifiers, times and states: they are never split, so
+    the table needs their full width. ``text`` columns (evidence, notes) wrap at spaces
+    only: they need their longest word. Thai is written without spaces between words, so a
+    run of Thai counts as one word and is never cut inside a word or a grapheme cluster.
+    When that does not fit, each event becomes a block with one field per line.
+    """
+    from rich.cells import cell_len
+
+    shown = [[[cell(p) for p in (v if isinstance(v, list) else [v])] for v in r] for r in rows]
+    width = _width()
+    widths: list[int] = []
+    room: list[int] = []  # how much wider each column could usefully be
+    for i, name in enumerate(columns):
+        values = [_joined(r[i]) for r in shown]
+        widest = max([cell_len(name), *(cell_len(v) for v in values)])
+        if name in text:
+            longest = max((cell_len(w) for v in values for w in _words(v)), default=0)
+            least = max(longest, min(cell_len(name), 12))
+            widths.append(least)
+            room.append(widest - least)
+        else:
+            widths.append(widest)
+            room.append(0)
+    spare = width - (sum(widths) + 3 * len(columns) + 1)  # rich's padding and rules
+    if spare < 0:
+        _event_blocks(columns, shown, width)
+        return
+    for i, extra in enumerate(room):
+        grant = min(extra, spare)
+        widths[i] += grant
+        spare -= grant
+    _event_table(columns, [[_joined(parts) for parts in r] for r in shown], text, widths, width)
+
+
+def _event_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    text: set[str],
+    widths: Sequence[int],
+    width: int,
+) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_lines=False)
+    for name, w in zip(columns, widths, strict=True):
+        # Each width holds the column's longest word: text wraps at spaces, nothing folds.
+        t.add_column(name, width=w, no_wrap=name not in text, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
     Console(soft_wrap=False, width=width).print(t)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` cells, broken at spaces only (a longer word
+    stays whole on a line of its own)."""
+    from rich.cells import cell_len
+
+    lines: list[str] = []
+    line = ""
+    for word in _words(text):
+        if line and cell_len(line) + 1 + cell_len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return lines
+
+
+def _event_blocks(
+    columns: Sequence[str], rows: Sequence[Sequence[Sequence[str]]], width: int
+) -> None:
+    from rich.cells import cell_len
+
+    label_width = max(cell_len(c) for c in columns)
+    room = max(width - label_width - 2, 20)
+    out: list[str] = []
+    for n, r in enumerate(rows):
+        if n:
+            out.append("")
+        for name, parts in zip(columns, r, strict=True):
+            if not any(parts):
+                continue  # an empty note is no field
+            label = name + " " * (label_width - cell_len(name))
+            lines = [line for part in parts for line in _wrap(part, room)] or [""]
+            out.append(f"{label}  {lines[0]}".rstrip())
+            out.extend(f"{' ' * label_width}  {line}".rstrip() for line in lines[1:])
+    text = "\n".join(out) + "\n"
+    sys.stdout.flush()
+    # UTF-8 whatever the locale says, like emit_json: Thai text must survive any pipe.
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.flush()
 
 
 def show_time(at: str, be: bool) -> str:
@@ -124,7 +251,8 @@ def show_time(at: str, be: bool) -> str:
     return text
 
 
-def show_evidence(evidence: dict[str, Any], be: bool) -> str:
+def show_evidence(evidence: dict[str, Any], be: bool) -> list[str]:
+    """Evidence as ``field=value`` parts (dates in BE with ``be``)."""
     from workflow.evidence import to_be
 
     parts = []
@@ -132,7 +260,7 @@ def show_evidence(evidence: dict[str, Any], be: bool) -> str:
         if be and isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-":
             v = to_be(v)
         parts.append(f"{k}={v}")
-    return "; ".join(parts)
+    return parts
 
 
 def show_config(config: Sequence[str] | None) -> str:
@@ -724,8 +852,7 @@ def list_(
 
 
 def _render_history(events: Sequence[Event], be: bool) -> None:
-    table(
-        None,
+    event_view(
         ["seq", "at (UTC)", "trigger", "from", "to", "actor", "role", "evidence", "note"],
         [
             (
@@ -741,6 +868,7 @@ def _render_history(events: Sequence[Event], be: bool) -> None:
             )
             for e in events
         ],
+        text={"evidence", "note"},
     )
 
 
@@ -966,8 +1094,7 @@ def audit_log(
     elif fmt == "csv":
         _write_csv(events)
     else:
-        table(
-            None,
+        event_view(
             [
                 "at (UTC)",
                 "instance",
@@ -993,6 +1120,7 @@ def audit_log(
                 )
                 for e in events
             ],
+            text={"evidence"},
         )
 
 
