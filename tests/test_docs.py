@@ -129,15 +129,20 @@ def test_skip_markers_are_rare_and_give_a_reason() -> None:
     assert len(runnable) >= 15
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+RUNNABLE = [d for d in DOCUMENTS
+            if any(RUN.get(b.language) and b.skip is None for b in blocks(d))]
+CASES = [
+    *(pytest.param(d, "sqlite", id=f"sqlite-{d.name}") for d in RUNNABLE),
+    *(pytest.param(d, "postgres", id=f"postgres-{d.name}", marks=pytest.mark.postgres)
+      for d in RUNNABLE if d.name in ON_POSTGRES),
+]
+
+
+@pytest.mark.parametrize(("document", "db_kind"), CASES, indirect=["db_kind"])
 def test_code_blocks_run_as_written(document: Path, backend: str, tmp_path: Path) -> None:
     """Every sh and python block of the document runs, in order, in an empty directory
     with the venv's `workflow` first on PATH, against a fresh database (WORKFLOW_DB: SQLite
     in that directory, or the PostgreSQL scratch database)."""
-    if not any(RUN.get(b.language) and b.skip is None for b in blocks(document)):
-        pytest.skip(f"{document.name} has no runnable block")
-    if backend.startswith("postgresql") and document.name not in ON_POSTGRES:
-        pytest.skip(f"{document.name} runs on SQLite only (see ON_POSTGRES)")
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
