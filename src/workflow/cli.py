@@ -425,6 +425,7 @@ def program_json(p: Program) -> dict[str, Any]:
         "start_roles": list(p.start_roles),
         "initial": p.initial,
         "content_hash": p.content_hash,
+        "source": p.source,
         "states": [
             {
                 "id": s.path,
@@ -475,7 +476,7 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
     if as_json:
         emit_json(program_json(p))
         return
-    click.echo(f"{p.id} v{p.version}: {p.title.get(lang)}")
+    click.echo(f"{p.id} v{p.version}: {p.title.get(lang)} (source: {p.source})")
     click.echo(
         f"roles: {', '.join(p.roles)}; started by: {', '.join(p.start_roles)}; initial: {p.initial}"
     )
