@@ -2,7 +2,8 @@
 
 Each command opens an engine, makes one library call and renders the result, as a table for
 people or as JSON (``--json``) for scripts. Errors are one line on stderr with the contract's
-exit code; a traceback only with ``--traceback``. Heavy imports (SQLAlchemy, transitions,
+exit code (with ``--json``, one JSON object ``{"error": {code, exit_code, message}}`` instead);
+a traceback only with ``--traceback``. Heavy imports (SQLAlchemy, transitions,
 rich) happen inside commands so that ``workflow --help`` stays fast.
 """
 
@@ -1299,7 +1300,8 @@ def _asks_for_json(args: Sequence[str]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: run the CLI and turn errors into one line and an exit code."""
+    """Console entry point: run the CLI and turn errors into one line (text, or JSON when
+    JSON was asked for) and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args or os.environ.get("WORKFLOW_TRACEBACK") == "1"
     _Errors.as_json = None
