@@ -1273,8 +1273,9 @@ def _fail(message: str, code: int, name: str = "WorkflowError") -> NoReturn:
     object ``{"error": {"code": NAME, "exit_code": N, "message": ...}}`` on one line."""
     if _Errors.as_json:
         error = {"error": {"code": name, "exit_code": code, "message": message}}
-        text = json.dumps(error, ensure_ascii=False) + "\n"
+        text = "".join(_json_escape(c) for c in json.dumps(error, ensure_ascii=False)) + "\n"
         sys.stderr.flush()
+        # Undecodable command-line bytes (lone surrogates) become \udcXX: valid JSON too.
         sys.stderr.buffer.write(text.encode("utf-8", "backslashreplace"))
         sys.stderr.flush()
         sys.exit(code)
@@ -1284,6 +1285,18 @@ def _fail(message: str, code: int, name: str = "WorkflowError") -> NoReturn:
     safe = safe.encode("utf-8", "backslashreplace").decode("utf-8")
     click.echo(f"workflow: error: {safe}", err=True)
     sys.exit(code)
+
+
+def _json_escape(c: str) -> str:
+    """A character of JSON text as it may reach a terminal: printable ones as they are,
+    others (C1 controls, bidi overrides...) as \\u escapes, which JSON reads back the same."""
+    if c.isprintable() or c == " ":
+        return c
+    n = ord(c)
+    if n <= 0xFFFF:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
 
 
 def _asks_for_json(args: Sequence[str]) -> bool:
