@@ -61,9 +61,14 @@ def test_registry_refuses_a_bundled_id_from_an_extra_directory(tmp_path: Path) -
     assert problem.code == "E070" and problem.file == str(path)
     assert "'leader-development'" in problem.message and "--allow-override" in problem.message
     assert caught.value.exit_code == 1
-    # A different version number is an extension, refused as well; so is a single file.
+    # A different version number is an extension, refused as well; so is a single file, and
+    # allowing another program id does not allow this one.
     with pytest.raises(DefinitionError):
         Registry([path])
+    with pytest.raises(DefinitionError):
+        Registry([path], allow_override=["one-plan"])
+    assert Registry([path], allow_override=["leader-development"]).get(
+        "leader-development").version == 2
 
 
 def test_verbatim_copy_of_a_bundled_file_changes_nothing(tmp_path: Path) -> None:
