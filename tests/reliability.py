@@ -169,8 +169,12 @@ def control_characters(text: str) -> list[str]:
 
 
 def assert_one_error_line(r: Run) -> None:
+    """One line of text, or with --json one JSON error object carrying the exit code."""
     assert "Traceback" not in r.err + r.out, r.err
-    assert r.err.startswith("workflow: error: "), r.err
+    if r.err.startswith("{"):
+        assert json.loads(r.err)["error"]["exit_code"] == r.code, r.err
+    else:
+        assert r.err.startswith("workflow: error: "), r.err
     assert r.err.endswith("\n") and r.err.count("\n") == 1, f"not one line: {r.err!r}"
     assert not control_characters(r.err[:-1]), f"control characters in: {r.err!r}"
     assert r.out == "", f"output beside an error: {r.out[:200]!r}"

@@ -166,8 +166,12 @@ def instance_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def assert_one_error_line(r: Result) -> None:
+    """One line of text, or (when JSON was asked for) one JSON error object with the code."""
     assert "Traceback" not in r.err and "Traceback" not in r.out
     assert len(r.err_lines) == 1, f"expected one stderr line, got {r.err!r}"
+    if r.err_lines[0].startswith("{"):
+        assert json.loads(r.err_lines[0])["error"]["exit_code"] == r.code, r.err
+        return
     assert r.err_lines[0].startswith("workflow: error: "), r.err
 
 

@@ -1,14 +1,23 @@
 """The documentation stays true: diagrams in docs/programs.md match the definitions, every
-validation code is documented, and the README's commands exist.
+validation code is documented, the README's commands exist, and every ``sh`` and ``python``
+block of README.md and docs/*.md runs as written (blocks of other kinds, such as ``text``
+output samples, are illustrations; a block that truly cannot run is preceded by
+``<!-- docs-test: skip REASON -->``, and ``<!-- docs-test: setup COMMAND -->`` anywhere in a
+document runs COMMAND before its blocks, for pages written against an existing database).
 
 Run ``python tests/test_docs.py`` to refresh the diagrams after changing a definition.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from workflow import diagram
 from workflow.cli import cli
@@ -51,3 +60,98 @@ def test_readme_commands_exist() -> None:
 if __name__ == "__main__":
     PROGRAMS_MD.write_text(rendered(PROGRAMS_MD.read_text(encoding="utf-8")), encoding="utf-8")
     sys.exit(0)
+
+
+# --------------------------------------------------------------------------- runnable blocks
+
+#: The documents whose code blocks are run: README.md and every page under docs/.
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+SKIP = re.compile(r"<!--\s*docs-test:\s*skip\b\s*(.*?)\s*-->\s*\Z", re.S)
+SETUP = re.compile(r"<!--\s*docs-test:\s*setup\s+(.*?)\s*-->")
+#: Also run on PostgreSQL (each command costs a process start, so not every page twice): the
+#: README's sessions touch every kind of command that writes.
+ON_POSTGRES = {"README.md"}
+RUN = {"sh": "sh", "bash": "sh", "shell": "sh", "python": "python", "py": "python"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced code block of a document, with where it starts and how it is treated."""
+
+    file: Path
+    line: int
+    language: str
+    code: str
+    skip: str | None  # the reason given by a `<!-- docs-test: skip REASON -->` marker
+
+    @property
+    def where(self) -> str:
+        return f"{self.file.relative_to(ROOT)}:{self.line}"
+
+
+def blocks(path: Path) -> list[Block]:
+    """Every fenced block of ``path``; a block right after a skip marker carries its reason."""
+    text = path.read_text(encoding="utf-8")
+    found = []
+    for m in FENCE.finditer(text):
+        before = text[: m.start()]
+        marker = SKIP.search(before)
+        found.append(Block(path, before.count("\n") + 1, m.group(1).lower(), m.group(2),
+                           marker.group(1) or "(no reason given)" if marker else None))
+    return found
+
+
+def script(path: Path) -> str:
+    """One bash script running the document's sh and python blocks in order, stopping at
+    the first failure and saying which block it was (shell variables carry over)."""
+    out = ["set -euo pipefail"]
+    for setup in SETUP.findall(path.read_text(encoding="utf-8")):
+        out.append(f"echo 'docs-test: setup {setup}' >&2\n{setup} >/dev/null")
+    for b in blocks(path):
+        kind = RUN.get(b.language)
+        if kind is None or b.skip is not None:
+            continue
+        out.append(f"echo 'docs-test: block {b.where}' >&2")
+        if kind == "sh":
+            out.append(b.code)
+        else:
+            out.append(f"python - <<'DOCS_TEST_PYTHON'\n{b.code}DOCS_TEST_PYTHON")
+    return "\n".join(out) + "\n"
+
+
+def test_skip_markers_are_rare_and_give_a_reason() -> None:
+    """Blocks marked not to run say why, and stay few."""
+    skipped = [b for p in DOCUMENTS for b in blocks(p) if b.skip is not None]
+    assert all(b.skip and b.skip != "(no reason given)" for b in skipped), skipped
+    assert len(skipped) <= 5, [b.where for b in skipped]
+    runnable = [b for p in DOCUMENTS for b in blocks(p) if RUN.get(b.language)]
+    assert len(runnable) >= 15
+
+
+RUNNABLE = [d for d in DOCUMENTS
+            if any(RUN.get(b.language) and b.skip is None for b in blocks(d))]
+CASES = [
+    *(pytest.param(d, "sqlite", id=f"sqlite-{d.name}") for d in RUNNABLE),
+    *(pytest.param(d, "postgres", id=f"postgres-{d.name}", marks=pytest.mark.postgres)
+      for d in RUNNABLE if d.name in ON_POSTGRES),
+]
+
+
+@pytest.mark.parametrize(("document", "db_kind"), CASES, indirect=["db_kind"])
+def test_code_blocks_run_as_written(document: Path, backend: str, tmp_path: Path) -> None:
+    """Every sh and python block of the document runs, in order, in an empty directory
+    with the venv's `workflow` first on PATH, against a fresh database (WORKFLOW_DB: SQLite
+    in that directory, or the PostgreSQL scratch database)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["WORKFLOW_DB"] = backend if backend.startswith("postgresql") else "sqlite:///workflow.db"
+    env["PYTHONIOENCODING"] = "utf-8"
+    p = subprocess.run(["bash", "-c", script(document)], cwd=work, env=env, text=True,
+                       encoding="utf-8", capture_output=True, timeout=600, check=False)
+    where = [line for line in p.stderr.splitlines() if line.startswith("docs-test: ")]
+    assert p.returncode == 0, (
+        f"{where[-1] if where else document} failed (exit {p.returncode}):\n"
+        f"{p.stderr[-3000:]}")

@@ -2,7 +2,8 @@
 
 Each command opens an engine, makes one library call and renders the result, as a table for
 people or as JSON (``--json``) for scripts. Errors are one line on stderr with the contract's
-exit code; a traceback only with ``--traceback``. Heavy imports (SQLAlchemy, transitions,
+exit code (with ``--json``, one JSON object ``{"error": {code, exit_code, message}}`` instead);
+a traceback only with ``--traceback``. Heavy imports (SQLAlchemy, transitions,
 rich) happen inside commands so that ``workflow --help`` stays fast.
 """
 
@@ -40,12 +41,14 @@ class Context:
         traceback: bool,
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        allow_override: Sequence[str] = (),
     ) -> None:
         self.db = db
         self.definitions = list(definitions)
         self.traceback = traceback
         self.lock_timeout = lock_timeout
         self.statement_timeout = statement_timeout
+        self.allow_override = tuple(allow_override)
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
@@ -55,6 +58,7 @@ class Context:
             self._engine = Engine(
                 self.db,
                 self.definitions,
+                allow_override=self.allow_override,
                 lock_timeout=self.lock_timeout,
                 statement_timeout=self.statement_timeout,
             )
@@ -63,14 +67,33 @@ class Context:
     def registry(self) -> Any:
         from workflow.registry import Registry
 
-        return Registry(self.definitions)
+        return Registry(self.definitions, allow_override=self.allow_override)
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class _Errors:
+    """How the error of this run is printed: as a JSON object on stderr when the command was
+    asked for JSON (``--json``, ``audit log --format json``), else as one line of text."""
+
+    as_json: bool | None = None  # None: not parsed yet (then the command line decides)
+
+
+def _json_errors(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    # Called for the default too: once parsed, the option's value decides, not the argv.
+    _Errors.as_json = value is True or value == "json"
+    return value
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=_json_errors,
+        help="Print JSON instead of a table (and errors as a JSON object on stderr).",
+    )(f)
 
 
 def be_option(f: F) -> F:
@@ -98,6 +121,28 @@ def say(text: object) -> None:
     click.echo(printable(text, multiline=True))
 
 
+def cell(value: Any) -> str:
+    """The text of one value in human-readable output (table cells and event blocks alike):
+    the single place where a value becomes terminal text, with control characters escaped
+    (workflow.display) so stored text never drives the terminal."""
+    from workflow.display import printable
+
+    return "" if value is None else printable(value, multiline=True)
+
+
+def _width() -> int:
+    """The width to render for: ``COLUMNS`` if set (also when piped), else the terminal's;
+    piped output without ``COLUMNS`` gets room (160) rather than folding every cell."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return 160
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     from rich import box
     from rich.console import Console
@@ -117,10 +162,119 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for c in columns:
         t.add_column(Text(printable(c)), overflow="fold")
     for r in rows:
-        t.add_row(*(Text("" if v is None else printable(v, multiline=True)) for v in r))
-    # Piped output has no terminal width; give tables room rather than folding every cell.
-    width = None if sys.stdout.isatty() else 160
+        t.add_row(*(Text(cell(v)) for v in r))
+    Console(soft_wrap=False, width=_width()).print(t)
+
+
+def _joined(parts: Sequence[str]) -> str:
+    return "; ".join(parts)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def event_view(columns: Sequence[str], rows: Sequence[Sequence[Any]], text: set[str]) -> None:
+    """Events as a table when it fits the width, else as one block per event.
+
+    A value is shown through :func:`cell`; a list (evidence fields) is several parts that a
+    table joins with "; " and a block shows one per line.
+
+    Columns not in ``text`` hold identifiers, times and states: they are never split, so
+    the table needs their full width. ``text`` columns (evidence, notes) wrap at spaces
+    only: they need their longest word. Thai is written without spaces between words, so a
+    run of Thai counts as one word and is never cut inside a word or a grapheme cluster.
+    When that does not fit, each event becomes a block with one field per line.
+    """
+    from rich.cells import cell_len
+
+    shown = [[[cell(p) for p in (v if isinstance(v, list) else [v])] for v in r] for r in rows]
+    width = _width()
+    widths: list[int] = []
+    room: list[int] = []  # how much wider each column could usefully be
+    for i, name in enumerate(columns):
+        values = [_joined(r[i]) for r in shown]
+        widest = max([cell_len(name), *(cell_len(v) for v in values)])
+        if name in text:
+            longest = max((cell_len(w) for v in values for w in _words(v)), default=0)
+            least = max(longest, min(cell_len(name), 12))
+            widths.append(least)
+            room.append(widest - least)
+        else:
+            widths.append(widest)
+            room.append(0)
+    spare = width - (sum(widths) + 3 * len(columns) + 1)  # rich's padding and rules
+    if spare < 0:
+        _event_blocks(columns, shown, width)
+        return
+    for i, extra in enumerate(room):
+        grant = min(extra, spare)
+        widths[i] += grant
+        spare -= grant
+    _event_table(columns, [[_joined(parts) for parts in r] for r in shown], text, widths, width)
+
+
+def _event_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    text: set[str],
+    widths: Sequence[int],
+    width: int,
+) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(box=box.SIMPLE_HEAD, show_lines=False)
+    for name, w in zip(columns, widths, strict=True):
+        # Each width holds the column's longest word: text wraps at spaces, nothing folds.
+        t.add_column(Text(name), width=w, no_wrap=name not in text, overflow="fold")
+    for r in rows:
+        t.add_row(*(Text(v) for v in r))  # Text, not markup: cell() already escaped them
     Console(soft_wrap=False, width=width).print(t)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` cells, broken at spaces only (a longer word
+    stays whole on a line of its own)."""
+    from rich.cells import cell_len
+
+    lines: list[str] = []
+    line = ""
+    for word in _words(text):
+        if line and cell_len(line) + 1 + cell_len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return lines
+
+
+def _event_blocks(
+    columns: Sequence[str], rows: Sequence[Sequence[Sequence[str]]], width: int
+) -> None:
+    from rich.cells import cell_len
+
+    label_width = max(cell_len(c) for c in columns)
+    room = max(width - label_width - 2, 20)
+    out: list[str] = []
+    for n, r in enumerate(rows):
+        if n:
+            out.append("")
+        for name, parts in zip(columns, r, strict=True):
+            if not any(parts):
+                continue  # an empty note is no field
+            label = name + " " * (label_width - cell_len(name))
+            lines = [line for part in parts for line in _wrap(part, room)] or [""]
+            out.append(f"{label}  {lines[0]}".rstrip())
+            out.extend(f"{' ' * label_width}  {line}".rstrip() for line in lines[1:])
+    text = "\n".join(out) + "\n"
+    sys.stdout.flush()
+    # UTF-8 whatever the locale says, like emit_json: Thai text must survive any pipe.
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.flush()
 
 
 def show_time(at: str, be: bool) -> str:
@@ -133,7 +287,8 @@ def show_time(at: str, be: bool) -> str:
     return text
 
 
-def show_evidence(evidence: dict[str, Any], be: bool) -> str:
+def show_evidence(evidence: dict[str, Any], be: bool) -> list[str]:
+    """Evidence as ``field=value`` parts (dates in BE with ``be``)."""
     from workflow.evidence import to_be
 
     parts = []
@@ -141,7 +296,7 @@ def show_evidence(evidence: dict[str, Any], be: bool) -> str:
         if be and isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-":
             v = to_be(v)
         parts.append(f"{k}={v}")
-    return "; ".join(parts)
+    return parts
 
 
 def show_config(config: Sequence[str] | None) -> str:
@@ -171,6 +326,15 @@ def show_config(config: Sequence[str] | None) -> str:
     type=click.Path(),
     help="Extra directory (or file) of program definitions; repeatable.",
 )
+@click.option(
+    "--allow-override",
+    "allow_override",
+    multiple=True,
+    metavar="PROGRAM",
+    envvar="WORKFLOW_ALLOW_OVERRIDE",
+    help="Let --definitions replace this bundled program with versions of its own; repeatable "
+    "(env WORKFLOW_ALLOW_OVERRIDE, ids separated by spaces). Without it that is refused.",
+)
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
 @click.option(
     "--lock-timeout",
@@ -192,6 +356,7 @@ def cli(
     ctx: click.Context,
     db: str,
     definitions: tuple[str, ...],
+    allow_override: tuple[str, ...],
     traceback: bool,
     lock_timeout: float | None,
     statement_timeout: float | None,
@@ -202,7 +367,7 @@ def cli(
     Coordinators start a program for an area and fiscal year and fire its stages with
     evidence; auditors read and verify the trail. Start with `workflow demo`.
     """
-    ctx.obj = Context(db, definitions, traceback, lock_timeout, statement_timeout)
+    ctx.obj = Context(db, definitions, traceback, lock_timeout, statement_timeout, allow_override)
 
 
 # --------------------------------------------------------------------------- init / demo
@@ -282,6 +447,7 @@ def programs_list(c: Context, as_json: bool) -> None:
                     "triggers": list(p.triggers),
                     "roles": list(p.roles),
                     "file": p.source_file,
+                    "source": p.source,
                 }
                 for p in found
             ]
@@ -289,9 +455,17 @@ def programs_list(c: Context, as_json: bool) -> None:
         return
     table(
         None,
-        ["program", "version", "title", "title (th)", "states", "triggers"],
+        ["program", "version", "title", "title (th)", "states", "triggers", "source"],
         [
-            (p.id, p.version, p.title.en, p.title.th, len(p.all_states()), len(p.triggers))
+            (
+                p.id,
+                p.version,
+                p.title.en,
+                p.title.th,
+                len(p.all_states()),
+                len(p.triggers),
+                p.source,
+            )
             for p in found
         ],
     )
@@ -310,6 +484,7 @@ def program_json(p: Program) -> dict[str, Any]:
         "start_roles": list(p.start_roles),
         "initial": p.initial,
         "content_hash": p.content_hash,
+        "source": p.source,
         "states": [
             {
                 "id": s.path,
@@ -360,7 +535,7 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
     if as_json:
         emit_json(program_json(p))
         return
-    say(f"{p.id} v{p.version}: {p.title.get(lang)}")
+    say(f"{p.id} v{p.version}: {p.title.get(lang)} (source: {p.source})")
     say(
         f"roles: {', '.join(p.roles)}; started by: {', '.join(p.start_roles)}; initial: {p.initial}"
     )
@@ -744,8 +919,7 @@ def list_(
 
 
 def _render_history(events: Sequence[Event], be: bool) -> None:
-    table(
-        None,
+    event_view(
         ["seq", "at (UTC)", "trigger", "from", "to", "actor", "role", "evidence", "note"],
         [
             (
@@ -761,6 +935,7 @@ def _render_history(events: Sequence[Event], be: bool) -> None:
             )
             for e in events
         ],
+        text={"evidence", "note"},
     )
 
 
@@ -926,14 +1101,31 @@ def audit() -> None:
 @click.option("--program", help="Only events of this program.")
 @click.option("--area", help="Only events of instances in this area (and inside it).")
 @click.option("--instance", type=int, help="Only events of this instance.")
-@click.option("--since", help="From this date (YYYY-MM-DD, CE or BE) or ISO timestamp.")
-@click.option("--until", help="Up to and including this date, or before this ISO timestamp.")
+@click.option(
+    "--since",
+    help="Recorded from this date (YYYY-MM-DD, CE or BE, UTC) or ISO timestamp.",
+)
+@click.option(
+    "--until",
+    help="Recorded up to and including this date, or before this ISO timestamp.",
+)
+@click.option(
+    "--date-from",
+    help="Only events whose evidence date (the day it happened) is on or after this date "
+    "(CE or BE).",
+)
+@click.option(
+    "--date-to",
+    help="Only events whose evidence date is on or before this date (CE or BE).",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "csv"]),
     default="table",
     show_default=True,
+    callback=_json_errors,
+    help="json also prints errors as a JSON object on stderr.",
 )
 @be_option
 @pass_ctx
@@ -945,20 +1137,31 @@ def audit_log(
     instance: int | None,
     since: str | None,
     until: str | None,
+    date_from: str | None,
+    date_to: str | None,
     fmt: str,
     be: bool,
 ) -> None:
-    """Events across instances, oldest first."""
+    """Events across instances, in the order they were recorded.
+
+    --since/--until filter on when an event was recorded; --date-from/--date-to on the
+    evidence date, the day the activity happened."""
     events = c.engine().audit_log(
-        actor=actor, program=program, area=area, since=since, until=until, instance=instance
+        actor=actor,
+        program=program,
+        area=area,
+        since=since,
+        until=until,
+        instance=instance,
+        date_from=date_from,
+        date_to=date_to,
     )
     if fmt == "json":
         emit_json([e.to_dict() for e in events])
     elif fmt == "csv":
         _write_csv(events)
     else:
-        table(
-            None,
+        event_view(
             [
                 "at (UTC)",
                 "instance",
@@ -984,6 +1187,7 @@ def audit_log(
                 )
                 for e in events
             ],
+            text={"evidence"},
         )
 
 
@@ -1064,6 +1268,11 @@ def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
     else:
+        for n in result.non_bundled:
+            click.echo(
+                f"note: instance {n.instance} runs {n.program} v{n.program_version} "
+                f"from {n.source}, not a bundled definition"
+            )
         what = " and the digest" if result.digest_checked else ""
         if result.ok:
             say(
@@ -1136,7 +1345,24 @@ def _warn(message: str) -> None:
     click.echo(f"workflow: warning: {_one_line(message)}", err=True)
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(
+    message: str, code: int, name: str = "WorkflowError", warning: str | None = None
+) -> NoReturn:
+    """Print the error and exit with ``code``: one line of text (after a warning line, if
+    any), or with JSON asked for, the object ``{"error": {"code": NAME, "exit_code": N,
+    "message": ...}}`` on one line (the warning under ``"warning"``)."""
+    if _Errors.as_json:
+        error: dict[str, Any] = {"code": name, "exit_code": code, "message": message}
+        if warning is not None:
+            error["warning"] = warning
+        text = "".join(_json_escape(c) for c in json.dumps({"error": error}, ensure_ascii=False))
+        sys.stderr.flush()
+        # Undecodable command-line bytes (lone surrogates) become \udcXX: valid JSON too.
+        sys.stderr.buffer.write((text + "\n").encode("utf-8", "backslashreplace"))
+        sys.stderr.flush()
+        sys.exit(code)
+    if warning is not None:
+        _warn(warning)
     click.echo(f"workflow: error: {_one_line(message)}", err=True)
     sys.exit(code)
 
@@ -1159,14 +1385,50 @@ def _print_traceback(args: Sequence[str]) -> None:
     sys.stderr.flush()
 
 
+def _json_escape(c: str) -> str:
+    """A character of JSON text as it may reach a terminal: printable ones as they are,
+    others (C1 controls, bidi overrides...) as \\u escapes, which JSON reads back the same."""
+    if c.isprintable() or c == " ":
+        return c
+    n = ord(c)
+    if n <= 0xFFFF:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+
+def _asks_for_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON output, for errors raised before (or while)
+    click parses it; once parsed, the options' own callback has the final word."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("--json", "--format=json") or (
+            arg == "--format" and i + 1 < len(args) and args[i + 1] == "json"
+        ):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: run the CLI and turn errors into one line and an exit code."""
+    """Console entry point: run the CLI and turn errors into one line (text, or JSON when
+    JSON was asked for) and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args or os.environ.get("WORKFLOW_TRACEBACK") == "1"
+    _Errors.as_json = None
     try:
         cli.main(args=args, prog_name="workflow", standalone_mode=False)
+    except BaseException as e:
+        if _Errors.as_json is None:
+            _Errors.as_json = _asks_for_json(args)
+        _handle(e, show_traceback, args)
+
+
+def _handle(e: BaseException, show_traceback: bool, args: Sequence[str]) -> NoReturn:
+    try:
+        raise e
     except click.exceptions.Abort:
-        _fail("aborted", 130)
+        _fail("aborted", 130, "Aborted")
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.UsageError as e:
@@ -1174,15 +1436,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             _print_traceback(args)
         # One line like every other error, with where to look for the right usage.
         where = e.ctx.command_path if e.ctx is not None else "workflow"
-        _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
+        _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code, "UsageError")
     except click.ClickException as e:
         if show_traceback:
             _print_traceback(args)
-        _fail(e.format_message(), e.exit_code)
+        _fail(e.format_message(), e.exit_code, "UsageError")
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, "Interrupted")
     except BrokenPipeError:
         sys.exit(0)
+    except SystemExit:
+        raise
     except Exception as e:
         from workflow.errors import WorkflowError
 
@@ -1191,13 +1455,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             _print_traceback(args)
         if isinstance(e, WorkflowError):
             unrecorded = getattr(e, "denial_unrecorded", None)
-            if unrecorded:
-                # Said, not swallowed; the refusal's own line and exit code follow.
-                _warn(f"this refusal could not be recorded as a denial: {unrecorded}")
-            _fail(" ".join(str(e).split("\n")), e.exit_code)
+            # Said, not swallowed; the refusal's own message and exit code follow.
+            _fail(
+                " ".join(str(e).split("\n")),
+                e.exit_code,
+                type(e).__name__,
+                f"this refusal could not be recorded as a denial: {unrecorded}"
+                if unrecorded
+                else None,
+            )
         _fail(
             f"internal error: {type(e).__name__}: {e} (run with --traceback for details)",
             EXIT_INTERNAL,
+            "InternalError",
         )
 
 

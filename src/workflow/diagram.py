@@ -310,6 +310,12 @@ def _start_node(scope: str) -> str:
     return _dq(f"{scope}.__start__" if scope else "__start__")
 
 
+#: Graphviz's default font (Times) has no Thai glyphs, so Thai labels would render as boxes.
+#: Graphviz hands this list to fontconfig, which takes the first family installed: Noto Sans
+#: Thai (Debian ``fonts-noto-core``), Loma or Garuda (``fonts-thai-tlwg``), then any sans.
+DOT_FONT = "Noto Sans Thai, Loma, Garuda, sans-serif"
+
+
 def dot(
     program: Program,
     lang: str = "en",
@@ -334,8 +340,9 @@ def dot(
         f"{_INDENT}newrank=true;",
         f"{_INDENT}label={_dq(program.title.get(lang))};",
         f"{_INDENT}labelloc=t;",
-        f"{_INDENT}node [shape=box, style=rounded, fontsize=11];",
-        f"{_INDENT}edge [fontsize=9];",
+        f"{_INDENT}fontname={_dq(DOT_FONT)};",
+        f"{_INDENT}node [shape=box, style=rounded, fontsize=11, fontname={_dq(DOT_FONT)}];",
+        f"{_INDENT}edge [fontsize=9, fontname={_dq(DOT_FONT)}];",
     ]
 
     def state_node(s: State, pad: str) -> str:

@@ -43,6 +43,8 @@ from workflow.errors import (
     KeyRecordMismatch,
     PermissionDenied,
     RoleNotAllowed,
+    StateNotFound,
+    UnknownRole,
     UsageError,
     VersionConflict,
     WorkflowError,
@@ -54,6 +56,7 @@ from workflow.records import (
     Event,
     FireResult,
     Instance,
+    NonBundled,
     Report,
     ReportRow,
     VerifyProblem,
@@ -212,8 +215,10 @@ class Engine:
     """A workflow engine over one database.
 
     ``url`` is a SQLAlchemy URL (``sqlite:///workflow.db``, ``postgresql+psycopg://...``);
-    ``definitions`` adds directories or files of programs to the bundled ones; ``guards``
-    registers named guard functions that definitions refer to with ``function: NAME``.
+    ``definitions`` adds directories or files of programs to the bundled ones; a bundled
+    program id in them is refused (``DefinitionError``, code ``E070``) unless it is named in
+    ``allow_override``. ``guards`` registers named guard functions that definitions refer to
+    with ``function: NAME``.
     ``lock_timeout`` (seconds; default ``WORKFLOW_LOCK_TIMEOUT`` or 30) bounds how long a
     call waits for another session's lock before it fails with ``DatabaseUnavailable``;
     ``statement_timeout`` (default ``WORKFLOW_STATEMENT_TIMEOUT`` or the server's own)
@@ -227,6 +232,7 @@ class Engine:
         *,
         guards: Mapping[str, GuardFunction] | None = None,
         policy: Policy | None = None,
+        allow_override: Sequence[str] = (),
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
     ) -> None:
@@ -236,7 +242,7 @@ class Engine:
             raise UsageError("policy must have a `name` and a `check(request, grants)` method")
         # A policy may say it ignores stored grants; then they are not read on each change.
         self._policy_reads_grants = bool(getattr(self.policy, "reads_grants", True))
-        self.registry = Registry(definitions)
+        self.registry = Registry(definitions, allow_override=allow_override)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
         self.store = Store(url, Timeouts.make(lock_timeout, statement_timeout))
         self._by_definition: dict[int, _Loaded] = {}
@@ -279,7 +285,7 @@ class Engine:
             if program is None or program.content_hash != row.content_hash:
                 # The file changed or is gone: the instance keeps the exact text it started on.
                 program = Registry((), bundled=False).add_text(
-                    row.source_text, f"<stored {row.program} v{row.version}>"
+                    row.source_text, f"<stored {row.program} v{row.version}>", row.source
                 )
             loaded = _Loaded(program, compile_program(program), definition_id)
             self._by_definition[definition_id] = loaded
@@ -300,6 +306,7 @@ class Engine:
             program.source_file,
             program.source_text,
             now_utc(),
+            program.source or "unknown",
         )
 
     def _remember(self, program: Program, definition_id: int) -> None:
@@ -489,6 +496,16 @@ class Engine:
         actor = _clean_name(actor, "actor")
         role = _ident(role, "role")
         key = _key(key)
+        if role not in definition.roles and role != AUDITOR:
+            self._deny(
+                actor,
+                role,
+                "start",
+                definition.id,
+                None,
+                area.code,
+                UnknownRole(definition.id, role, definition.roles),
+            )
         if role not in definition.start_roles:
             self._deny(
                 actor,
@@ -679,12 +696,14 @@ class Engine:
             raise InstanceNotFound(req.instance)
         if req.expect_version is not None and row.version != req.expect_version:
             raise VersionConflict(req.instance, req.expect_version, row.version)
+        loaded = self._loaded(row.definition_id)
+        if req.role not in loaded.program.roles and req.role != AUDITOR:
+            raise UnknownRole(row.program, req.role, loaded.program.roles)
         self._authorize(
             conn,
             AccessRequest(req.actor, req.role, req.trigger, row.program, row.area_code, row.id),
             None if batch is None else batch.grants,
         )
-        loaded = self._loaded(row.definition_id)
         config: Configuration = _config_tuple(row.active)
         happened: Callable[[], set[str]] = partial(self.store.triggers_of, conn, row.id)
         if batch is not None and row.id in batch.fired:
@@ -1191,7 +1210,10 @@ class Engine:
             row = self.store.get_instance(conn, _instance_id(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
-            machine = self._loaded(row.definition_id).machine
+            loaded = self._loaded(row.definition_id)
+            if role is not None and role not in loaded.program.roles and role != AUDITOR:
+                raise UnknownRole(row.program, role, loaded.program.roles)
+            machine = loaded.machine
             config = _config_tuple(row.active)
 
             def happened() -> set[str]:
@@ -1226,6 +1248,13 @@ class Engine:
         if program is not None:
             self.registry.get(program)
         state = _filter(state, "state")
+        if state is not None:
+            ids = [program] if program is not None else [p.id for p in self.registry.programs()]
+            known = sorted(
+                {s.path for pid in ids for v in self.registry.versions(pid) for s in v.states}
+            )
+            if state not in known:
+                raise StateNotFound(state, program, known)
         limit = _limit(limit)
 
         def work(conn: Any) -> builtins.list[Instance]:
@@ -1257,16 +1286,34 @@ class Engine:
         until: str | dt.date | None = None,
         instance: int | None = None,
         limit: int | None = None,
+        date_from: str | dt.date | None = None,
+        date_to: str | dt.date | None = None,
     ) -> builtins.list[Event]:
-        """Events across instances, oldest first. ``since``/``until`` are dates (CE or BE,
-        ``until`` inclusive) or ISO timestamps."""
+        """Events across instances, ordered by recording time.
+
+        ``since``/``until`` filter on when an event was *recorded* (``at``): dates (CE or BE,
+        ``until`` inclusive) or ISO timestamps. ``date_from``/``date_to`` filter on the
+        evidence ``date``, the day the activity *happened* (CE or BE, both inclusive); events
+        without an evidence date (starts, grants) are then left out. The two differ whenever
+        a stage is recorded after the fact, which is the rule rather than the exception."""
         code = _areas.resolve(area).code if area else None
         lo = _bound(since, end=False)
         hi = _bound(until, end=True)
+        day_lo = _day(date_from, "date_from")
+        day_hi = _day(date_to, "date_to")
+        by_day = day_lo is not None or day_hi is not None
         actor = _filter(actor, "actor", _rules.NAME_MAX)
         program = _filter(program, "program")
         instance = _instance_id(instance) if instance is not None else None
         limit = _limit(limit)
+
+        def on_day(e: Event) -> bool:
+            day = e.evidence.get("date") if isinstance(e.evidence, Mapping) else None
+            return (
+                isinstance(day, str)
+                and (day_lo is None or day >= day_lo)
+                and (day_hi is None or day <= day_hi)
+            )
 
         def work(conn: Any) -> builtins.list[Event]:
             events = [
@@ -1279,9 +1326,12 @@ class Engine:
                     since=lo,
                     until=hi,
                     instance=instance,
-                    limit=limit,
+                    limit=None if by_day else limit,
                 )
             ]
+            if by_day:
+                # Evidence is JSON text in the database; filtered here, exactly as parsed.
+                return [e for e in events if on_day(e)][:limit]
             if instance is None:
                 # Grants and revocations belong to the trail too (instance None).
                 rules = [
@@ -1437,6 +1487,9 @@ class Engine:
                             "removed, added to or rewritten",
                         )
                     )
+            non_bundled = tuple(
+                NonBundled(*row) for row in self.store.non_bundled_instances(conn)
+            )
         if digest is not None:
             before = len(problems)
             for key, (seq, head) in sorted(digest.heads.items(), key=lambda kv: int(kv[0])):
@@ -1483,6 +1536,7 @@ class Engine:
             instances_checked=instances,
             problems=tuple(problems),
             digest_checked=digest is not None,
+            non_bundled=non_bundled,
         )
 
 
@@ -1757,6 +1811,16 @@ def _bound(value: str | dt.date | None, *, end: bool) -> str | None:
     except (ValueError, OverflowError) as e:
         raise UsageError(str(e)) from None
     return day.isoformat() + "T00:00:00.000000Z"
+
+
+def _day(value: str | dt.date | None, what: str) -> str | None:
+    """An evidence-date bound (CE or BE) as stored: ISO ``YYYY-MM-DD`` in CE."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_date(value).isoformat()
+    except (ValueError, OverflowError) as e:
+        raise UsageError(f"{what}: {e}") from None
 
 
 # Database integer columns are 32-bit: an id beyond that cannot exist (and must not reach the

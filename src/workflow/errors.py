@@ -12,12 +12,14 @@ exit code of the command line (CONTRACT §4), so the CLI needs no table of its o
     │   ├── ProgramNotFound
     │   ├── InstanceNotFound
     │   ├── AreaNotFound               (also: a name matching several areas, with .candidates)
+    │   ├── StateNotFound              a state no (such) program has
     │   └── GrantNotFound
     ├── Refused                        4
     │   ├── TriggerNotAllowed          unknown trigger, or not allowed in the current state
     │   ├── EvidenceInvalid            missing, undeclared or ill-typed evidence
     │   ├── GuardFailed
     │   ├── RoleNotAllowed             the transition does not allow this role
+    │   │   └── UnknownRole            the program does not declare this role at all
     │   └── PermissionDenied           the actor holds no grant covering this change
     ├── Conflict                       5
     │   ├── VersionConflict            --expect-version did not match, or a concurrent change won
@@ -142,6 +144,21 @@ class AreaNotFound(NotFound):
         super().__init__(msg)
 
 
+class StateNotFound(NotFound):
+    """A state filter naming a state that no program (or not the given one) has: an empty
+    answer would look like "nothing is in that state" when the name is simply wrong."""
+
+    def __init__(self, state: str, program: str | None, known: Sequence[str]) -> None:
+        self.state = state
+        self.program = program
+        self.known = tuple(known)
+        where = f"program {program}" if program else "any program"
+        super().__init__(
+            f"unknown state {state!r}: not a top-level state of {where} "
+            f"(states: {', '.join(self.known)})"
+        )
+
+
 class GrantNotFound(NotFound):
     def __init__(self, actor: str, role: str, area: str | None, program: str | None) -> None:
         self.actor, self.role, self.area, self.program = actor, role, area, program
@@ -171,11 +188,32 @@ class TriggerNotAllowed(Refused):
 
 
 class EvidenceInvalid(Refused):
-    def __init__(self, trigger: str, field: str, reason: str) -> None:
+    """Evidence refused. ``problems`` lists every (field, reason) found, so that a form can
+    mark all of them at once; ``field`` and ``reason`` are the first of them."""
+
+    def __init__(
+        self,
+        trigger: str,
+        field: str,
+        reason: str,
+        *,
+        problems: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.trigger = trigger
-        self.field = field
-        self.reason = reason
-        super().__init__(f"evidence {field!r} for {trigger!r}: {reason}")
+        self.problems = tuple(problems) or ((field, reason),)
+        self.field, self.reason = self.problems[0]
+        self.fields = tuple(name for name, _ in self.problems)
+        if len(self.problems) == 1:
+            msg = f"evidence {self.field!r} for {trigger!r}: {self.reason}"
+        else:
+            each = "; ".join(f"{name!r} {why}" for name, why in self.problems)
+            msg = f"evidence for {trigger!r} has {len(self.problems)} problems: {each}"
+        super().__init__(msg)
+
+    @classmethod
+    def of(cls, trigger: str, problems: Sequence[tuple[str, str]]) -> EvidenceInvalid:
+        """One error for every problem found (at least one)."""
+        return cls(trigger, problems[0][0], problems[0][1], problems=problems)
 
 
 class GuardFailed(Refused):
@@ -192,6 +230,21 @@ class RoleNotAllowed(Refused):
         self.allowed = tuple(allowed)
         super().__init__(
             f"role {role!r} may not fire {trigger!r} (allowed roles: {', '.join(self.allowed)})"
+        )
+
+
+class UnknownRole(RoleNotAllowed):
+    """A role the program does not declare: a typo or the wrong program, not a missing grant
+    (saying "holds no grant" would send the operator to grant a role that cannot act)."""
+
+    def __init__(self, program: str, role: str, roles: Sequence[str]) -> None:
+        self.program = program
+        self.role = role
+        self.roles = tuple(roles)
+        self.trigger = ""
+        self.allowed = self.roles
+        WorkflowError.__init__(
+            self, f"unknown role {role!r} for program {program} (roles: {', '.join(self.roles)})"
         )
 
 

@@ -165,26 +165,31 @@ def _bounds(field: EvidenceField, value: float) -> None:
 
 
 def validate(transition: Transition, raw: Mapping[str, object] | None) -> dict[str, EvidenceValue]:
-    """Check and convert the evidence for ``transition``; raise :class:`EvidenceInvalid`."""
+    """Check and convert the evidence for ``transition``; raise :class:`EvidenceInvalid`
+    naming every undeclared, invalid and missing field at once (a person filling in a form
+    should not discover them one attempt at a time)."""
     raw = raw or {}
     fields = {f.name: f for f in transition.evidence}
     out: dict[str, EvidenceValue] = {}
+    problems: list[tuple[str, str]] = []
     for name, value in raw.items():
         field = fields.get(name)
         if field is None:
             known = ", ".join(fields) or "none"
-            raise EvidenceInvalid(
-                transition.trigger, str(name), f"not declared (declared: {known})"
-            )
+            problems.append((str(name), f"not declared (declared: {known})"))
+            continue
         if value is None or (isinstance(value, str) and not value.strip()):
             continue  # an empty optional value is no value; required ones are caught below
         try:
             out[name] = convert(field, value)
         except ValueError as e:
-            raise EvidenceInvalid(transition.trigger, name, str(e)) from None
+            problems.append((name, str(e)))
+    invalid = {name for name, _ in problems}
     for field in transition.evidence:
-        if field.required and field.name not in out:
-            raise EvidenceInvalid(transition.trigger, field.name, "required but missing")
+        if field.required and field.name not in out and field.name not in invalid:
+            problems.append((field.name, "required but missing"))
+    if problems:
+        raise EvidenceInvalid.of(transition.trigger, problems)
     # Canonical order: the definition's, so the stored JSON does not depend on the caller.
     return {f.name: out[f.name] for f in transition.evidence if f.name in out}
 

@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "E042": "invalid guard",
     "E050": "version is not a positive integer",
     "E060": "program and version defined twice with different content",
+    "E070": "an extra definitions directory carries a bundled program id (not allowed to override)",
 }
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

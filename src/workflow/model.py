@@ -141,6 +141,10 @@ class Transition:
         return None
 
 
+#: The ``source`` of a program shipped with workflow (any other source is a file path).
+BUNDLED = "bundled"
+
+
 @dataclass(frozen=True)
 class Program:
     """A whole program definition, as loaded from one file."""
@@ -158,6 +162,13 @@ class Program:
     source_file: str = ""
     source_text: str = field(default="", repr=False)
     content_hash: str = ""
+    #: Where the program came from: ``bundled`` (shipped with workflow), or the path of the
+    #: extra definition file it was read from; "" when loaded from text by hand.
+    source: str = ""
+
+    @property
+    def bundled(self) -> bool:
+        return self.source == BUNDLED
 
     def all_states(self) -> tuple[State, ...]:
         """Every state, depth first, parents before children."""

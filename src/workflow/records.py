@@ -141,6 +141,26 @@ class VerifyProblem:
 
 
 @dataclass(frozen=True)
+class NonBundled:
+    """An instance running under a definition that did not ship with workflow (an override
+    the operator allowed, or a program of an extra directory): not a problem, but a reader
+    of the trail must know whose rules it followed."""
+
+    instance: int
+    program: str
+    program_version: int
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "program": self.program,
+            "program_version": self.program_version,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     """The outcome of re-computing every chain (and, if given, checking a digest)."""
 
@@ -149,6 +169,7 @@ class VerifyResult:
     instances_checked: int
     problems: tuple[VerifyProblem, ...] = ()
     digest_checked: bool = False
+    non_bundled: tuple[NonBundled, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +178,7 @@ class VerifyResult:
             "instances_checked": self.instances_checked,
             "digest_checked": self.digest_checked,
             "problems": [p.to_dict() for p in self.problems],
+            "non_bundled": [n.to_dict() for n in self.non_bundled],
         }
 
 

@@ -3,17 +3,25 @@
 Programs are indexed by (id, version). The newest version of a program is the one new instances
 start on; older versions stay loadable because instances keep the version they started with
 (the engine also keeps each version's exact text in the database).
+
+A bundled program id belongs to the bundled file: an extra directory that carries the same id
+(a new version, or different rules) is refused with ``E070`` unless the caller names that id
+in ``allow_override``. Otherwise anyone able to add a directory could hand a role extra rights
+on a program everybody takes for the official one. Each program remembers its ``source``
+(``bundled`` or the extra file's path), which the engine stores with the definition.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 from workflow.errors import DefinitionError, Problem, ProgramNotFound
 from workflow.loader import check_file, load_text
-from workflow.model import Program
+from workflow.model import BUNDLED, Program
 from workflow.text import ID_MAX, identifier
 
 
@@ -40,19 +48,58 @@ def definition_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-class Registry:
-    """The programs known to one engine."""
+def shadow_problem(program: Program) -> Problem:
+    """E070: an extra file carries a bundled program id without the operator's say-so."""
+    match = re.search(r"^program\s*:", program.source_text, re.M)
+    line = program.source_text.count("\n", 0, match.start()) + 1 if match else 1
+    return Problem(
+        program.source_file,
+        line,
+        "E070",
+        f"program {program.id!r} (version {program.version}) is bundled with workflow; an "
+        f"extra directory may not replace or extend it (allow it explicitly with "
+        f"--allow-override {program.id}, or give the program another id)",
+    )
 
-    def __init__(self, directories: Sequence[str | Path] = (), *, bundled: bool = True) -> None:
+
+class Registry:
+    """The programs known to one engine.
+
+    ``allow_override`` names bundled program ids that the extra ``directories`` may replace
+    with versions of their own; any other bundled id in them is a problem (``E070``).
+    """
+
+    def __init__(
+        self,
+        directories: Sequence[str | Path] = (),
+        *,
+        bundled: bool = True,
+        allow_override: Iterable[str] = (),
+    ) -> None:
         self._programs: dict[tuple[str, int], Program] = {}
-        files = (bundled_files() if bundled else []) + definition_files(directories)
+        self.allow_override = frozenset(allow_override)
+        bundled_ids: set[str] = set()
         problems: list[Problem] = []
-        for f in files:
-            # check_file names what is wrong with a path (missing, a link loop, a FIFO...).
+        for f in bundled_files() if bundled else []:
             program, found = check_file(f)
             problems.extend(found)
             if program is not None and not found:
-                problems.extend(self._add(program))
+                bundled_ids.add(program.id)
+                problems.extend(self._add(replace(program, source=BUNDLED)))
+        for f in definition_files(directories):
+            # check_file names what is wrong with a path (missing, a link loop, a FIFO...).
+            program, found = check_file(f)
+            problems.extend(found)
+            if program is None or found:
+                continue
+            program = replace(program, source=str(f.resolve()))
+            if program.id in bundled_ids and program.id not in self.allow_override:
+                same = self._programs.get((program.id, program.version))
+                if same is not None and same.content_hash == program.content_hash:
+                    continue  # a verbatim copy of the bundled file changes nothing
+                problems.append(shadow_problem(program))
+                continue
+            problems.extend(self._add(program))
         if problems:
             raise DefinitionError(problems)
 
@@ -72,9 +119,9 @@ class Registry:
         self._programs.setdefault(key, program)
         return []
 
-    def add_text(self, text: str, filename: str) -> Program:
+    def add_text(self, text: str, filename: str, source: str = "") -> Program:
         """Load a definition from text (a stored definition) and remember it."""
-        program = load_text(text, filename)
+        program = replace(load_text(text, filename), source=source)
         problems = self._add(program)
         if problems:
             raise DefinitionError(problems)

@@ -49,7 +49,7 @@ from workflow.errors import (
 from workflow.text import ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -74,6 +74,8 @@ class DefinitionTable(Base):
     source_file: Mapped[str] = mapped_column(sa.Text)
     source_text: Mapped[str] = mapped_column(sa.Text)
     stored_at: Mapped[str] = mapped_column(sa.String(32))
+    #: ``bundled``, or the extra file it was read from (revision 0004).
+    source: Mapped[str] = mapped_column(sa.Text, server_default="bundled")
     __table_args__ = (sa.UniqueConstraint("program", "version", name="uq_definition_version"),)
 
 
@@ -258,6 +260,7 @@ class DefinitionRow(NamedTuple):
     source_file: str
     source_text: str
     stored_at: str
+    source: str
 
 
 class GrantRow(NamedTuple):
@@ -938,6 +941,7 @@ class Store(_AccessQueries):
         source_file: str,
         source_text: str,
         now: str,
+        source: str = "bundled",
     ) -> int:
         """The id of this (program, version), storing it on first use (in ``conn``'s
         transaction; a concurrent first use collides on the unique key and is retried)."""
@@ -955,6 +959,7 @@ class Store(_AccessQueries):
                     source_file=source_file,
                     source_text=source_text,
                     stored_at=now,
+                    source=source,
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -1324,6 +1329,18 @@ class Store(_AccessQueries):
                 yield from rows
         finally:
             cur.close()
+
+    def non_bundled_instances(self, conn: Connection) -> list[tuple[int, str, int, str]]:
+        """(instance, program, version, source) of instances whose stored definition did not
+        ship with workflow, by instance id."""
+        i, d = instances_t.c, definitions_t.c
+        query = (
+            sa.select(i.id, i.program, i.program_version, d.source)
+            .join(definitions_t, d.id == i.definition_id)
+            .where(d.source != "bundled")
+            .order_by(i.id)
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in conn.execute(query)]
 
     def all_definitions(self, conn: Connection) -> list[DefinitionRow]:
         return [
