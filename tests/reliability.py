@@ -163,6 +163,12 @@ def run_cli(capsys: Any, args: list[str]) -> Run:
                err.buffer.getvalue().decode("utf-8", "replace"))  # type: ignore[attr-defined]
 
 
+def cli_outcome(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """``workflow ARGS`` in-process as :func:`run_cli` runs it: (exit code, stdout, stderr)."""
+    r = run_cli(capsys, list(args))
+    return r.code, r.out, r.err
+
+
 def control_characters(text: str) -> list[str]:
     """Control characters (CR, ESC, ...) that would let an argument rewrite the terminal."""
     return [c for c in text if unicodedata.category(c) == "Cc"]

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import LOPBURI, OFFICER, dump_tables, open_engine, sql_engine
+from reliability import cli_outcome as cli
 from workflow import DefinitionError, Engine
-from workflow.cli import main
 from workflow.registry import Registry, bundled_files
 
 
@@ -39,17 +39,6 @@ def shadow(directory: Path) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
 
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``workflow ARGS`` in-process; (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_registry_refuses_a_bundled_id_from_an_extra_directory(tmp_path: Path) -> None:

@@ -356,3 +356,20 @@ def test_dot_is_valid_for_graphviz(build: Callable[[], Program], lang: str) -> N
         if "Warning" in line and "font" not in line.lower() and "character" not in line
     ]
     assert warnings == []
+
+
+@pytest.mark.skipif(shutil.which("fc-match") is None, reason="fontconfig's fc-match not installed")
+def test_dot_font_family_resolves_to_a_thai_font() -> None:
+    """The DOT fontname list resolves, through fontconfig (which Graphviz renders with), to an
+    installed font that covers Thai: labels render as Thai, not boxes (.ci/run installs
+    fonts-thai-tlwg)."""
+    import subprocess
+
+    from workflow.diagram import DOT_FONT
+
+    found = subprocess.run(
+        ["fc-match", "-f", "%{family[0]}|%{lang}", DOT_FONT],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    family, _, langs = found.partition("|")
+    assert "th" in langs.split("|"), f"{DOT_FONT!r} resolves to {family!r}, which has no Thai"
