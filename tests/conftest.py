@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # `import helpers`, also in spaw
 from workflow import AllowAll, Engine
 
 POSTGRES_ENV = "WORKFLOW_TEST_POSTGRES_URL"
+# pytest-xdist workers are started with COLUMNS=80, and the CLI honours COLUMNS (narrow
+# terminals get event blocks): the tests start without it and set it where they mean it.
+os.environ.pop("COLUMNS", None)
 REQUIRE_ENV = "WORKFLOW_REQUIRE_POSTGRES"
 
 
@@ -229,7 +232,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if os.environ.get(REQUIRE_ENV) != "1":
+    if os.environ.get(REQUIRE_ENV) != "1" or hasattr(session.config, "workerinput"):
+        # An xdist worker sees only its share of the tests: the controller, which receives
+        # every worker's reports, decides.
         return
     tally = _PostgresTally
     problem = None
