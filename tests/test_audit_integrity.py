@@ -218,6 +218,30 @@ def test_rewritten_fire_key_row_cannot_replay_another_instances_event(world: Wor
     assert any("kick-a" in reason for _, _, reason in found)
 
 
+def test_key_row_pointed_at_a_twin_event_with_other_evidence_is_refused(world: World) -> None:
+    """A fire key row re-pointed, with the right hash, at an event of the same instance,
+    trigger, actor, role and note that recorded other evidence is refused on replay."""
+    w = world
+    e = w.engine
+    first = e.fire(w.a, "workshop", actor="somchai", role=COORDINATOR, key="ws-a",
+                   evidence={"date": "2564-03-01", "venue": "one", "participants": 5})
+    twin = e.fire(w.a, "report_progress", actor="somchai", role=COORDINATOR, key="rp-1",
+                  evidence={"date": "2564-04-01", "summary": "first"})
+    again = e.fire(w.a, "report_progress", actor="somchai", role=COORDINATOR,
+                   evidence={"date": "2564-05-01", "summary": "second"})
+    assert first.event.seq < twin.event.seq < again.event.seq
+    w.sql("UPDATE workflow_idempotency SET seq = :s, event_hash = :h WHERE key = 'rp-1'",
+          s=again.event.seq, h=again.event.hash)
+    with pytest.raises(KeyRecordMismatch):
+        e.fire(w.a, "report_progress", actor="somchai", role=COORDINATOR, key="rp-1",
+               evidence={"date": "2564-04-01", "summary": "first"})
+    w.sql("UPDATE workflow_idempotency SET seq = :s, event_hash = :h WHERE key = 'rp-1'",
+          s=twin.event.seq, h=twin.event.hash)
+    replay = e.fire(w.a, "report_progress", actor="somchai", role=COORDINATOR, key="rp-1",
+                    evidence={"date": "2564-04-01", "summary": "first"})
+    assert replay.replayed and replay.event.seq == twin.event.seq
+
+
 def test_rewritten_start_key_row_cannot_hand_out_another_instance(world: World) -> None:
     """A start key row re-pointed at another instance is refused on replay and caught."""
     w = world

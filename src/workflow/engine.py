@@ -50,6 +50,7 @@ from workflow.errors import (
     WorkflowError,
 )
 from workflow.evidence import check_fiscal_year, parse_date
+from workflow.evidence import validate as _evidence_validate
 from workflow.machine import CompiledMachine, Configuration, GuardFunction, compile_program
 from workflow.model import Program
 from workflow.records import (
@@ -789,6 +790,7 @@ class Engine:
             or event.hash != key.event_hash
             or (event.instance_id, event.trigger, event.actor, event.role, event.note)
             != (req.instance, req.trigger, req.actor, req.role, req.note)
+            or not self._same_evidence(row, event, req)
         ):
             assert req.key is not None
             raise KeyRecordMismatch(req.key, key.instance_id, key.seq)
@@ -801,6 +803,22 @@ class Engine:
             updated_at=event.at,
         )
         return event, then, True
+
+    def _same_evidence(self, row: InstanceRow, event: EventRow, req: _FireRequest) -> bool:
+        """Whether ``event`` recorded the evidence ``req`` brings, as the evidence rules of the
+        instance's own definition turn it into stored evidence (a key row pointed at a twin
+        event that differs only in its evidence must not be answered with)."""
+        program = self._loaded(row.definition_id).program
+        for t in program.transitions:
+            if t.trigger != req.trigger:
+                continue
+            try:
+                typed = _evidence_validate(t, req.evidence)
+            except WorkflowError:
+                continue
+            if _audit.canonical_json(dict(typed)) == event.evidence:
+                return True
+        return False
 
     def _fire_result(
         self, event_row: EventRow, inst_row: InstanceRow, replayed: bool
