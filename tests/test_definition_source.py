@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from helpers import LOPBURI, OFFICER, dump_tables, open_engine, sql_engine
 from workflow import DefinitionError, Engine
-from workflow.cli import main
-from workflow.registry import Registry, bundled_files
+from workflow.cli.main import main
+from workflow.programs.registry import Registry, bundled_files
 
 
 def bundled_text(program: str) -> str:
@@ -154,7 +154,7 @@ def test_allowed_override_is_recorded_and_shown(backend: str, tmp_path: Path,
 
 def test_migration_gives_existing_definitions_their_source(backend: str) -> None:
     """Rows stored before revision 0004: bundled text is `bundled`, other text its file."""
-    from workflow import migrations
+    from workflow.storage import migrations
 
     if backend.startswith("sqlite"):
         Path(backend.removeprefix("sqlite:///")).touch()

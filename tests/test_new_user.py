@@ -12,7 +12,7 @@ import pytest
 
 from helpers import KICKOFF, LOPBURI, OFFICER, dump_tables, open_engine, start_lopburi
 from workflow import Engine, EvidenceInvalid, StateNotFound, UnknownRole
-from workflow.cli import cli, main
+from workflow.cli.main import cli, main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -1,12 +1,14 @@
 """The typed, frozen form of a program definition.
 
-The loader parses YAML once into these objects; nothing past the loader sees raw dicts.
+The loader parses a file's YAML once into these objects; the machine, the engine and the
+diagrams read a program only through them (its text is kept as well, to store each version).
 A program is a tree of states (a state may hold parallel regions, each a small tree of its own)
 plus a flat list of transitions between dotted state paths.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -172,16 +174,7 @@ class Program:
 
     def all_states(self) -> tuple[State, ...]:
         """Every state, depth first, parents before children."""
-        out: list[State] = []
-
-        def walk(states: tuple[State, ...]) -> None:
-            for s in states:
-                out.append(s)
-                for r in s.regions:
-                    walk(r.states)
-
-        walk(self.states)
-        return tuple(out)
+        return walk_states(self.states)
 
     def state(self, path: str) -> State | None:
         for s in self.all_states():
@@ -202,3 +195,14 @@ class Program:
     def label_of_state(self, path: str, lang: str = "en") -> str:
         s = self.state(path)
         return s.label.get(lang) if s else path
+
+
+def walk_states(states: Iterable[State]) -> tuple[State, ...]:
+    """``states`` and every state nested in their regions, depth first, parents before
+    children (the loader walks the states it is building before there is a Program)."""
+    out: list[State] = []
+    for s in states:
+        out.append(s)
+        for r in s.regions:
+            out.extend(walk_states(r.states))
+    return tuple(out)
