@@ -439,21 +439,7 @@ def programs_list(c: Context, as_json: bool) -> None:
     """The available programs (bundled and from --definitions)."""
     found = c.registry().programs()
     if as_json:
-        emit_json(
-            [
-                {
-                    "program": p.id,
-                    "version": p.version,
-                    "title": {"th": p.title.th, "en": p.title.en},
-                    "states": len(p.all_states()),
-                    "triggers": list(p.triggers),
-                    "roles": list(p.roles),
-                    "file": p.source_file,
-                    "source": p.source,
-                }
-                for p in found
-            ]
-        )
+        emit_json([p.summary_dict() for p in found])
         return
     table(
         None,
@@ -473,58 +459,6 @@ def programs_list(c: Context, as_json: bool) -> None:
     )
 
 
-def program_json(p: Program) -> dict[str, Any]:
-    def label(x: Any) -> dict[str, str] | None:
-        return None if x is None else {"th": x.th, "en": x.en}
-
-    return {
-        "program": p.id,
-        "version": p.version,
-        "title": label(p.title),
-        "description": label(p.description),
-        "roles": list(p.roles),
-        "start_roles": list(p.start_roles),
-        "initial": p.initial,
-        "content_hash": p.content_hash,
-        "source": p.source,
-        "states": [
-            {
-                "id": s.path,
-                "label": label(s.label),
-                "final": s.final,
-                "parallel": [r.name for r in s.regions],
-            }
-            for s in p.all_states()
-        ],
-        "transitions": [
-            {
-                "trigger": t.trigger,
-                "from": list(t.sources),
-                "to": t.dest,
-                "label": label(t.label),
-                "roles": list(t.roles),
-                "evidence": {
-                    f.name: {
-                        k: v
-                        for k, v in {
-                            "type": f.type,
-                            "required": f.required,
-                            "label": label(f.label),
-                            "min": f.min,
-                            "max": f.max,
-                            "choices": list(f.choices) or None,
-                        }.items()
-                        if v is not None
-                    }
-                    for f in t.evidence
-                },
-                "guards": [g.describe() for g in t.guards],
-            }
-            for t in p.transitions
-        ],
-    }
-
-
 @programs.command("show")
 @click.argument("program")
 @click.option("--version", "version", type=int, help="A specific version (default: newest).")
@@ -535,7 +469,7 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
     """States, transitions, roles and evidence of PROGRAM."""
     p = c.registry().get(program, version)
     if as_json:
-        emit_json(program_json(p))
+        emit_json(p.to_dict())
         return
     say(f"{p.id} v{p.version}: {p.title.get(lang)} (source: {p.source})")
     say(

@@ -523,9 +523,7 @@ class Engine:
                 area.code,
                 RoleNotAllowed("start", role, definition.start_roles),
             )
-        # Checked before any database sees it: PostgreSQL refuses NUL, drivers refuse lone
-        # surrogates from undecodable command-line bytes.
-        title = _rules.free_text(title, "title", _rules.TITLE_MAX)
+        title = _text(title, "title", _rules.TITLE_MAX)
         note = _note(note)
         request = _request_hash(
             "start", definition.id, area.code, year, actor, role, title, allow_duplicate, note
@@ -1818,7 +1816,7 @@ def _bound(value: str | dt.date | None, *, end: bool) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) and "T" in value:
-        return _rules.free_text(value, "time bound", 40)
+        return _text(value, "time bound", 40)
     try:
         day = parse_date(value)
         if end:
@@ -1851,6 +1849,14 @@ def _instance_id(value: object) -> int:
     if isinstance(value, bool) or not 1 <= number <= MAX_ID:
         raise InstanceNotFound(value)
     return number
+
+
+def _text(value: str | None, what: str, limit: int) -> str | None:
+    """Free text from a caller (a title): the rule of ``workflow.runtime.text``; empty is None.
+
+    Checked here so that no database (PostgreSQL refuses NUL, drivers refuse lone
+    surrogates from undecodable command-line bytes) ever sees what it cannot store."""
+    return _rules.free_text(value, what, limit)
 
 
 def _note(value: str | None) -> str | None:

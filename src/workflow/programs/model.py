@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice"]
 EVIDENCE_TYPES: tuple[str, ...] = ("text", "integer", "number", "date", "boolean", "choice")
@@ -26,6 +26,13 @@ class Label:
 
     def get(self, lang: str) -> str:
         return self.th if lang == "th" else self.en
+
+    def to_dict(self) -> dict[str, str]:
+        return {"th": self.th, "en": self.en}
+
+
+def _label(label: Label | None) -> dict[str, str] | None:
+    return None if label is None else label.to_dict()
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,69 @@ class Program:
     @property
     def bundled(self) -> bool:
         return self.source == BUNDLED
+
+    def summary_dict(self) -> dict[str, Any]:
+        """One line of ``programs list --json`` (CONTRACT §4)."""
+        return {
+            "program": self.id,
+            "version": self.version,
+            "title": self.title.to_dict(),
+            "states": len(self.all_states()),
+            "triggers": list(self.triggers),
+            "roles": list(self.roles),
+            "file": self.source_file,
+            "source": self.source,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole definition as ``programs show --json`` prints it (CONTRACT §4), for any
+        caller that shows a program (the command line, a web page)."""
+        return {
+            "program": self.id,
+            "version": self.version,
+            "title": self.title.to_dict(),
+            "description": _label(self.description),
+            "roles": list(self.roles),
+            "start_roles": list(self.start_roles),
+            "initial": self.initial,
+            "content_hash": self.content_hash,
+            "source": self.source,
+            "states": [
+                {
+                    "id": s.path,
+                    "label": _label(s.label),
+                    "final": s.final,
+                    "parallel": [r.name for r in s.regions],
+                }
+                for s in self.all_states()
+            ],
+            "transitions": [
+                {
+                    "trigger": t.trigger,
+                    "from": list(t.sources),
+                    "to": t.dest,
+                    "label": _label(t.label),
+                    "roles": list(t.roles),
+                    "evidence": {
+                        f.name: {
+                            k: v
+                            for k, v in {
+                                "type": f.type,
+                                "required": f.required,
+                                "label": _label(f.label),
+                                "min": f.min,
+                                "max": f.max,
+                                "choices": list(f.choices) or None,
+                            }.items()
+                            if v is not None
+                        }
+                        for f in t.evidence
+                    },
+                    "guards": [g.describe() for g in t.guards],
+                }
+                for t in self.transitions
+            ],
+        }
 
     def all_states(self) -> tuple[State, ...]:
         """Every state, depth first, parents before children."""
