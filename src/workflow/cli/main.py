@@ -1281,6 +1281,14 @@ def _warn(message: str) -> None:
     click.echo(f"workflow: warning: {_one_line(message)}", err=True)
 
 
+def _public_name(error: Exception) -> str:
+    """The error's name as scripts see it: its nearest class in the public API (a refused
+    text is the UsageError it derives from; TextRefused is an implementation detail)."""
+    import workflow
+
+    return next(c.__name__ for c in type(error).__mro__ if c.__name__ in workflow.__all__)
+
+
 def _fail(
     message: str, code: int, name: str = "WorkflowError", warning: str | None = None
 ) -> NoReturn:
@@ -1395,7 +1403,7 @@ def _handle(e: BaseException, show_traceback: bool, args: Sequence[str]) -> NoRe
             _fail(
                 " ".join(str(e).split("\n")),
                 e.exit_code,
-                type(e).__name__,
+                _public_name(e),
                 f"this refusal could not be recorded as a denial: {unrecorded}"
                 if unrecorded
                 else None,
