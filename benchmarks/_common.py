@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import workflow
-from workflow import audit
-from workflow.machine import compile_program
-from workflow.storage import os_user
+from workflow.audit import chain as audit
+from workflow.runtime.machine import compile_program
+from workflow.storage.store import os_user
 
 HERE = Path(__file__).resolve().parent
 PROFILES = HERE / "profiles"
@@ -496,7 +496,7 @@ def build(
 
     Each instance is what ``Engine.start`` followed by ``events - 1`` fires along the program's
     walk would have written: the ``start`` event's evidence is the instance's identity, every
-    event is hashed with :func:`workflow.audit.event_hash`, the instance carries its last
+    event is hashed with :func:`workflow.audit.chain.event_hash`, the instance carries its last
     event's configuration, hash, version and time. Returns (instances, events) written.
     """
     user = os_user()

@@ -7,7 +7,7 @@ Contenders, measured in the same run on the same database, alternating in rounds
 * **raw** — the practical limit: the driver (``sqlite3`` / ``psycopg``) running the statements
   a fire needs, with the engine's journal and sync settings: ``BEGIN IMMEDIATE`` (SQLite) /
   ``BEGIN``; ``SELECT state, active, version, head_hash ... WHERE id=?`` (``FOR UPDATE`` on
-  PostgreSQL); the event hash (:func:`workflow.audit.event_hash`); ``UPDATE ... WHERE id=? AND
+  PostgreSQL); the event hash (:func:`workflow.audit.chain.event_hash`); ``UPDATE ... WHERE id=? AND
   version=?``; ``INSERT INTO workflow_events``; ``COMMIT``.
 * **naive** — what users build from the ``transitions`` FAQ: a SQLAlchemy ORM class for the
   instance row loaded with a ``Session``, a new ``transitions.Machine(model=obj, ...)`` per
@@ -35,8 +35,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from transitions import Machine
 
-from workflow import audit
-from workflow.storage import os_user
+from workflow.audit import chain as audit
+from workflow.storage.store import os_user
 
 TARGETS = {"sqlite": 0.40, "postgres": 0.60}
 NAIVE_TARGET = 8.0

@@ -3,7 +3,7 @@
 * ``fire_sqlite.txt`` / ``fire_postgres.txt`` — ``Engine.fire`` (report_progress across many
   instances), cProfile: time by package, top 25 by cumulative time, top 25 by own time.
 * ``verify_sqlite.txt`` — ``Engine.verify`` over a bulk-built database, likewise.
-* ``cli_importtime.txt`` — ``python -X importtime -c "import workflow.cli"``, top modules.
+* ``cli_importtime.txt`` — ``python -X importtime -c "import workflow.cli.main"``, top modules.
 
     python benchmarks/make_profiles.py [--quick] [--backend sqlite|postgres|both]
         [--what fire|verify|cli|all] [--verify-db PATH]
@@ -113,8 +113,8 @@ def phases(engine: Any, db: c.Database, ids: list[int]) -> str:
     Best effort: it reaches into engine internals (store, compiled machine), so a piece the
     engine no longer has is reported as n/a rather than failing the run.
     """
-    from workflow import audit
-    from workflow.machine import compile_program
+    from workflow.audit import chain as audit
+    from workflow.runtime.machine import compile_program
 
     rows: list[list[Any]] = []
     program = engine.program("leader-development")
@@ -257,11 +257,12 @@ def profile_verify(db_path: str | None, quick: bool) -> str:
 
 
 def profile_cli_imports() -> str:
-    """``python -X importtime -c "import workflow.cli"``: the modules `workflow --help` pays for."""
+    """``python -X importtime -c "import workflow.cli.main"``: the modules `workflow --help`
+    pays for."""
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import workflow.cli"],
+        [sys.executable, "-X", "importtime", "-c", "import workflow.cli.main"],
         capture_output=True,
         text=True,
         check=True,
@@ -277,7 +278,7 @@ def profile_cli_imports() -> str:
     own_top = sorted(rows, key=lambda r: -r[1])[:20]
     return "\n".join(
         [
-            f"Import time of workflow.cli ({c.machine_info()}); total {total / 1000:.0f} ms",
+            f"Import time of workflow.cli.main ({c.machine_info()}); total {total / 1000:.0f} ms",
             "",
             "Top 30 by cumulative import time",
             c.table(

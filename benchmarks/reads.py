@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c
 
-from workflow import audit
+from workflow.audit import chain as audit
 
 TARGETS = {
     "history_ms": 1.0,

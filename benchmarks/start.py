@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
 from workflow import areas as _areas
-from workflow import audit
-from workflow.storage import os_user
+from workflow.audit import chain as audit
+from workflow.storage.store import os_user
 
 PROGRAM = "leader-development"
 ROLE = "provincial_officer"

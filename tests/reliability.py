@@ -141,7 +141,7 @@ class Run:
 def run_cli(capsys: Any, args: list[str]) -> Run:
     """``workflow ARGS`` in-process, as the console script runs it: stdout and stderr are
     UTF-8 streams with the error handlers a real process has (strict, backslashreplace)."""
-    from workflow.cli import main
+    from workflow.cli.main import main
 
     if capsys is not None:
         capsys.readouterr()

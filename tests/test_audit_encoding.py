@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflow import audit
-from workflow.storage import EventRow
+from workflow.audit import chain as audit
+from workflow.storage.store import EventRow
 
 text = st.text(max_size=40)
 

@@ -42,10 +42,10 @@ from workflow import (
     PermissionDenied,
     VerifyResult,
 )
-from workflow import audit as audit_mod
-from workflow import engine as engine_mod
-from workflow.audit import denial_hash, grant_hash, row_hash
-from workflow.storage import DenialRow, GrantEventRow
+from workflow.audit import chain as audit_mod
+from workflow.audit.chain import denial_hash, grant_hash, row_hash
+from workflow.engine import facade as engine_mod
+from workflow.storage.store import DenialRow, GrantEventRow
 
 APPEND_ONLY = ("workflow_events", "workflow_grant_events", "workflow_denials")
 
@@ -370,7 +370,7 @@ def test_unrecordable_denial_is_said_on_stderr(world: World, capsys: Any) -> Non
 def test_init_upgrades_a_0003_database_and_chains_its_denials(backend: str) -> None:
     """`init` on a 0003 database adds the denial chain: existing denials become its first
     links, in id order, and verify is clean; key rows get their event's hash."""
-    from workflow import migrations
+    from workflow.storage import migrations
 
     if backend.startswith("sqlite"):
         Path(backend.removeprefix("sqlite:///")).touch()
@@ -394,8 +394,8 @@ def test_init_upgrades_a_0003_database_and_chains_its_denials(backend: str) -> N
 
 
 def test_migration_encodes_denials_as_audit_does() -> None:
-    """The migration's own copy of the denial encoding equals workflow.audit.denial_hash."""
-    mig = importlib.import_module("workflow.migrations.versions.0004_audit_hardening")
+    """The migration's own copy of the denial encoding equals workflow.audit.chain.denial_hash."""
+    mig = importlib.import_module("workflow.storage.migrations.versions.0004_audit_hardening")
     row = DenialRow(7, "อุดม", "coordinator", "workshop", None, 3, "160117", "why", "u",
                     "2021-01-01T00:00:00.000000Z", 2, "a" * 64, "")
     assert mig._denial_hash(row._asdict()) == denial_hash(row)
@@ -605,7 +605,7 @@ def test_text_that_is_not_utf8_is_a_problem_not_a_crash(world: World, capsys: An
 
 
 def _run_cli_process(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workflow.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "workflow.cli.main", *args], capture_output=True,
                           text=True, encoding="utf-8", errors="replace", timeout=60,
                           check=False, env={**os.environ, "WORKFLOW_TRACEBACK": ""})
 

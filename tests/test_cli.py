@@ -22,7 +22,7 @@ from typing import Any
 import click
 import pytest
 
-from workflow.cli import cli, main
+from workflow.cli.main import cli, main
 from workflow.errors import InstanceNotFound
 
 DEFINITIONS = Path(__file__).resolve().parents[1] / "definitions"
@@ -180,7 +180,7 @@ def _parse_each_definition_once() -> Iterator[None]:
     """Every command builds a Registry that parses the bundled YAML again (~0.1 s a file).
     ``check_text`` is a pure function of (text, file name), so remember its answers: the
     commands behave the same and the module runs several times faster."""
-    import workflow.loader as loader
+    import workflow.programs.loader as loader
 
     original = loader.check_text
     cache: dict[tuple[Any, ...], Any] = {}

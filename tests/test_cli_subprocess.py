@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(sys.executable).with_name("workflow")
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflow.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflow.cli.main"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -76,7 +76,7 @@ def test_help(workflow: Run, tmp_path: Path) -> None:
         assert command in p.stdout
     assert p.stderr == ""
     assert not (tmp_path / "workflow.db").exists()
-    m = workflow("--help", command=[sys.executable, "-m", "workflow.cli"])
+    m = workflow("--help", command=[sys.executable, "-m", "workflow.cli.main"])
     assert m.returncode == 0
     assert m.stdout == p.stdout
 

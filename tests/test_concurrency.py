@@ -148,8 +148,8 @@ from reliability import (  # noqa: E402
     stage_worker,
 )
 from workflow import DatabaseUnavailable  # noqa: E402
-from workflow.cli import main  # noqa: E402
-from workflow.storage import Store  # noqa: E402
+from workflow.cli.main import main  # noqa: E402
+from workflow.storage.store import Store  # noqa: E402
 
 HOST_THREADS = 2
 HOST_ROUNDS = scaled(15, 250)

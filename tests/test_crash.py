@@ -52,8 +52,9 @@ WINDOW = (0.02, 0.30)
 def fork() -> Any:
     """A fork server that has imported workflow (and the drivers) once."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["helpers", "reliability", "workflow.engine", "workflow.cli",
-                                "workflow.migrations", "alembic.command", "psycopg",
+    ctx.set_forkserver_preload(["helpers", "reliability", "workflow.engine.facade",
+                                "workflow.cli.main",
+                                "workflow.storage.migrations", "alembic.command", "psycopg",
                                 "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql"])
     warm = ctx.Process(target=time.sleep, args=(0,))  # start the server (~1 s) once, here
     warm.start()

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from helpers import LOPBURI, OFFICER, dump_tables, open_engine, sql_engine
 from reliability import cli_outcome as cli
 from workflow import DefinitionError, Engine
-from workflow.registry import Registry, bundled_files
+from workflow.programs.registry import Registry, bundled_files
 
 
 def bundled_text(program: str) -> str:
@@ -143,7 +143,7 @@ def test_allowed_override_is_recorded_and_shown(backend: str, tmp_path: Path,
 
 def test_migration_gives_existing_definitions_their_source(backend: str) -> None:
     """Rows stored before revision 0004: bundled text is `bundled`, other text its file."""
-    from workflow import migrations
+    from workflow.storage import migrations
 
     if backend.startswith("sqlite"):
         Path(backend.removeprefix("sqlite:///")).touch()

@@ -1,4 +1,4 @@
-"""Tests for workflow.diagram: Mermaid and DOT renderings of program definitions."""
+"""Tests for workflow.programs.diagram: Mermaid and DOT renderings of program definitions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from workflow.diagram import dot, mermaid
-from workflow.model import (
+from workflow.programs.diagram import dot, mermaid
+from workflow.programs.model import (
     Guard,
     Label,
     Program,
@@ -365,7 +365,7 @@ def test_dot_font_family_resolves_to_a_thai_font() -> None:
     fonts-thai-tlwg)."""
     import subprocess
 
-    from workflow.diagram import DOT_FONT
+    from workflow.programs.diagram import DOT_FONT
 
     found = subprocess.run(
         ["fc-match", "-f", "%{family[0]}|%{lang}", DOT_FONT],

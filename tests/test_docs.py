@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from workflow import diagram
-from workflow.cli import cli
-from workflow.registry import Registry
+from workflow.cli.main import cli
+from workflow.programs import diagram
+from workflow.programs.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS_MD = ROOT / "docs" / "programs.md"

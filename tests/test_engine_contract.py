@@ -64,7 +64,7 @@ from workflow import (
     WorkflowError,
 )
 from workflow.errors import TextRefused
-from workflow.registry import bundled_files
+from workflow.programs.registry import bundled_files
 
 INSTANCE_KEYS = {"id", "program", "program_version", "area", "fiscal_year", "state", "active",
                  "version", "created_at", "updated_at", "available_triggers"}
@@ -954,3 +954,28 @@ def test_read_only_sqlite_is_database_unavailable(tmp_path: Path, how: str) -> N
             p.chmod(0o644)
     assert dump_tables(f"sqlite:///{path}") == before
     shutil.rmtree(path.parent)
+
+
+def test_report_counts_regions_by_the_instances_own_version(backend: str, tmp_path: Path) -> None:
+    """regions_done reads the regions of the version an instance runs on, not the newest one:
+    a newer version may rename, add or drop regions."""
+    parallel = (Path(__file__).parent / "corpus" / "valid" / "parallel.yaml").read_text("utf-8")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "village-hall.yaml").write_text(parallel.replace("version: 2\n", "version: 1\n"),
+                                           encoding="utf-8")
+    (new / "village-hall.yaml").write_text(
+        parallel.replace("version: 2\n", "version: 3\n").replace("walls", "floor"),
+        encoding="utf-8")
+    with open_engine(backend, definitions=[old]) as eng:
+        eng.init()
+        inst = eng.start("village-hall", area=LOPBURI, fiscal_year=2564, actor="a",
+                         role=COORDINATOR)
+        eng.fire(inst.id, "begin", actor="a", role=OFFICER)
+        eng.fire(inst.id, "raise_walls", actor="a", role=COORDINATOR)
+    with open_engine(backend, definitions=[new]) as eng:
+        assert eng.program("village-hall").version == 3
+        (row,) = eng.report(program="village-hall").rows
+        assert (row.state, row.count) == ("building", 1)
+        assert row.regions_done == {"walls": 1, "roof": 0}

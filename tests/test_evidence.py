@@ -1,4 +1,4 @@
-"""Tests of workflow.evidence: converting what people type into typed, canonical values."""
+"""Tests of workflow.runtime.evidence: converting what people type into typed, canonical values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workflow.errors import EvidenceInvalid, UsageError
-from workflow.evidence import (
+from workflow.programs.model import EvidenceField, Label, Transition
+from workflow.runtime.evidence import (
     BE_OFFSET,
     BE_THRESHOLD,
     check_fiscal_year,
@@ -21,7 +22,6 @@ from workflow.evidence import (
     to_be,
     validate,
 )
-from workflow.model import EvidenceField, Label, Transition
 
 
 def field(type_: str, **kw: object) -> EvidenceField:

@@ -42,7 +42,7 @@ from workflow import (
     SchemaOutOfDate,
     StorageError,
 )
-from workflow.storage import SCHEMA_REVISION
+from workflow.storage.store import SCHEMA_REVISION
 
 #: Every command that needs the database, as the CLI spells it (instance 1 exists where the
 #: database does). Writes first: they matter most.
@@ -278,7 +278,7 @@ def test_schema_missing_is_exit_6_run_workflow_init(
 def test_schema_older_than_this_workflow_is_upgraded_by_init(
         backend: str, request: pytest.FixtureRequest) -> None:
     """Schema at revision 0001: commands exit 6 'run `workflow init`'; init upgrades it."""
-    from workflow import migrations
+    from workflow.storage import migrations
 
     if make_url(backend).get_backend_name() == "sqlite":
         Path(make_url(backend).database or "").touch()

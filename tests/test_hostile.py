@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from helpers import dump_tables, lopburi_story, start_khok
 from reliability import Run, assert_one_error_line, record, run_cli, scaled
 from workflow import Engine
-from workflow.registry import bundled_files
+from workflow.programs.registry import bundled_files
 
 PROBLEM_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+): (?P<code>E\d{3}) (?P<message>\S.*)$")
 OK_LINE = re.compile(r"^(?P<file>.+): ok \(.+ v\d+, \d+ states, \d+ transitions\)$")
@@ -576,7 +576,7 @@ def test_very_deeply_nested_definition_does_not_crash_the_process(tmp_path: Path
     """A definition nested 50,000 deep is a problem line, not a segfault (in a child process)."""
     path = tmp_path / "deep.yaml"
     path.write_text("- " * 50_000 + "x\n", encoding="utf-8")
-    r = subprocess.run([sys.executable, "-c", "from workflow.cli import main; main()",
+    r = subprocess.run([sys.executable, "-c", "from workflow.cli.main import main; main()",
                         "programs", "validate", str(path)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1, (r.returncode, r.stderr[-300:])

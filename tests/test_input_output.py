@@ -40,13 +40,13 @@ from helpers import (
 )
 from reliability import assert_one_error_line, run_cli
 from workflow import Engine, PermissionDenied, UsageError
-from workflow import engine as engine_module
-from workflow.display import CSV_TRIGGERS, csv_cell, csv_value, printable
-from workflow.files import FileRefused, read_regular_file
-from workflow.text import ID_MAX, KEY_MAX, NAME_MAX, TITLE_MAX, identifier
+from workflow.engine import facade as engine_module
+from workflow.runtime.display import CSV_TRIGGERS, csv_cell, csv_value, printable
+from workflow.runtime.files import FileRefused, read_regular_file
+from workflow.runtime.text import ID_MAX, KEY_MAX, NAME_MAX, TITLE_MAX, identifier
 
 SCRIPT = Path(sys.executable).with_name("workflow")
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflow.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflow.cli.main"]
 REAL_USER = pwd.getpwuid(os.getuid()).pw_name
 
 #: What a terminal executes or what hides or reorders text.
@@ -255,7 +255,7 @@ def test_identifier_rule_is_one_function() -> None:
 
 def test_the_schema_columns_are_declared_with_the_limits(engine: Engine) -> None:
     """The bounded columns of the real schema hold exactly the limits the loader and the
-    command line check (one source: workflow.text)."""
+    command line check (one source: workflow.runtime.text)."""
     expected = {
         ("workflow_events", "trigger"): ID_MAX, ("workflow_events", "role"): ID_MAX,
         ("workflow_events", "policy"): ID_MAX, ("workflow_instances", "program"): ID_MAX,

@@ -1,4 +1,4 @@
-"""Tests of workflow.loader: the YAML definition format, its validator and its problem codes.
+"""Tests of workflow.programs.loader: the YAML definition format, its validator, its codes.
 
 The corpus under ``tests/corpus/`` drives most of them:
 
@@ -19,16 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workflow.errors import DefinitionError, Problem
-from workflow.loader import CODES, check_file, check_text, load_file, load_text
-from workflow.machine import compile_program
-from workflow.model import (
+from workflow.programs.loader import CODES, check_file, check_text, load_file, load_text
+from workflow.programs.model import (
     CompareGuard,
     FunctionGuard,
     HappenedGuard,
     Program,
     RegionsFinalGuard,
 )
-from workflow.registry import Registry, bundled_files
+from workflow.programs.registry import Registry, bundled_files
+from workflow.runtime.machine import compile_program
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus"

@@ -1,4 +1,4 @@
-"""Tests of workflow.machine: compiled programs moving configurations (tuples of leaf paths).
+"""Tests of workflow.runtime.machine: compiled programs moving configurations (leaf paths).
 
 The random walks check the machine against an independent oracle written from the program
 definition alone: which transitions are candidates, which refusal comes first (role, then
@@ -29,9 +29,8 @@ from workflow.errors import (
     RoleNotAllowed,
     TriggerNotAllowed,
 )
-from workflow.loader import load_file, load_text
-from workflow.machine import CompiledMachine, GuardContext, compile_program
-from workflow.model import (
+from workflow.programs.loader import load_file, load_text
+from workflow.programs.model import (
     CompareGuard,
     EvidenceField,
     FunctionGuard,
@@ -42,7 +41,8 @@ from workflow.model import (
     State,
     Transition,
 )
-from workflow.registry import Registry
+from workflow.programs.registry import Registry
+from workflow.runtime.machine import CompiledMachine, GuardContext, compile_program
 
 CORPUS = Path(__file__).parent / "corpus" / "valid"
 PROGRAMS: dict[str, Program] = {p.id: p for p in Registry().programs()}

@@ -17,7 +17,7 @@ from helpers import OFFICER, start_lopburi
 from workflow import Engine
 
 SCRIPT = Path(sys.executable).with_name("workflow")
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflow.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflow.cli.main"]
 
 KICKOFF = {
     "date": "2564-02-17",

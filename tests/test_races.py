@@ -342,7 +342,7 @@ def test_retry_with_a_key_ignores_a_stale_expect_version(engine: Engine, granted
 def _cli(url: str, *args: str, env: dict[str, str] | None = None
          ) -> tuple[int, str, str, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "workflow.cli", "--db", url, *args],
+    proc = subprocess.run([sys.executable, "-m", "workflow.cli.main", "--db", url, *args],
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
@@ -541,7 +541,7 @@ def test_cli_racing_an_identical_grant_or_revoke_exits_cleanly(
         first.pause_after("delete_grant")
         first.go(_revoke)
     assert first.reached.wait(WAIT)
-    proc = subprocess.Popen([sys.executable, "-m", "workflow.cli", "--db", engine.url,
+    proc = subprocess.Popen([sys.executable, "-m", "workflow.cli.main", "--db", engine.url,
                              "actors", action, ACTOR, OFFICER],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

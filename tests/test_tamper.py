@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from helpers import leader_to, lopburi_story, report_employment, sql_engine, start_khok
 from workflow import Engine, VerifyResult
-from workflow.audit import row_hash
+from workflow.audit.chain import row_hash
 
 APPEND_ONLY = ("workflow_events", "workflow_grant_events", "workflow_denials")
 
@@ -716,8 +716,8 @@ def test_altering_the_denial_trail_is_detected(
     """Hypothesis: any denial column altered, a denial deleted, swapped or forged (back-dated
     with its hash recomputed, or not hashed) is detected by verify(digest), naming the denial
     chain."""
-    from workflow.audit import denial_hash
-    from workflow.storage import DenialRow
+    from workflow.audit.chain import denial_hash
+    from workflow.storage.store import DenialRow
 
     t = denied
     digest = t.engine.digest()

@@ -12,10 +12,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workflow.access import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
+    from workflow.access.policy import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
     from workflow.areas import Area
-    from workflow.audit import Digest
-    from workflow.engine import Engine
+    from workflow.audit.chain import Digest
+    from workflow.engine.facade import Engine
     from workflow.errors import (
         AreaNotFound,
         ClockWentBack,
@@ -45,8 +45,7 @@ if TYPE_CHECKING:
         VersionConflict,
         WorkflowError,
     )
-    from workflow.machine import GuardContext
-    from workflow.model import Program
+    from workflow.programs.model import Program
     from workflow.records import (
         Event,
         FireResult,
@@ -57,10 +56,11 @@ if TYPE_CHECKING:
         VerifyProblem,
         VerifyResult,
     )
+    from workflow.runtime.machine import GuardContext
 
 _LAZY: dict[str, str] = {
-    "AccessRequest": "workflow.access",
-    "AllowAll": "workflow.access",
+    "AccessRequest": "workflow.access.policy",
+    "AllowAll": "workflow.access.policy",
     "Area": "workflow.areas",
     "AreaNotFound": "workflow.errors",
     "ClockWentBack": "workflow.errors",
@@ -68,16 +68,16 @@ _LAZY: dict[str, str] = {
     "DatabaseUnavailable": "workflow.errors",
     "DefinitionChanged": "workflow.errors",
     "DefinitionError": "workflow.errors",
-    "Denial": "workflow.access",
-    "Digest": "workflow.audit",
+    "Denial": "workflow.access.policy",
+    "Digest": "workflow.audit.chain",
     "DuplicateInstance": "workflow.errors",
-    "Engine": "workflow.engine",
+    "Engine": "workflow.engine.facade",
     "Event": "workflow.records",
     "EvidenceInvalid": "workflow.errors",
     "FireResult": "workflow.records",
-    "Grant": "workflow.access",
+    "Grant": "workflow.access.policy",
     "GrantNotFound": "workflow.errors",
-    "GuardContext": "workflow.machine",
+    "GuardContext": "workflow.runtime.machine",
     "GuardFailed": "workflow.errors",
     "IdempotencyConflict": "workflow.errors",
     "Instance": "workflow.records",
@@ -85,9 +85,9 @@ _LAZY: dict[str, str] = {
     "KeyRecordMismatch": "workflow.errors",
     "NotFound": "workflow.errors",
     "PermissionDenied": "workflow.errors",
-    "Policy": "workflow.access",
+    "Policy": "workflow.access.policy",
     "Problem": "workflow.errors",
-    "Program": "workflow.model",
+    "Program": "workflow.programs.model",
     "ProgramNotFound": "workflow.errors",
     "Refused": "workflow.errors",
     "NonBundled": "workflow.records",
@@ -97,7 +97,7 @@ _LAZY: dict[str, str] = {
     "SchemaOutOfDate": "workflow.errors",
     "StateNotFound": "workflow.errors",
     "StorageError": "workflow.errors",
-    "StoredGrants": "workflow.access",
+    "StoredGrants": "workflow.access.policy",
     "TriggerNotAllowed": "workflow.errors",
     "UnknownRole": "workflow.errors",
     "UsageError": "workflow.errors",

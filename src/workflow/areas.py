@@ -20,7 +20,7 @@ from geothai._normalize import normalize  # geothai's own clean-up of names and 
 from geothai.types import District, Province, Subdistrict
 
 from workflow.errors import AreaNotFound
-from workflow.text import AREA_MAX, identifier
+from workflow.runtime.text import AREA_MAX, identifier
 
 __all__ = [
     "Area",

@@ -84,7 +84,7 @@ class UsageError(WorkflowError):
 
 
 class TextRefused(UsageError):
-    """Text a caller typed breaks the rules of ``workflow.text`` (``what`` names the value,
+    """Text a caller typed breaks the rules of ``workflow.runtime.text`` (``what`` names the value,
     ``char`` the offending character, if one)."""
 
     def __init__(self, what: str, reason: str, char: str | None = None) -> None:
@@ -95,7 +95,7 @@ class TextRefused(UsageError):
 
 
 class FileRefused(UsageError):
-    """A file that cannot or must not be read (``workflow.files``); ``reason`` says why in a
+    """A file that cannot or must not be read (``workflow.runtime.files``); ``reason`` says why in a
     few words ("is a FIFO (named pipe), not a regular file")."""
 
     def __init__(self, path: str, reason: str) -> None:

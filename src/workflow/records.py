@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.areas import Area
-from workflow.evidence import EvidenceValue
+from workflow.runtime.evidence import EvidenceValue
 
 Configuration = tuple[str, ...]
 

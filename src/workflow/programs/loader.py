@@ -19,9 +19,7 @@ from typing import Any
 import yaml
 
 from workflow.errors import DefinitionError, Problem
-from workflow.evidence import convert as _evidence_convert
-from workflow.files import MAX_DEFINITION_BYTES, FileRefused, read_regular_file
-from workflow.model import (
+from workflow.programs.model import (
     COMPARISON_OPS,
     EVIDENCE_TYPES,
     CompareGuard,
@@ -36,8 +34,11 @@ from workflow.model import (
     RegionsFinalGuard,
     State,
     Transition,
+    walk_states,
 )
-from workflow.text import (
+from workflow.runtime.evidence import convert as _evidence_convert
+from workflow.runtime.files import MAX_DEFINITION_BYTES, FileRefused, read_regular_file
+from workflow.runtime.text import (
     CHOICE_MAX,
     ID_MAX,
     LABEL_MAX,
@@ -226,7 +227,8 @@ class _Parser:
 
     def bounded(self, text: str, line: int, what: str, limit: int) -> None:
         """Report an id, choice or label that the engine could not store or match as typed:
-        longer than ``limit`` (E016), or not in the canonical form of ``workflow.text`` (E017)."""
+        longer than ``limit`` (E016), or not in the canonical form of ``workflow.runtime.text``
+        (E017)."""
         if len(text) > limit:
             self.problem(
                 line,
@@ -365,7 +367,7 @@ class _Parser:
                 states = self.states(node, prefix="")
                 if not node:
                     self.problem(line("states"), "E012", "`states` must declare at least one state")
-        by_path = {s.path: s for s in _walk(states)}
+        by_path = {s.path: s for s in walk_states(states)}
 
         initial = "?"
         if "initial" in doc:
@@ -936,13 +938,6 @@ def _nesting_problem(text: str) -> int | None:
     return None
 
 
-def _walk(states: Iterable[State]) -> list[State]:
-    out: list[State] = []
-    for s in states:
-        out.append(s)
-        for r in s.regions:
-            out.extend(_walk(r.states))
-    return out
 
 
 def _kind(value: Any) -> str:

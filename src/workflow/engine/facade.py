@@ -14,16 +14,14 @@ import datetime as dt
 import hashlib
 import heapq
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 from workflow import areas as _areas
-from workflow import audit as _audit
-from workflow import text as _rules
-from workflow.access import (
+from workflow.access.policy import (
     AUDITOR,
     EVERYWHERE,
     AccessRequest,
@@ -32,7 +30,8 @@ from workflow.access import (
     Policy,
     StoredGrants,
 )
-from workflow.audit import Chain, Digest
+from workflow.audit import chain as _audit
+from workflow.audit.chain import Chain, Digest
 from workflow.errors import (
     ClockWentBack,
     Conflict,
@@ -49,10 +48,8 @@ from workflow.errors import (
     VersionConflict,
     WorkflowError,
 )
-from workflow.evidence import check_fiscal_year, parse_date
-from workflow.evidence import validate as _evidence_validate
-from workflow.machine import CompiledMachine, Configuration, GuardFunction, compile_program
-from workflow.model import Program
+from workflow.programs.model import Program
+from workflow.programs.registry import Registry
 from workflow.records import (
     Event,
     FireResult,
@@ -63,8 +60,11 @@ from workflow.records import (
     VerifyProblem,
     VerifyResult,
 )
-from workflow.registry import Registry
-from workflow.storage import (
+from workflow.runtime import text as _rules
+from workflow.runtime.evidence import check_fiscal_year, parse_date
+from workflow.runtime.evidence import validate as _evidence_validate
+from workflow.runtime.machine import CompiledMachine, Configuration, GuardFunction, compile_program
+from workflow.storage.store import (
     DenialRow,
     EventRow,
     GrantEventRow,
@@ -73,6 +73,7 @@ from workflow.storage import (
     KeyRow,
     Store,
     Timeouts,
+    chunks,
     os_user,
 )
 
@@ -273,15 +274,21 @@ class Engine:
 
     def definition_of(self, instance_id: int) -> Program:
         """The exact program version an instance runs on (as stored when it started)."""
-        row = self.store.run(lambda conn: self.store.get_instance(conn, _instance_id(instance_id)))
-        if row is None:
-            raise InstanceNotFound(instance_id)
-        return self._loaded(row.definition_id).program
 
-    def _loaded(self, definition_id: int) -> _Loaded:
+        def work(conn: Any) -> Program:
+            row = self.store.get_instance(conn, _instance_id(instance_id))
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            return self._loaded(conn, row.definition_id).program
+
+        return self.store.run(work)
+
+    def _loaded(self, conn: Any, definition_id: int) -> _Loaded:
+        """The program an instance runs on, compiled once per Engine; a version not seen yet
+        is read on the caller's connection."""
         loaded = self._by_definition.get(definition_id)
         if loaded is None:
-            row = self.store.definition(definition_id)
+            row = self.store.definition(conn, definition_id)
             program = self.registry.find(row.program, row.version)
             if program is None or program.content_hash != row.content_hash:
                 # The file changed or is gone: the instance keeps the exact text it started on.
@@ -320,9 +327,9 @@ class Engine:
     # ------------------------------------------------------------------ records
 
     def _instance(
-        self, row: InstanceRow, happened: Callable[[], set[str]] | None = None
+        self, conn: Any, row: InstanceRow, happened: Callable[[], set[str]] | None = None
     ) -> Instance:
-        loaded = self._loaded(row.definition_id)
+        loaded = self._loaded(conn, row.definition_id)
         config = _config_tuple(row.active)
         available = loaded.machine.available(config, happened=happened or (lambda: set()))
         return Instance(
@@ -454,7 +461,7 @@ class Engine:
             for a in resolved
         ]
         created: builtins.list[int] = []
-        for chunk in iter_chunks(requests, max(1, batch_size)):
+        for chunk in chunks(requests, max(1, batch_size)):
 
             def work(
                 conn: Any, chunk: Sequence[_StartRequest] = chunk
@@ -622,10 +629,12 @@ class Engine:
             instance_id, trigger, actor, role, evidence, note, expect_version, key
         )
         try:
-            event_row, inst_row, replayed = self._write(lambda conn: self._fire_in(conn, req))
+            result: FireResult = self._write(
+                lambda conn: self._fire_result(conn, *self._fire_in(conn, req))
+            )
         except (PermissionDenied, RoleNotAllowed) as e:
             self._deny(req.actor, req.role, req.trigger, None, req.instance, None, e)
-        return self._fire_result(event_row, inst_row, replayed)
+        return result
 
     def fire_many(self, requests: Sequence[Mapping[str, Any]]) -> builtins.list[FireResult]:
         """Fire many transitions (on one or many instances) in ONE transaction, with the same
@@ -653,7 +662,7 @@ class Engine:
         if len(keys) != len(set(keys)):
             raise UsageError("an idempotency key is used twice in one batch")
 
-        def work(conn: Any) -> builtins.list[tuple[EventRow, InstanceRow, bool]]:
+        def work(conn: Any) -> builtins.list[FireResult]:
             batch = _Batch(rows=self.store.lock_instances(conn, sorted({r.instance for r in reqs})))
             out = []
             for i, req in enumerate(reqs):
@@ -663,14 +672,14 @@ class Engine:
                     e.request_index = i  # type: ignore[attr-defined]
                     e.add_note(f"(request #{i} of the batch; nothing in the batch was applied)")
                     raise
-            return batch.flush(self.store, conn, out)
+            return [self._fire_result(conn, *r) for r in batch.flush(self.store, conn, out)]
 
         try:
-            rows = self._write(work)
+            results: builtins.list[FireResult] = self._write(work)
         except (PermissionDenied, RoleNotAllowed) as e:
             req = reqs[getattr(e, "request_index", 0)]
             self._deny(req.actor, req.role, req.trigger, None, req.instance, None, e)
-        return [self._fire_result(*r) for r in rows]
+        return results
 
     def _fire_in(
         self, conn: Any, req: _FireRequest, batch: _Batch | None = None
@@ -697,7 +706,7 @@ class Engine:
             raise InstanceNotFound(req.instance)
         if req.expect_version is not None and row.version != req.expect_version:
             raise VersionConflict(req.instance, req.expect_version, row.version)
-        loaded = self._loaded(row.definition_id)
+        loaded = self._loaded(conn, row.definition_id)
         if req.role not in loaded.program.roles and req.role != AUDITOR:
             raise UnknownRole(row.program, req.role, loaded.program.roles)
         self._authorize(
@@ -790,7 +799,7 @@ class Engine:
             or event.hash != key.event_hash
             or (event.instance_id, event.trigger, event.actor, event.role, event.note)
             != (req.instance, req.trigger, req.actor, req.role, req.note)
-            or not self._same_evidence(row, event, req)
+            or not self._same_evidence(conn, row, event, req)
         ):
             assert req.key is not None
             raise KeyRecordMismatch(req.key, key.instance_id, key.seq)
@@ -804,11 +813,13 @@ class Engine:
         )
         return event, then, True
 
-    def _same_evidence(self, row: InstanceRow, event: EventRow, req: _FireRequest) -> bool:
+    def _same_evidence(
+        self, conn: Any, row: InstanceRow, event: EventRow, req: _FireRequest
+    ) -> bool:
         """Whether ``event`` recorded the evidence ``req`` brings, as the evidence rules of the
         instance's own definition turn it into stored evidence (a key row pointed at a twin
         event that differs only in its evidence must not be answered with)."""
-        program = self._loaded(row.definition_id).program
+        program = self._loaded(conn, row.definition_id).program
         for t in program.transitions:
             if t.trigger != req.trigger:
                 continue
@@ -821,13 +832,14 @@ class Engine:
         return False
 
     def _fire_result(
-        self, event_row: EventRow, inst_row: InstanceRow, replayed: bool
+        self, conn: Any, event_row: EventRow, inst_row: InstanceRow, replayed: bool
     ) -> FireResult:
-        # available() calls this only when a guard from here needs past triggers.
-        happened = partial(self._triggers, inst_row.id)
+        """The result of a fire, built inside its transaction: the triggers available next
+        are read on the same connection (only when a guard from here needs past triggers)."""
+        happened = partial(self.store.triggers_of, conn, inst_row.id)
         return FireResult(
             event=self._event(event_row),
-            instance=self._instance(inst_row, happened),
+            instance=self._instance(conn, inst_row, happened),
             replayed=replayed,
         )
 
@@ -1198,9 +1210,6 @@ class Engine:
         self.store.insert_grant_event(conn, row._replace(hash=_audit.grant_hash(row)))
         return at
 
-    def _triggers(self, instance_id: int) -> set[str]:
-        return self.store.run(lambda conn: self.store.triggers_of(conn, instance_id))
-
     # ------------------------------------------------------------------ reads
 
     def get(self, instance_id: int) -> Instance:
@@ -1210,7 +1219,7 @@ class Engine:
             row = self.store.get_instance(conn, _instance_id(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
-            return self._instance(row, lambda: self.store.triggers_of(conn, row.id))
+            return self._instance(conn, row, lambda: self.store.triggers_of(conn, row.id))
 
         return self.store.run(work)
 
@@ -1228,7 +1237,7 @@ class Engine:
             row = self.store.get_instance(conn, _instance_id(instance_id))
             if row is None:
                 raise InstanceNotFound(instance_id)
-            loaded = self._loaded(row.definition_id)
+            loaded = self._loaded(conn, row.definition_id)
             if role is not None and role not in loaded.program.roles and role != AUDITOR:
                 raise UnknownRole(row.program, role, loaded.program.roles)
             machine = loaded.machine
@@ -1279,7 +1288,9 @@ class Engine:
             rows = self.store.list_instances(
                 conn, program=program, state=state, area=code, fiscal_year=year, limit=limit
             )
-            return [self._instance(r, partial(self.store.triggers_of, conn, r.id)) for r in rows]
+            return [
+                self._instance(conn, r, partial(self.store.triggers_of, conn, r.id)) for r in rows
+            ]
 
         return self.store.run(work)
 
@@ -1372,13 +1383,19 @@ class Engine:
         """Instances per program, province and top-level state; for programs with parallel
         states, how many instances have finished each region."""
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
-        groups = self.store.run(
-            lambda conn: self.store.report(conn, program=program, fiscal_year=year)
-        )
+
+        def work(conn: Any) -> builtins.list[tuple[str, str, str, str, Program, int]]:
+            return [
+                (prog, province, state, active, self._loaded(conn, definition_id).program, n)
+                for prog, province, state, active, definition_id, n in self.store.report(
+                    conn, program=program, fiscal_year=year
+                )
+            ]
+
         merged: dict[tuple[str, str, str], tuple[int, dict[str, int]]] = {}
-        for prog, province, state, active, count in groups:
+        for prog, province, state, active, definition, count in self.store.run(work):
             count_before, regions = merged.get((prog, province, state), (0, {}))
-            done = _regions_done(self.registry, prog, state, active)
+            done = _regions_done(definition, state, active)
             for region, finished in done.items():
                 regions[region] = regions.get(region, 0) + (count if finished else 0)
             merged[(prog, province, state)] = (count_before + count, regions)
@@ -1798,11 +1815,9 @@ def _int_or_none(value: object) -> int | None:
 
 
 @lru_cache(maxsize=1024)
-def _regions_done(registry: Registry, program: str, state: str, active: str) -> dict[str, bool]:
-    try:
-        definition = registry.get(program)
-    except Exception:
-        return {}
+def _regions_done(definition: Program, state: str, active: str) -> dict[str, bool]:
+    """Which regions of a parallel ``state`` have reached a final state, by the version of
+    the program the instances run on (a newer version may have other regions)."""
     top = definition.state(state)
     if top is None or not top.regions:
         return {}
@@ -1857,7 +1872,7 @@ def _instance_id(value: object) -> int:
 
 
 def _text(value: str | None, what: str, limit: int) -> str | None:
-    """Free text from a caller (a title): the rule of ``workflow.text``; empty is None.
+    """Free text from a caller (a title): the rule of ``workflow.runtime.text``; empty is None.
 
     Checked here so that no database (PostgreSQL refuses NUL, drivers refuse lone
     surrogates from undecodable command-line bytes) ever sees what it cannot store."""
@@ -1897,7 +1912,7 @@ def _limit(limit: int | None) -> int | None:
 
 
 def _clean_name(name: str, what: str) -> str:
-    """An actor's name in its one canonical form (``workflow.text``), so that a lookalike
+    """An actor's name in its one canonical form (``workflow.runtime.text``), so that a lookalike
     cannot be granted beside the real name."""
     return _rules.identifier(name, what, _rules.NAME_MAX)
 
@@ -1913,6 +1928,3 @@ def _filter(value: str | None, what: str, limit: int = _rules.ID_MAX) -> str | N
     return _rules.optional_identifier(value, what, limit)
 
 
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

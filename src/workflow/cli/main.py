@@ -1,10 +1,12 @@
 """The ``workflow`` command line: a thin layer over :class:`workflow.Engine`.
 
-Each command opens an engine, makes one library call and renders the result, as a table for
-people or as JSON (``--json``) for scripts. Errors are one line on stderr with the contract's
-exit code (with ``--json``, one JSON object ``{"error": {code, exit_code, message}}`` instead);
-a traceback only with ``--traceback``. Heavy imports (SQLAlchemy, transitions,
-rich) happen inside commands so that ``workflow --help`` stays fast.
+Each command opens an engine, calls the library and renders the result, as a table for
+people or as JSON (``--json``) for scripts. Most make one library call; ``programs show``,
+``programs diagram``, ``bulk-start`` and the CSV export still assemble what they print here.
+Errors are one line on stderr with the contract's exit code (with ``--json``, one JSON
+object ``{"error": {code, exit_code, message}}`` instead); a traceback only with
+``--traceback``. Heavy imports (SQLAlchemy, transitions, rich) happen inside commands so that
+``workflow --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from workflow.engine import Engine
-    from workflow.model import Program
+    from workflow.engine.facade import Engine
+    from workflow.programs.model import Program
     from workflow.records import Event, Instance
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,7 +55,7 @@ class Context:
 
     def engine(self) -> Engine:
         if self._engine is None:
-            from workflow.engine import Engine
+            from workflow.engine.facade import Engine
 
             self._engine = Engine(
                 self.db,
@@ -65,7 +67,7 @@ class Context:
         return self._engine
 
     def registry(self) -> Any:
-        from workflow.registry import Registry
+        from workflow.programs.registry import Registry
 
         return Registry(self.definitions, allow_override=self.allow_override)
 
@@ -115,8 +117,8 @@ def emit_json(data: Any) -> None:
 
 
 def say(text: object) -> None:
-    """Print one message to a person: stored text in it is escaped (workflow.display)."""
-    from workflow.display import printable
+    """Print one message to a person: stored text in it is escaped (workflow.runtime.display)."""
+    from workflow.runtime.display import printable
 
     click.echo(printable(text, multiline=True))
 
@@ -124,8 +126,8 @@ def say(text: object) -> None:
 def cell(value: Any) -> str:
     """The text of one value in human-readable output (table cells and event blocks alike):
     the single place where a value becomes terminal text, with control characters escaped
-    (workflow.display) so stored text never drives the terminal."""
-    from workflow.display import printable
+    (workflow.runtime.display) so stored text never drives the terminal."""
+    from workflow.runtime.display import printable
 
     return "" if value is None else printable(value, multiline=True)
 
@@ -149,10 +151,10 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     from rich.table import Table
     from rich.text import Text
 
-    from workflow.display import printable
+    from workflow.runtime.display import printable
 
     # Cells are Text, not markup (a note "[red]" stays as typed), with control characters
-    # escaped (workflow.display): stored text never drives the terminal.
+    # escaped (workflow.runtime.display): stored text never drives the terminal.
     t = Table(
         title=None if title is None else Text(printable(title)),
         box=box.SIMPLE_HEAD,
@@ -281,7 +283,7 @@ def show_time(at: str, be: bool) -> str:
     """A stored UTC timestamp shown to a person: to the second, optionally in BE."""
     text = at.replace("T", " ")[:19]
     if be:
-        from workflow.evidence import to_be
+        from workflow.runtime.evidence import to_be
 
         text = to_be(text[:10]) + text[10:]
     return text
@@ -289,7 +291,7 @@ def show_time(at: str, be: bool) -> str:
 
 def show_evidence(evidence: dict[str, Any], be: bool) -> list[str]:
     """Evidence as ``field=value`` parts (dates in BE with ``be``)."""
-    from workflow.evidence import to_be
+    from workflow.runtime.evidence import to_be
 
     parts = []
     for k, v in evidence.items():
@@ -390,7 +392,7 @@ def init(c: Context) -> None:
 @pass_ctx
 def demo(c: Context) -> None:
     """Load the stories of the source documents into the database and show them."""
-    from workflow.demo import load
+    from workflow.engine.demo import load
 
     engine = c.engine()
     result = load(engine)
@@ -403,9 +405,9 @@ def demo(c: Context) -> None:
     _render_history(engine.history(result.featured), be=True)
     db = ""
     if c.db != "sqlite:///workflow.db":
-        from workflow.storage import safe_url
+        from workflow.storage.store import safe_url
 
-        # Never the password (workflow.storage.safe_url), not even in a hint to copy.
+        # Never the password (workflow.storage.store.safe_url), not even in a hint to copy.
         db = f" --db '{safe_url(c.db)}'"
         if safe_url(c.db) != c.db:
             say("(the password is shown as ***: give it with WORKFLOW_DB or a ~/.pgpass file)")
@@ -437,21 +439,7 @@ def programs_list(c: Context, as_json: bool) -> None:
     """The available programs (bundled and from --definitions)."""
     found = c.registry().programs()
     if as_json:
-        emit_json(
-            [
-                {
-                    "program": p.id,
-                    "version": p.version,
-                    "title": {"th": p.title.th, "en": p.title.en},
-                    "states": len(p.all_states()),
-                    "triggers": list(p.triggers),
-                    "roles": list(p.roles),
-                    "file": p.source_file,
-                    "source": p.source,
-                }
-                for p in found
-            ]
-        )
+        emit_json([p.summary_dict() for p in found])
         return
     table(
         None,
@@ -471,58 +459,6 @@ def programs_list(c: Context, as_json: bool) -> None:
     )
 
 
-def program_json(p: Program) -> dict[str, Any]:
-    def label(x: Any) -> dict[str, str] | None:
-        return None if x is None else {"th": x.th, "en": x.en}
-
-    return {
-        "program": p.id,
-        "version": p.version,
-        "title": label(p.title),
-        "description": label(p.description),
-        "roles": list(p.roles),
-        "start_roles": list(p.start_roles),
-        "initial": p.initial,
-        "content_hash": p.content_hash,
-        "source": p.source,
-        "states": [
-            {
-                "id": s.path,
-                "label": label(s.label),
-                "final": s.final,
-                "parallel": [r.name for r in s.regions],
-            }
-            for s in p.all_states()
-        ],
-        "transitions": [
-            {
-                "trigger": t.trigger,
-                "from": list(t.sources),
-                "to": t.dest,
-                "label": label(t.label),
-                "roles": list(t.roles),
-                "evidence": {
-                    f.name: {
-                        k: v
-                        for k, v in {
-                            "type": f.type,
-                            "required": f.required,
-                            "label": label(f.label),
-                            "min": f.min,
-                            "max": f.max,
-                            "choices": list(f.choices) or None,
-                        }.items()
-                        if v is not None
-                    }
-                    for f in t.evidence
-                },
-                "guards": [g.describe() for g in t.guards],
-            }
-            for t in p.transitions
-        ],
-    }
-
-
 @programs.command("show")
 @click.argument("program")
 @click.option("--version", "version", type=int, help="A specific version (default: newest).")
@@ -533,7 +469,7 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
     """States, transitions, roles and evidence of PROGRAM."""
     p = c.registry().get(program, version)
     if as_json:
-        emit_json(program_json(p))
+        emit_json(p.to_dict())
         return
     say(f"{p.id} v{p.version}: {p.title.get(lang)} (source: {p.source})")
     say(
@@ -570,8 +506,8 @@ def programs_show(c: Context, program: str, version: int | None, lang: str, as_j
 @json_option
 def programs_validate(paths: tuple[str, ...], as_json: bool) -> None:
     """Check definition files; print FILE:LINE: CODE message for each problem (exit 1)."""
-    from workflow.loader import check_file
-    from workflow.registry import definition_files
+    from workflow.programs.loader import check_file
+    from workflow.programs.registry import definition_files
 
     results = []
     for path in definition_files(paths):
@@ -629,7 +565,7 @@ def programs_diagram(
     c: Context, program: str, fmt: str, lang: str, instance_id: int | None
 ) -> None:
     """Print PROGRAM as a Mermaid stateDiagram-v2 or a Graphviz DOT graph."""
-    from workflow import diagram
+    from workflow.programs import diagram
 
     active: Sequence[str] = ()
     visited: list[str] = []
@@ -825,7 +761,7 @@ def fire(
     as_json: bool,
 ) -> None:
     """Fire TRIGGER on INSTANCE with its evidence."""
-    from workflow.evidence import parse_assignments
+    from workflow.runtime.evidence import parse_assignments
 
     evidence = parse_assignments(assignments)
     result = c.engine().fire(
@@ -1192,11 +1128,11 @@ def audit_log(
 
 
 def _write_csv(events: Sequence[Event]) -> None:
-    """Events as CSV for spreadsheets (see workflow.display for how cells are neutralised)."""
+    """Events as CSV for spreadsheets (workflow.runtime.display neutralises the cells)."""
     import csv
     import io
 
-    from workflow.display import csv_cell
+    from workflow.runtime.display import csv_cell
 
     buf = io.StringIO()
     # A BOM so that Excel opens the UTF-8 Thai text correctly.
@@ -1224,7 +1160,7 @@ def _write_csv(events: Sequence[Event]) -> None:
     )
     for e in events:
         d = e.to_dict()
-        # No cell runs as a spreadsheet formula; workflow.display.csv_value reads one back.
+        # No cell runs as a spreadsheet formula; workflow.runtime.display.csv_value reads one back.
         w.writerow(
             csv_cell(v)
             for v in [
@@ -1261,7 +1197,7 @@ def _write_csv(events: Sequence[Event]) -> None:
 @pass_ctx
 def audit_verify(c: Context, digest_file: str | None, as_json: bool) -> None:
     """Re-compute every hash chain; exit 1 naming the first broken event."""
-    from workflow.audit import read_digest
+    from workflow.audit.chain import read_digest
 
     digest = read_digest(digest_file) if digest_file is not None else None
     result = c.engine().verify(digest)
@@ -1336,13 +1272,21 @@ def audit_digest(c: Context) -> None:
 def _one_line(message: str) -> str:
     # One line, whatever the message quotes back: control characters (CR, ESC, NUL...) and
     # undecodable bytes from the command line are shown escaped, never sent to the terminal.
-    from workflow.display import printable
+    from workflow.runtime.display import printable
 
     return printable(" ".join(message.split("\n")))
 
 
 def _warn(message: str) -> None:
     click.echo(f"workflow: warning: {_one_line(message)}", err=True)
+
+
+def _public_name(error: Exception) -> str:
+    """The error's name as scripts see it: its nearest class in the public API (a refused
+    text is the UsageError it derives from; TextRefused is an implementation detail)."""
+    import workflow
+
+    return next(c.__name__ for c in type(error).__mro__ if c.__name__ in workflow.__all__)
 
 
 def _fail(
@@ -1377,7 +1321,7 @@ def _print_traceback(args: Sequence[str]) -> None:
             urls.append(arg[len("--db=") :])
     text = traceback.format_exc()
     if any(urls):
-        from workflow.storage import scrub, url_secrets
+        from workflow.storage.store import scrub, url_secrets
 
         for url in urls:
             text = scrub(text, url_secrets(url))
@@ -1459,7 +1403,7 @@ def _handle(e: BaseException, show_traceback: bool, args: Sequence[str]) -> NoRe
             _fail(
                 " ".join(str(e).split("\n")),
                 e.exit_code,
-                type(e).__name__,
+                _public_name(e),
                 f"this refusal could not be recorded as a denial: {unrecorded}"
                 if unrecorded
                 else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workflow.engine import Engine
+from workflow.engine.facade import Engine
 
 #: Where a stage is needed to reach the documented one but the document does not record it.
 NOT_IN_SOURCE = "ขั้นตอนก่อนหน้า ไม่ปรากฏในเอกสารต้นทาง (demo: preceding stage, not in the source)"

@@ -1,14 +1,16 @@
 """The typed, frozen form of a program definition.
 
-The loader parses YAML once into these objects; nothing past the loader sees raw dicts.
+The loader parses a file's YAML once into these objects; the machine, the engine and the
+diagrams read a program only through them (its text is kept as well, to store each version).
 A program is a tree of states (a state may hold parallel regions, each a small tree of its own)
 plus a flat list of transitions between dotted state paths.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice"]
 EVIDENCE_TYPES: tuple[str, ...] = ("text", "integer", "number", "date", "boolean", "choice")
@@ -24,6 +26,13 @@ class Label:
 
     def get(self, lang: str) -> str:
         return self.th if lang == "th" else self.en
+
+    def to_dict(self) -> dict[str, str]:
+        return {"th": self.th, "en": self.en}
+
+
+def _label(label: Label | None) -> dict[str, str] | None:
+    return None if label is None else label.to_dict()
 
 
 @dataclass(frozen=True)
@@ -170,18 +179,72 @@ class Program:
     def bundled(self) -> bool:
         return self.source == BUNDLED
 
+    def summary_dict(self) -> dict[str, Any]:
+        """One line of ``programs list --json`` (CONTRACT §4)."""
+        return {
+            "program": self.id,
+            "version": self.version,
+            "title": self.title.to_dict(),
+            "states": len(self.all_states()),
+            "triggers": list(self.triggers),
+            "roles": list(self.roles),
+            "file": self.source_file,
+            "source": self.source,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole definition as ``programs show --json`` prints it (CONTRACT §4), for any
+        caller that shows a program (the command line, a web page)."""
+        return {
+            "program": self.id,
+            "version": self.version,
+            "title": self.title.to_dict(),
+            "description": _label(self.description),
+            "roles": list(self.roles),
+            "start_roles": list(self.start_roles),
+            "initial": self.initial,
+            "content_hash": self.content_hash,
+            "source": self.source,
+            "states": [
+                {
+                    "id": s.path,
+                    "label": _label(s.label),
+                    "final": s.final,
+                    "parallel": [r.name for r in s.regions],
+                }
+                for s in self.all_states()
+            ],
+            "transitions": [
+                {
+                    "trigger": t.trigger,
+                    "from": list(t.sources),
+                    "to": t.dest,
+                    "label": _label(t.label),
+                    "roles": list(t.roles),
+                    "evidence": {
+                        f.name: {
+                            k: v
+                            for k, v in {
+                                "type": f.type,
+                                "required": f.required,
+                                "label": _label(f.label),
+                                "min": f.min,
+                                "max": f.max,
+                                "choices": list(f.choices) or None,
+                            }.items()
+                            if v is not None
+                        }
+                        for f in t.evidence
+                    },
+                    "guards": [g.describe() for g in t.guards],
+                }
+                for t in self.transitions
+            ],
+        }
+
     def all_states(self) -> tuple[State, ...]:
         """Every state, depth first, parents before children."""
-        out: list[State] = []
-
-        def walk(states: tuple[State, ...]) -> None:
-            for s in states:
-                out.append(s)
-                for r in s.regions:
-                    walk(r.states)
-
-        walk(self.states)
-        return tuple(out)
+        return walk_states(self.states)
 
     def state(self, path: str) -> State | None:
         for s in self.all_states():
@@ -202,3 +265,14 @@ class Program:
     def label_of_state(self, path: str, lang: str = "en") -> str:
         s = self.state(path)
         return s.label.get(lang) if s else path
+
+
+def walk_states(states: Iterable[State]) -> tuple[State, ...]:
+    """``states`` and every state nested in their regions, depth first, parents before
+    children (the loader walks the states it is building before there is a Program)."""
+    out: list[State] = []
+    for s in states:
+        out.append(s)
+        for r in s.regions:
+            out.extend(walk_states(r.states))
+    return tuple(out)

@@ -16,8 +16,8 @@ import unicodedata
 from collections.abc import Mapping
 
 from workflow.errors import EvidenceInvalid, UsageError
-from workflow.model import EvidenceField, Transition
-from workflow.text import ID_MAX, identifier
+from workflow.programs.model import EvidenceField, Transition
+from workflow.runtime.text import ID_MAX, identifier
 
 #: The JSON-compatible values evidence is stored as.
 EvidenceValue = str | int | float | bool
@@ -196,7 +196,7 @@ def validate(transition: Transition, raw: Mapping[str, object] | None) -> dict[s
 
 def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     """Read ``FIELD=VALUE`` pairs from the command line; a field name takes the canonical
-    form of every typed identifier (``workflow.text``)."""
+    form of every typed identifier (``workflow.runtime.text``)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")

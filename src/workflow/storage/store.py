@@ -46,7 +46,7 @@ from workflow.errors import (
     UsageError,
     WorkflowError,
 )
-from workflow.text import ID_MAX, KEY_MAX
+from workflow.runtime.text import ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
 SCHEMA_REVISION = "0005"
@@ -409,6 +409,8 @@ _FAULTS: dict[str, _Fault] = {
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
 #: What a call waits for when no statement said more precisely (``conn.info`` key).
 WAIT_KEY = "workflow_waiting_for"
+#: Whether a PostgreSQL session's timeouts are set (``conn.info`` key, see _configure_postgres).
+SESSION_KEY = "workflow_session_set"
 
 
 def _fault(e: BaseException | None) -> _Fault | None:
@@ -662,18 +664,24 @@ class Store(_AccessQueries):
         lock_ms = _ms(self.timeouts.lock)
         statement = self.timeouts.statement
 
-        @sa_event.listens_for(self.engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Per session, once per connection: nothing is paid per transaction. The server
-            # default (0) would let a fire wait forever behind a row or table lock.
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute(f"SET lock_timeout = {lock_ms}")
-                if statement is not None:
-                    cur.execute(f"SET statement_timeout = {_ms(statement)}")
-            finally:
-                cur.close()
-            dbapi_conn.commit()
+        settings = [f"SET lock_timeout = {lock_ms}"]
+        if statement is not None:
+            settings.append(f"SET statement_timeout = {_ms(statement)}")
+
+        # Per session, once per connection: the server default (0) would let a fire wait
+        # forever behind a row or table lock. The settings ride in the session's first
+        # transaction (a transaction of their own would be one more commit per command) and
+        # count as made once it commits; a rollback undoes them, so the next one says them again.
+        @sa_event.listens_for(self.engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            if not conn.info.get(SESSION_KEY):
+                dbapi_conn: Any = conn.connection.dbapi_connection
+                for sql in settings:
+                    dbapi_conn.execute(sql)
+
+        @sa_event.listens_for(self.engine, "commit")
+        def _on_commit(conn: Connection) -> None:
+            conn.info[SESSION_KEY] = True
 
     def dispose(self) -> None:
         self._discard()
@@ -856,7 +864,6 @@ class Store(_AccessQueries):
         same key first) once, when the re-read answers for it (a duplicate, the first result
         of an idempotency key, a grant already held), else it is a :class:`Conflict`.
         """
-        self.check_schema()
         deadline = time.monotonic() + (self.timeouts.lock if timeout is None else timeout)
         delay = 0.002
         collided = False
@@ -864,6 +871,7 @@ class Store(_AccessQueries):
         while True:
             try:
                 with self.connect(write=write, lock_wait=lock_wait) as conn:
+                    self.check_schema(conn)
                     return fn(conn)
             except Conflict as e:
                 fault = _fault(e.__cause__)
@@ -886,19 +894,25 @@ class Store(_AccessQueries):
 
     # -- schema
 
-    def current_revision(self) -> str | None:
-        try:
-            with self.connect() as conn:
-                if not sa.inspect(conn).has_table(VERSION_TABLE):
-                    return None
-                return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-        except SchemaOutOfDate:
+    def current_revision(self, conn: Connection | None = None) -> str | None:
+        """The schema revision recorded in the database (None: no schema), read on ``conn``
+        or, without one, in a transaction of its own."""
+        if conn is None:
+            try:
+                with self.connect() as own:
+                    return self.current_revision(own)
+            except SchemaOutOfDate:
+                return None
+        if not sa.inspect(conn).has_table(VERSION_TABLE):
             return None
+        return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
-    def check_schema(self) -> None:
+    def check_schema(self, conn: Connection | None = None) -> None:
+        """Refuse a schema of another revision, once per Store; on ``conn`` when given, so
+        the first transaction of a command checks it without a transaction of its own."""
         if self._schema_checked:
             return
-        current = self.current_revision()
+        current = self.current_revision(conn)
         if current != SCHEMA_REVISION:
             if current is not None and current > SCHEMA_REVISION:
                 raise SchemaOutOfDate(self.safe_url, current, SCHEMA_REVISION, newer=True)
@@ -907,7 +921,7 @@ class Store(_AccessQueries):
 
     def init(self) -> tuple[str | None, str]:
         """Create or upgrade the schema with Alembic; return (revision before, after)."""
-        from workflow import migrations
+        from workflow.storage import migrations
 
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             try:
@@ -968,14 +982,13 @@ class Store(_AccessQueries):
             raise DefinitionChanged(program, version, found.content_hash, content_hash)
         return found.id
 
-    def definition(self, definition_id: int) -> DefinitionRow:
-        def work(conn: Connection) -> DefinitionRow:
-            row = conn.execute(
-                sa.select(*DEFINITION_COLUMNS).where(definitions_t.c.id == definition_id)
-            ).one()
-            return DefinitionRow(*row)
-
-        return self.run(work)
+    def definition(self, conn: Connection, definition_id: int) -> DefinitionRow:
+        """A stored program version, read on the caller's connection (inside a fire, the
+        fire's own transaction: no second connection, no nested transaction)."""
+        row = conn.execute(
+            sa.select(*DEFINITION_COLUMNS).where(definitions_t.c.id == definition_id)
+        ).one()
+        return DefinitionRow(*row)
 
     # -- statements used inside a transaction (the engine composes them)
 
@@ -1109,7 +1122,7 @@ class Store(_AccessQueries):
         conn.info[WAIT_KEY] = f"{len(ids)} instances of a batch (locked by another session)"
         cols = ", ".join(InstanceRow._fields)
         lock = "" if self.is_sqlite else " ORDER BY id FOR UPDATE"
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             marks = ", ".join(f":i{n}" for n in range(len(chunk)))
             cur.execute(
                 self._sql(f"SELECT {cols} FROM workflow_instances WHERE id IN ({marks}){lock}"),
@@ -1276,19 +1289,22 @@ class Store(_AccessQueries):
 
     def report(
         self, conn: Connection, *, program: str | None = None, fiscal_year: int | None = None
-    ) -> list[tuple[str, str, str, str, int]]:
-        """(program, province, state, active, count) groups."""
+    ) -> list[tuple[str, str, str, str, int, int]]:
+        """(program, province, state, active, definition id, count) groups: the definition
+        says which regions of ``active`` are finished, in the version each instance runs."""
         c = instances_t.c
         stmt = (
-            sa.select(c.program, c.province_code, c.state, c.active, sa.func.count())
-            .group_by(c.program, c.province_code, c.state, c.active)
+            sa.select(
+                c.program, c.province_code, c.state, c.active, c.definition_id, sa.func.count()
+            )
+            .group_by(c.program, c.province_code, c.state, c.active, c.definition_id)
             .order_by(c.program, c.province_code, c.state)
         )
         if program:
             stmt = stmt.where(c.program == program)
         if fiscal_year:
             stmt = stmt.where(c.fiscal_year == fiscal_year)
-        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in conn.execute(stmt)]
+        return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in conn.execute(stmt)]
 
     # -- streaming for verify and digest
 
@@ -1409,7 +1425,8 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``: a batch per transaction, or a bounded IN list."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
 

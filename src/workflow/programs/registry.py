@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 
 from workflow.errors import DefinitionError, Problem, ProgramNotFound
-from workflow.loader import check_file, load_text
-from workflow.model import BUNDLED, Program
-from workflow.text import ID_MAX, identifier
+from workflow.programs.loader import check_file, load_text
+from workflow.programs.model import BUNDLED, Program
+from workflow.runtime.text import ID_MAX, identifier
 
 
 def bundled_files() -> list[Path]:
@@ -138,7 +138,7 @@ class Registry:
         return [p for (pid, _), p in sorted(self._programs.items()) if pid == program_id]
 
     def get(self, program_id: str, version: int | None = None) -> Program:
-        """The program as typed (canonical form of ``workflow.text``), newest unless
+        """The program as typed (canonical form of ``workflow.runtime.text``), newest unless
         ``version``; ProgramNotFound if unknown."""
         program_id = identifier(program_id, "program", ID_MAX)
         if version is None:

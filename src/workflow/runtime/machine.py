@@ -25,7 +25,6 @@ from transitions import Machine as _FlatMachine
 from transitions.extensions.nesting import HierarchicalMachine as _HierarchicalMachine
 from transitions.extensions.nesting import NestedState as _NestedState
 
-from workflow import evidence as _evidence
 from workflow.errors import (
     EvidenceInvalid,
     GuardFailed,
@@ -34,8 +33,7 @@ from workflow.errors import (
     TriggerNotAllowed,
     WorkflowError,
 )
-from workflow.evidence import EvidenceValue
-from workflow.model import (
+from workflow.programs.model import (
     CompareGuard,
     FunctionGuard,
     Guard,
@@ -45,6 +43,8 @@ from workflow.model import (
     State,
     Transition,
 )
+from workflow.runtime import evidence as _evidence
+from workflow.runtime.evidence import EvidenceValue
 
 Configuration = tuple[str, ...]
 

@@ -1,8 +1,11 @@
 """Alembic migrations of workflow's schema, shipped inside the package.
 
 ``workflow init`` calls :func:`upgrade`, which runs Alembic programmatically on an open
-connection (no alembic.ini is needed at run time). To write a new migration in a checkout:
-``alembic -c src/workflow/migrations/alembic.ini revision -m "..."``.
+connection; there is no alembic.ini, the script location is this folder. To write a new
+migration in a checkout::
+
+    python -c "from alembic import command; from workflow.storage import migrations; \
+               command.revision(migrations.config(), message='...')"
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from workflow.model import Program, Region, State, Transition
+from workflow.programs.model import Program, Region, State, Transition
 
 __all__ = ["dot", "mermaid"]
 

@@ -457,7 +457,7 @@ def chains(
 
 
 def _as_event_row(row: tuple[Any, ...]) -> Any:
-    from workflow.storage import EventRow  # storage imports nothing from here at import time
+    from workflow.storage.store import EventRow  # storage imports nothing from here at import time
 
     return row if isinstance(row, EventRow) else EventRow(*row)
 

@@ -53,7 +53,7 @@ DENIAL_FIELDS = (
 
 
 def _denial_hash(row: Mapping[str, Any]) -> str:
-    # The same encoding as workflow.audit.denial_hash (a test keeps the two in step).
+    # The same encoding as workflow.audit.chain.denial_hash (a test keeps the two in step).
     payload = _ENCODER.encode([DENIAL_FORMAT, *(row[name] for name in DENIAL_FIELDS)])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

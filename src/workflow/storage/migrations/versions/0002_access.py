@@ -56,7 +56,7 @@ def upgrade() -> None:
         sa.Column("os_user", sa.Text, nullable=False),
         sa.Column("at", sa.String(32), nullable=False),
     )
-    initial = importlib.import_module("workflow.migrations.versions.0001_initial")
+    initial = importlib.import_module("workflow.storage.migrations.versions.0001_initial")
     initial.append_only("workflow_grant_events")
     initial.append_only("workflow_denials")
 

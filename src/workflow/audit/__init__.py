@@ -1,0 +1,1 @@
+"""The audit trail: canonical hashing, per-instance chains, digests and their verification."""
