@@ -1,7 +1,8 @@
 """``workflow demo``: load the source documents' stories and show what they left behind.
 
-The stories themselves are the library's (workflow.engine.demo.load); this command prints a
-report, one instance's history and the commands to try next.
+The stories themselves are the library's (workflow.engine.demo.load); this command then
+reads the report and one instance's history (two more Engine calls) and prints them with the
+commands to try next.
 """
 
 from __future__ import annotations

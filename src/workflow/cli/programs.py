@@ -2,7 +2,9 @@
 
 The catalog (workflow.programs.registry), the JSON (``Program.to_dict``, ``Validation.to_dict``)
 and the drawings with an instance's marks (workflow.programs.diagram) are the library's; these
-commands parse, call it and print.
+commands parse, call it and print. ``diagram --instance`` makes three Engine reads (the
+instance's program version, the instance, its history) before ``diagram.marks``: the Engine
+has no single read of all three yet.
 """
 
 from __future__ import annotations
