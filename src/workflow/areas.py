@@ -29,6 +29,7 @@ __all__ = [
     "get",
     "resolve",
     "subdistricts_within",
+    "tambons_within",
     "within",
 ]
 
@@ -137,6 +138,18 @@ def subdistricts_within(code: str) -> tuple[Area, ...]:
         AreaNotFound: not the code of a current area.
     """
     return _subdistricts_within(get(code).code)
+
+
+def tambons_within(query: str) -> tuple[str, ...]:
+    """The codes of every tambon (subdistrict) inside the province or district ``query``
+    names (a code or a Thai/English name, as :func:`resolve` reads it), or of the tambon
+    itself: the areas a program is started for in bulk (``Engine.start_many(areas=...)``).
+
+    Raises:
+        AreaNotFound: nothing matches, or several areas do (``candidates`` then lists them).
+        TextRefused: the query holds control or invisible characters, or is too long.
+    """
+    return tuple(a.code for a in subdistricts_within(resolve(query).code))
 
 
 def within(code: str, prefix: str) -> bool:

@@ -9,6 +9,8 @@ Graphviz is at hand.
 
 Both renderers are pure functions of their arguments: the same program and highlights always give
 the same text, in the order of the definition, so diagrams can be committed and diffed.
+:func:`marks` turns an instance and its history into the highlights both take, and :func:`draw`
+picks the renderer by name: the command line and the web pages draw an instance the same way.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from workflow.programs.model import Program, Region, State, Transition
 
-__all__ = ["dot", "mermaid"]
+if TYPE_CHECKING:
+    from workflow.records import Event
+
+__all__ = ["FORMATS", "Marks", "dot", "draw", "marks", "mermaid"]
 
 _INDENT = "    "
 
@@ -431,3 +437,59 @@ def dot(
             lines.append(f"{_INDENT}{_dq(src)} -> {_dq(t.dest)} {_attrs(pairs)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- one instance
+
+#: The drawing formats :func:`draw` knows, by name.
+FORMATS = ("mermaid", "dot")
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What to highlight on a drawing: the active leaf states, the states visited before,
+    and the ``(source_path, trigger, dest_path)`` steps taken."""
+
+    active: tuple[str, ...] = ()
+    visited_states: tuple[str, ...] = ()
+    fired: tuple[tuple[str, str, str], ...] = ()
+
+
+def marks(program: Program, active: Sequence[str], events: Sequence[Event]) -> Marks:
+    """The highlights of one instance of ``program``: ``active`` (its current leaf states)
+    and, from its ``events`` oldest first, every state it entered and, per event, the one
+    transition of ``program`` that step took (the first whose source was active then)."""
+    visited: list[str] = []
+    fired: list[tuple[str, str, str]] = []
+    for e in events:
+        visited.extend(e.to)
+        fired.extend(_fired_edge(program, e))
+    return Marks(tuple(active), tuple(visited), tuple(fired))
+
+
+def _fired_edge(program: Program, e: Event) -> list[tuple[str, str, str]]:
+    """The edge an event took, as a list of at most one (none for the start event)."""
+    if e.from_ is None:
+        return []
+    active: set[str] = set()
+    for leaf in e.from_:
+        parts = leaf.split(".")
+        active.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return [
+        (src, e.trigger, t.dest)
+        for t in program.transitions_for(e.trigger)
+        for src in t.sources
+        if src in active
+    ][:1]
+
+
+def draw(program: Program, fmt: str = "mermaid", lang: str = "en", on: Marks | None = None) -> str:
+    """``program`` in format ``fmt`` (one of :data:`FORMATS`), labelled in ``lang``, with the
+    highlights ``on`` (see :func:`marks`) if given."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown diagram format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    m = on or Marks()
+    render = mermaid if fmt == "mermaid" else dot
+    return render(
+        program, lang=lang, active=m.active, visited_states=m.visited_states, fired=m.fired
+    )

@@ -9,15 +9,19 @@ A bundled program id belongs to the bundled file: an extra directory that carrie
 in ``allow_override``. Otherwise anyone able to add a directory could hand a role extra rights
 on a program everybody takes for the official one. Each program remembers its ``source``
 (``bundled`` or the extra file's path), which the engine stores with the definition.
+
+:func:`validate` checks files before anyone adds them: every problem of every file at once,
+with the JSON ``programs validate --json`` prints (a review page would show the same).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from workflow.errors import DefinitionError, Problem, ProgramNotFound
 from workflow.programs.loader import check_file, load_text
@@ -31,6 +35,58 @@ def bundled_files() -> list[Path]:
     return sorted(
         Path(str(entry)) for entry in root.iterdir() if entry.name.endswith((".yaml", ".yml"))
     )
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """One definition file checked: the program it defines (when it parsed) and its problems."""
+
+    file: str
+    program: Program | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """``file``, ``ok``, ``program`` and ``version`` (``None`` unless valid), ``problems``."""
+        valid = self.program if self.ok else None
+        return {
+            "file": self.file,
+            "ok": self.ok,
+            "program": valid.id if valid else None,
+            "version": valid.version if valid else None,
+            "problems": [
+                {"file": x.file, "line": x.line, "code": x.code, "message": x.message}
+                for x in self.problems
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Every file under the paths given, checked; ``ok`` when none has a problem."""
+
+    files: tuple[FileCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "files": [f.to_dict() for f in self.files]}
+
+
+def validate(paths: Iterable[str | Path]) -> Validation:
+    """Check each definition file under ``paths`` (directories give their YAML files) and
+    collect every problem; nothing is registered. No files at all is an empty Validation
+    (``ok``: the caller decides whether that is a mistake)."""
+    checks = []
+    for path in definition_files(paths):
+        program, problems = check_file(path)
+        checks.append(FileCheck(str(path), program, tuple(problems)))
+    return Validation(tuple(checks))
 
 
 def definition_files(paths: Iterable[str | Path]) -> list[Path]:
