@@ -1,22 +1,53 @@
-"""Persistence: the schema, connections, transactions and every query, on SQLite and PostgreSQL.
+"""The Store: transactions, the one retry loop, and every query, on SQLite and PostgreSQL.
 
-This is the only module (with its Alembic migrations) that imports SQLAlchemy. It speaks in
-plain rows (named tuples) and leaves meaning to the engine. Three things it takes care of:
+The database room is split in modules, each owning one thing; this one holds what is the same
+on every backend and asks the others for the rest:
 
-* **Transactions that serialise writers per instance.** On SQLite a write transaction starts
-  with ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two writers never deadlock
-  upgrading a read lock); on PostgreSQL the instance row is locked with ``SELECT ... FOR
-  UPDATE`` so writers on different instances never wait for each other.
-* **Faults become WorkflowErrors**, once, here, from one table (``_FAULTS``): a database that
-  is down, locked, read-only or full is a :class:`DatabaseUnavailable`; a missing or foreign
-  schema is :class:`SchemaOutOfDate`; a unique-key collision with a concurrent writer is run
-  again once and then a :class:`Conflict`. What is safe to retry (a transaction that never
-  committed: "database is locked", a serialization failure, a deadlock) is retried here.
-* **Bounded waits.** No call waits for another session's lock longer than ``lock_timeout``
-  (PostgreSQL's ``lock_timeout`` per session, SQLite's busy handler and the retry deadline);
-  then it fails with one line naming what it waited for. ``statement_timeout`` optionally
-  bounds every statement on PostgreSQL.
+* ``rows.py``: the typed rows the Store hands out (``InstanceRow``, ``EventRow``...) and
+  their codecs (select lists in field order);
+* ``schema.py``: the declared tables, ``SCHEMA_REVISION`` and Alembic's version table;
+* ``faults.py``: the one table from driver error to :class:`~workflow.errors.WorkflowError`
+  (``_FAULTS``), what may be retried, and the URL scrubbing every message goes through;
+* ``sqlite.py``, ``postgres.py``: the dialect branches (connection setup, BEGIN IMMEDIATE vs
+  row locks, session timeouts, file identity, snapshots);
+* ``timeouts.py``: how long a call may wait;
+* ``migrations/``: the Alembic revisions ``workflow init`` runs.
+
+What this module takes care of:
+
+* **Transactions that serialise writers per instance**: :meth:`Store.run` runs a function in
+  one transaction (on SQLite a write begins ``IMMEDIATE``; on PostgreSQL the instance row is
+  locked ``FOR UPDATE``, so writers on different instances never wait for each other).
+* **One retry loop** (:meth:`Store.run`): only whole transactions that never committed run
+  again ("database is locked", serialization failures, deadlocks, a kept connection the
+  server dropped), within the lock timeout; a unique-key collision once, then a ``Conflict``.
+* **Bounded waits**: no call waits for another session's lock longer than the lock timeout;
+  then it fails with one line naming what it waited for (``WAIT_KEY``).
 * **Streaming reads** for verify and digest, so memory stays flat in the number of events.
+
+The public surface of a Store (what the engine, access and audit code may call):
+
+* lifecycle: ``Store(url, timeouts)``, ``init()``, ``check_schema()``, ``current_revision()``,
+  ``dispose()``; attributes ``url``, ``safe_url``, ``timeouts``, ``dialect``, ``engine``;
+* transactions: ``run(fn, write=..., timeout=...)``, ``connect(write=...)``,
+  ``snapshot(lenient=...)``, ``is_undecodable(error)``;
+* statements inside a transaction (each takes the transaction's connection first):
+  definitions (``ensure_definition``, ``definition``, ``all_definitions``,
+  ``non_bundled_instances``), instances (``insert_instance``, ``lock_instance``,
+  ``lock_instances``, ``get_instance``, ``find_duplicate``, ``advance_instance``,
+  ``advance_instances``, ``set_head``, ``list_instances``, ``report``), events
+  (``insert_event``, ``insert_events``, ``event_at``, ``events_of``, ``triggers_of``,
+  ``audit_log``), idempotency keys (``insert_key``, ``find_key``), grants and their chain
+  (``grants_for``, ``all_grants``, ``find_grant``, ``insert_grant``, ``delete_grant``,
+  ``lock_grant_chain``, ``grant_head``, ``insert_grant_event``, ``grant_events``), denials
+  (``lock_denial_chain``, ``denial_head``, ``insert_denial``, ``denials``), and the streams
+  of a snapshot (``stream_instances``, ``stream_events``, ``stream_keys``,
+  ``stream_denials``).
+
+tests/persistence.py checks this surface on every backend (``StoreContract``).
+
+Every name the rest of the package imported from here before the split (rows, tables,
+``Timeouts``, ``safe_url``...) is still importable from here.
 """
 
 from __future__ import annotations
@@ -27,466 +58,157 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workflow.errors import (
     Conflict,
     DatabaseUnavailable,
     DefinitionChanged,
     SchemaOutOfDate,
-    UsageError,
     WorkflowError,
 )
-from workflow.runtime.text import ID_MAX, KEY_MAX
+from workflow.storage.faults import (
+    HIDDEN,
+    driver_errors,
+    is_collision,
+    is_retryable,
+    safe_url,
+    scrub,
+    translate,
+    url_secrets,
+)
+from workflow.storage.postgres import SESSION_KEY, PostgreSQL
+from workflow.storage.rows import (
+    DEFINITION_COLUMNS,
+    DENIAL_COLUMNS,
+    EVENT_COLUMNS,
+    GRANT_COLUMNS,
+    GRANT_EVENT_COLUMNS,
+    INSTANCE_COLUMNS,
+    KEY_COLUMNS,
+    DefinitionRow,
+    DenialRow,
+    EventRow,
+    GrantEventRow,
+    GrantRow,
+    InstanceRow,
+    KeyRow,
+    select_list,
+)
+from workflow.storage.schema import (
+    SCHEMA_REVISION,
+    VERSION_TABLE,
+    Base,
+    DefinitionTable,
+    DenialTable,
+    EventTable,
+    GrantEventTable,
+    GrantTable,
+    IdempotencyTable,
+    InstanceTable,
+    definitions_t,
+    denials_t,
+    events_t,
+    grant_events_t,
+    grants_t,
+    instances_t,
+    keys_t,
+)
+from workflow.storage.sqlite import WRITE_OPTION, SQLite
+from workflow.storage.timeouts import (
+    DEFAULT_LOCK_TIMEOUT,
+    LOCK_TIMEOUT_ENV,
+    STATEMENT_TIMEOUT_ENV,
+    Timeouts,
+)
 
-#: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0005"
-#: Alembic's bookkeeping table, named so workflow can share a database with other apps.
-VERSION_TABLE = "workflow_alembic_version"
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFINITION_COLUMNS",
+    "DENIAL_COLUMNS",
+    "EVENT_COLUMNS",
+    "GRANT_COLUMNS",
+    "GRANT_EVENT_COLUMNS",
+    "HIDDEN",
+    "INSTANCE_COLUMNS",
+    "KEY_COLUMNS",
+    "LOCK_TIMEOUT_ENV",
+    "SCHEMA_REVISION",
+    "SESSION_KEY",
+    "STATEMENT_TIMEOUT_ENV",
+    "VERSION_TABLE",
+    "WAIT_KEY",
+    "Base",
+    "DefinitionRow",
+    "DefinitionTable",
+    "DenialRow",
+    "DenialTable",
+    "Dialect",
+    "EventRow",
+    "EventTable",
+    "GrantEventRow",
+    "GrantEventTable",
+    "GrantRow",
+    "GrantTable",
+    "IdempotencyTable",
+    "InstanceRow",
+    "InstanceTable",
+    "KeyRow",
+    "Store",
+    "Timeouts",
+    "chunks",
+    "definitions_t",
+    "denials_t",
+    "events_t",
+    "grant_events_t",
+    "grants_t",
+    "instances_t",
+    "keys_t",
+    "os_user",
+    "safe_url",
+    "scrub",
+    "url_secrets",
+]
 
 T = TypeVar("T")
 
-
-# --------------------------------------------------------------------------- schema
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class DefinitionTable(Base):
-    """Each program version as it was when first used, so instances keep their exact rules."""
-
-    __tablename__ = "workflow_definitions"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    version: Mapped[int]
-    content_hash: Mapped[str] = mapped_column(sa.String(64))
-    source_file: Mapped[str] = mapped_column(sa.Text)
-    source_text: Mapped[str] = mapped_column(sa.Text)
-    stored_at: Mapped[str] = mapped_column(sa.String(32))
-    #: ``bundled``, or the extra file it was read from (revision 0004).
-    source: Mapped[str] = mapped_column(sa.Text, server_default="bundled")
-    __table_args__ = (sa.UniqueConstraint("program", "version", name="uq_definition_version"),)
-
-
-class InstanceTable(Base):
-    """The current state of each instance: a cache of its last event, checked by verify."""
-
-    __tablename__ = "workflow_instances"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    program_version: Mapped[int]
-    definition_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_definitions.id"))
-    area_code: Mapped[str] = mapped_column(sa.String(6))
-    province_code: Mapped[str] = mapped_column(sa.String(2))
-    fiscal_year: Mapped[int]
-    # 0 for the first instance of (program, area, fiscal year); allowed duplicates count up.
-    # The unique constraint below is what refuses a concurrent duplicate start.
-    duplicate_no: Mapped[int] = mapped_column(default=0)
-    title: Mapped[str | None] = mapped_column(sa.Text)
-    state: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    active: Mapped[str] = mapped_column(sa.Text)
-    version: Mapped[int]
-    head_hash: Mapped[str] = mapped_column(sa.String(64))
-    created_at: Mapped[str] = mapped_column(sa.String(32))
-    updated_at: Mapped[str] = mapped_column(sa.String(32))
-    __table_args__ = (
-        sa.UniqueConstraint(
-            "program", "area_code", "fiscal_year", "duplicate_no", name="uq_instance_area_year"
-        ),
-        sa.Index(
-            "ix_instances_report", "program", "province_code", "state", "active", "fiscal_year"
-        ),
-        sa.Index("ix_instances_area", "area_code"),
-    )
-
-
-class EventTable(Base):
-    """The audit trail: append-only (database triggers refuse UPDATE and DELETE)."""
-
-    __tablename__ = "workflow_events"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    instance_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_instances.id"))
-    seq: Mapped[int]
-    trigger: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    from_state: Mapped[str | None] = mapped_column(sa.Text)
-    to_state: Mapped[str] = mapped_column(sa.Text)
-    actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    os_user: Mapped[str] = mapped_column(sa.Text)
-    at: Mapped[str] = mapped_column(sa.String(32))
-    evidence: Mapped[str] = mapped_column(sa.Text)
-    note: Mapped[str | None] = mapped_column(sa.Text)
-    definition_hash: Mapped[str] = mapped_column(sa.String(64))
-    policy: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    prev_hash: Mapped[str] = mapped_column(sa.String(64))
-    hash: Mapped[str] = mapped_column(sa.String(64))
-    __table_args__ = (
-        sa.UniqueConstraint("instance_id", "seq", name="uq_event_seq"),
-        sa.Index("ix_events_at", "at"),
-        sa.Index("ix_events_actor", "actor"),
-    )
-
-
-class IdempotencyTable(Base):
-    """Keys of idempotent requests and the event (or instance) they produced, with that
-    event's hash so a key row pointed at another event is detected."""
-
-    __tablename__ = "workflow_idempotency"
-    key: Mapped[str] = mapped_column(sa.String(KEY_MAX), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(sa.String(64))
-    instance_id: Mapped[int]
-    seq: Mapped[int]
-    created_at: Mapped[str] = mapped_column(sa.String(32))
-    event_hash: Mapped[str] = mapped_column(sa.String(64), server_default="")
-
-
-class GrantTable(Base):
-    """The grants in force: one actor, one role, optionally one area ('' = all) and program."""
-
-    __tablename__ = "workflow_grants"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    area_code: Mapped[str] = mapped_column(sa.String(6))
-    program: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    granted_by: Mapped[str] = mapped_column(sa.Text)
-    granted_at: Mapped[str] = mapped_column(sa.String(32))
-    __table_args__ = (
-        sa.UniqueConstraint("actor", "role", "area_code", "program", name="uq_grant"),
-        sa.Index("ix_grants_actor", "actor", "role"),
-    )
-
-
-class GrantEventTable(Base):
-    """Every grant and revocation, hash-chained (one chain: they are rare and global)."""
-
-    __tablename__ = "workflow_grant_events"
-    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    action: Mapped[str] = mapped_column(sa.String(10))
-    scope: Mapped[str] = mapped_column(sa.Text)
-    by: Mapped[str] = mapped_column(sa.Text)
-    os_user: Mapped[str] = mapped_column(sa.Text)
-    at: Mapped[str] = mapped_column(sa.String(32))
-    prev_hash: Mapped[str] = mapped_column(sa.String(64))
-    hash: Mapped[str] = mapped_column(sa.String(64))
-
-
-class DenialTable(Base):
-    """Attempts refused for want of a permission; written after the refused change rolled
-    back, hash-chained in ``seq`` order (one chain, like grant events)."""
-
-    __tablename__ = "workflow_denials"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    actor: Mapped[str] = mapped_column(sa.Text)
-    role: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    action: Mapped[str] = mapped_column(sa.String(ID_MAX))
-    program: Mapped[str | None] = mapped_column(sa.String(ID_MAX))
-    instance_id: Mapped[int | None]
-    area_code: Mapped[str | None] = mapped_column(sa.String(6))
-    reason: Mapped[str] = mapped_column(sa.Text)
-    os_user: Mapped[str] = mapped_column(sa.Text)
-    at: Mapped[str] = mapped_column(sa.String(32))
-    seq: Mapped[int | None]
-    prev_hash: Mapped[str] = mapped_column(sa.String(64), server_default="")
-    hash: Mapped[str] = mapped_column(sa.String(64), server_default="")
-    __table_args__ = (sa.Index("ix_denials_seq", "seq", unique=True),)
-
-
-definitions_t = cast(sa.Table, DefinitionTable.__table__)
-instances_t = cast(sa.Table, InstanceTable.__table__)
-events_t = cast(sa.Table, EventTable.__table__)
-keys_t = cast(sa.Table, IdempotencyTable.__table__)
-grants_t = cast(sa.Table, GrantTable.__table__)
-grant_events_t = cast(sa.Table, GrantEventTable.__table__)
-denials_t = cast(sa.Table, DenialTable.__table__)
-
-
-# --------------------------------------------------------------------------- rows
-
-
-class InstanceRow(NamedTuple):
-    id: int
-    program: str
-    program_version: int
-    definition_id: int
-    area_code: str
-    province_code: str
-    fiscal_year: int
-    duplicate_no: int
-    title: str | None
-    state: str
-    active: str
-    version: int
-    head_hash: str
-    created_at: str
-    updated_at: str
-
-
-class EventRow(NamedTuple):
-    id: int
-    instance_id: int
-    seq: int
-    trigger: str
-    from_state: str | None
-    to_state: str
-    actor: str
-    role: str
-    os_user: str
-    at: str
-    evidence: str
-    note: str | None
-    definition_hash: str
-    policy: str
-    prev_hash: str
-    hash: str
-
-
-class DefinitionRow(NamedTuple):
-    id: int
-    program: str
-    version: int
-    content_hash: str
-    source_file: str
-    source_text: str
-    stored_at: str
-    source: str
-
-
-class GrantRow(NamedTuple):
-    id: int
-    actor: str
-    role: str
-    area_code: str
-    program: str
-    granted_by: str
-    granted_at: str
-
-
-class GrantEventRow(NamedTuple):
-    seq: int
-    action: str
-    scope: str
-    by: str
-    os_user: str
-    at: str
-    prev_hash: str
-    hash: str
-
-
-class DenialRow(NamedTuple):
-    id: int
-    actor: str
-    role: str
-    action: str
-    program: str | None
-    instance_id: int | None
-    area_code: str | None
-    reason: str
-    os_user: str
-    at: str
-    seq: int | None = None
-    prev_hash: str = ""
-    hash: str = ""
-
-
-class KeyRow(NamedTuple):
-    key: str
-    request_hash: str
-    instance_id: int
-    seq: int
-    created_at: str
-    event_hash: str
-
-
-GRANT_COLUMNS = [grants_t.c[name] for name in GrantRow._fields]
-GRANT_EVENT_COLUMNS = [grant_events_t.c[name] for name in GrantEventRow._fields]
-DENIAL_COLUMNS = [denials_t.c[name] for name in DenialRow._fields]
-INSTANCE_COLUMNS = [instances_t.c[name] for name in InstanceRow._fields]
-EVENT_COLUMNS = [events_t.c[name] for name in EventRow._fields]
-DEFINITION_COLUMNS = [definitions_t.c[name] for name in DefinitionRow._fields]
-KEY_COLUMNS = [keys_t.c[name] for name in KeyRow._fields]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-#: How long a call may wait for another session's lock, unless configured (seconds).
-DEFAULT_LOCK_TIMEOUT = 30.0
-LOCK_TIMEOUT_ENV = "WORKFLOW_LOCK_TIMEOUT"
-STATEMENT_TIMEOUT_ENV = "WORKFLOW_STATEMENT_TIMEOUT"
-_MAX_TIMEOUT = 86_400.0
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """How long the engine waits: ``lock`` for other sessions' locks (the whole call gives up
-    after that long, retries included), ``statement`` for any one PostgreSQL statement
-    (``None``: the server's own setting stays in force)."""
-
-    lock: float = DEFAULT_LOCK_TIMEOUT
-    statement: float | None = None
-
-    @classmethod
-    def make(
-        cls, lock: float | str | None = None, statement: float | str | None = None
-    ) -> Timeouts:
-        """From explicit values, else the environment, else the defaults; checked here once."""
-        if lock is None:
-            lock = os.environ.get(LOCK_TIMEOUT_ENV) or None
-        if statement is None:
-            statement = os.environ.get(STATEMENT_TIMEOUT_ENV) or None
-        return cls(
-            lock=DEFAULT_LOCK_TIMEOUT if lock is None else _seconds(lock, "lock timeout"),
-            statement=None if statement is None else _seconds(statement, "statement timeout"),
-        )
-
-
-def _seconds(value: float | str, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what} is a number of seconds, not {value!r}") from None
-    if not 0 < number <= _MAX_TIMEOUT:  # also refuses NaN
-        raise UsageError(f"{what} must be more than 0 and at most {_MAX_TIMEOUT:g} seconds")
-    return number
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-class _Fault(NamedTuple):
-    """What a driver error means: ``kind`` decides what ``run`` does with it."""
-
-    kind: str  # "retry" (never committed, run again), "lock", "statement", "collision", "down"
-    reason: str
-
-
-#: Driver errors by PostgreSQL SQLSTATE or SQLite result-code name: the one table from which
-#: every foreign error is translated (anything else keeps the driver's first line).
-_FAULTS: dict[str, _Fault] = {
-    "40001": _Fault("retry", "a concurrent transaction conflicted with this one"),
-    "40P01": _Fault("retry", "deadlock with another session"),
-    "55P03": _Fault("lock", "gave up after waiting {timeout:g} s for {what}"),
-    "57014": _Fault(
-        "statement",
-        "a statement was cancelled after {statement} (statement timeout, "
-        f"--statement-timeout / {STATEMENT_TIMEOUT_ENV}) or by an administrator",
-    ),
-    "23505": _Fault("collision", "a concurrent change collided with this one; try again"),
-    "25006": _Fault(
-        "down", "the database is read-only (a standby, or default_transaction_read_only)"
-    ),
-    "42501": _Fault(
-        "down", "the database role lacks a privilege on workflow's tables (grant it, or "
-        "connect as their owner)"
-    ),
-    "53100": _Fault("down", "the database server's disk is full"),
-    "53300": _Fault("down", "the database server has no connection slots left"),
-    "57P01": _Fault("down", "the database server is shutting down (administrator command)"),
-    "57P02": _Fault("down", "the database server is in crash recovery"),
-    "57P03": _Fault("down", "the database server is starting up or shutting down"),
-    "SQLITE_BUSY": _Fault("retry", "database is locked by another writer"),
-    "SQLITE_LOCKED": _Fault("retry", "database is locked by another writer"),
-    "SQLITE_CONSTRAINT_UNIQUE": _Fault(
-        "collision", "a concurrent change collided with this one; try again"
-    ),
-    "SQLITE_CONSTRAINT_PRIMARYKEY": _Fault(
-        "collision", "a concurrent change collided with this one; try again"
-    ),
-}
-_LOCKED = ("database is locked", "database table is locked", "database schema is locked")
 #: What a call waits for when no statement said more precisely (``conn.info`` key).
 WAIT_KEY = "workflow_waiting_for"
-#: Whether a PostgreSQL session's timeouts are set (``conn.info`` key, see _configure_postgres).
-SESSION_KEY = "workflow_session_set"
+#: Advisory lock ids (PostgreSQL) serialising the two global chains; 7201952701 is `init`'s.
+GRANT_CHAIN_LOCK = 7201952702
+DENIAL_CHAIN_LOCK = 7201952703
 
 
-def _fault(e: BaseException | None) -> _Fault | None:
-    """The table's entry for a driver error (SQLAlchemy's wrapper or the driver's own)."""
-    if e is None:
-        return None
-    orig = getattr(e, "orig", None) or e
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
-    found = _FAULTS.get(code) if isinstance(code, str) else None
-    if found is None and any(s in str(orig) for s in _LOCKED):
-        found = _FAULTS["SQLITE_BUSY"]
-    return found
+class Dialect(Protocol):
+    """What the Store asks of a backend: ``sqlite.SQLite`` and ``postgres.PostgreSQL``."""
 
+    name: str
+    is_sqlite: bool
+    #: The database file, when there is one.
+    path: Path | None
+    #: SQL appended to the SELECT of one instance row, of a batch, of grants held shared.
+    lock_one: str
+    lock_many: str
+    lock_shared: str
 
-def _is_locked(e: BaseException) -> bool:
-    fault = _fault(e)
-    return fault is not None and fault.reason.startswith("database is locked")
-
-
-def _first_line(e: BaseException) -> str:
-    orig = getattr(e, "orig", None) or e
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
-
-
-# Query parameters that carry a secret (libpq's `password`, `sslpassword`, ...).
-_SECRET_PARAM = re.compile(r"pass|pwd|secret|token", re.I)
-_USERINFO = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
-_QUERY_SECRET = re.compile(r"([?&;][^=&;#]*(?:pass|pwd|secret|token)[^=&;#]*=)[^&;#]*", re.I)
-HIDDEN = "***"
-
-
-def safe_url(url: str) -> str:
-    """``url`` as it may be shown: the password of ``user:pw@`` and of any ``?password=``
-    (or other secret) query parameter replaced by ``***``. The one function every message,
-    hint and log uses to show a database URL; a URL SQLAlchemy cannot parse is masked by
-    pattern instead."""
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return _QUERY_SECRET.sub(rf"\g<1>{HIDDEN}", _USERINFO.sub(rf"\g<1>{HIDDEN}@", url))
-    query = {k: (HIDDEN if _SECRET_PARAM.search(k) else v) for k, v in parsed.query.items()}
-    shown = parsed.set(query=query).render_as_string(hide_password=True)
-    return _QUERY_SECRET.sub(rf"\g<1>{HIDDEN}", _USERINFO.sub(rf"\g<1>{HIDDEN}@", shown))
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """The secrets written in ``url`` (its password, secret query values), so that text which
-    may quote them (a driver's message, a traceback) can be scrubbed with :func:`scrub`."""
-    found = [m.group(0).rsplit("=", 1)[1] for m in _QUERY_SECRET.finditer(url)]
-    m = _USERINFO.search(url)
-    if m is not None:
-        found.append(url[m.end(1) : m.end() - 1])
-    try:
-        parsed = make_url(url)
-    except Exception:
-        pass
-    else:
-        if parsed.password:
-            found.append(str(parsed.password))
-        for k, v in parsed.query.items():
-            if _SECRET_PARAM.search(k):
-                found.extend([v] if isinstance(v, str) else v)
-    # Longest first, so a secret containing another is replaced whole.
-    return tuple(sorted({s for s in found if s and s != HIDDEN}, key=len, reverse=True))
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret in ``secrets`` (and its URL-quoted form) replaced by ``***``."""
-    from urllib.parse import quote, unquote
-
-    for secret in secrets:
-        for form in {secret, unquote(secret), quote(secret, safe="")}:
-            if form:
-                text = text.replace(form, HIDDEN)
-    return text
+    def engine_options(self) -> dict[str, Any]: ...
+    def configure(self, engine: sa.Engine) -> None: ...
+    def limit_wait(self, conn: Connection, seconds: float) -> None: ...
+    def serialize(self, conn: Connection, lock_id: int) -> None: ...
+    def insert_events(
+        self, cur: Any, queries: dict[str, str], rows: Sequence[dict[str, Any]]
+    ) -> list[int]: ...
+    def stream_cursor(self, dbapi_conn: Any, name: str) -> Any: ...
+    def is_disconnect(self, e: BaseException, conn: Connection, dbapi_error: type) -> bool: ...
+    def file_identity(self, discard: Callable[[], None]) -> tuple[int, int] | None: ...
+    def reading(self, raw: Connection, lenient: bool) -> AbstractContextManager[Connection]: ...
+    def settle(self, conn: Connection) -> None: ...
 
 
 # --------------------------------------------------------------------------- the store
@@ -495,7 +217,7 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
 class _AccessQueries:
     """Grants, their chain and denials (mixed into Store)."""
 
-    is_sqlite: bool
+    _dialect: Dialect
     _q: dict[str, str]
 
     def grants_for(self, conn: Connection, actor: str, *, lock: bool = False) -> list[GrantRow]:
@@ -540,8 +262,7 @@ class _AccessQueries:
         the grant a change is about, so that two grants or revokes of the same grant see
         each other's outcome instead of both acting on what they read before."""
         conn.info[WAIT_KEY] = "the grant trail (another grant or revoke in progress)"
-        if not self.is_sqlite:
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201952702)")
+        self._dialect.serialize(conn, GRANT_CHAIN_LOCK)
         return self.grant_head(conn)
 
     def grant_head(self, conn: Connection) -> GrantEventRow | None:
@@ -561,8 +282,7 @@ class _AccessQueries:
 
     def lock_denial_chain(self, conn: Connection) -> DenialRow | None:
         """Serialise denial records (one chain) and return the chain's head."""
-        if not self.is_sqlite:
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201952703)")
+        self._dialect.serialize(conn, DENIAL_CHAIN_LOCK)
         return self.denial_head(conn)
 
     def denial_head(self, conn: Connection) -> DenialRow | None:
@@ -598,90 +318,27 @@ class Store(_AccessQueries):
             raise DatabaseUnavailable(
                 self.safe_url, scrub(f"not a database URL ({e})", self._secrets)
             ) from None
+        #: The backend's name (``sqlite``, ``postgresql``...) and its branches of the Store.
         self.dialect = parsed.get_backend_name()
-        self.is_sqlite = self.dialect == "sqlite"
-        self.sqlite_path: Path | None = None
-        kwargs: dict[str, Any] = {}
-        if self.is_sqlite:
-            db = parsed.database or ""
-            if db and db != ":memory:" and not db.startswith("file:"):
-                self.sqlite_path = Path(db)
-            kwargs["connect_args"] = {"timeout": min(0.2, self.timeouts.lock)}
-        elif self.dialect == "postgresql":
-            kwargs["connect_args"] = {"connect_timeout": 5}
-            kwargs["pool_pre_ping"] = False
-        try:
-            self.engine = sa.create_engine(url, **kwargs)
-        except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
-            raise DatabaseUnavailable(self.safe_url, scrub(_first_line(e), self._secrets)) from e
-        if self.is_sqlite:
-            self._configure_sqlite()
-        elif self.dialect == "postgresql":
-            self._configure_postgres()
+        self._dialect: Dialect = (
+            SQLite(parsed.database, self.timeouts, self.safe_url)
+            if self.dialect == "sqlite"
+            else PostgreSQL(self.timeouts, sessions=self.dialect == "postgresql")
+        )
+        self.is_sqlite = self._dialect.is_sqlite
+        #: The SQLite database file (None: a server, or SQLite in memory).
+        self.sqlite_path: Path | None = self._dialect.path
         self._schema_checked = False
-        self._file_seen = False
+        try:
+            self.engine = sa.create_engine(url, **self._dialect.engine_options())
+        except (sa_exc.ArgumentError, ImportError, sa_exc.NoSuchModuleError) as e:
+            raise self._translate(e) from e
+        self._dialect.configure(self.engine)
         self._local = threading.local()
         self._dbapi: Any = cast(Any, self.engine.dialect).dbapi
         # Driver errors raised on the hot path (raw cursors) are handled like SQLAlchemy's.
-        self._driver_errors: tuple[type[BaseException], ...] = (
-            sa_exc.DBAPIError,
-            sa_exc.SQLAlchemyError,
-            OSError,
-            self._dbapi.Error,
-        )
+        self._driver_errors = driver_errors(self._dbapi)
         self._prepare()
-
-    def _configure_sqlite(self) -> None:
-        @sa_event.listens_for(self.engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy's "begin" event (below) decide how a transaction begins.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            try:
-                # WAL lets readers run beside the writer; synchronous=FULL makes every commit
-                # durable (an audit trail that forgets a committed fire is worse than slow).
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=FULL")
-                cur.execute("PRAGMA foreign_keys=ON")
-                # Short: "database is locked" is retried by `run` up to the lock timeout.
-                cur.execute(f"PRAGMA busy_timeout={min(200, _ms(self.timeouts.lock))}")
-            except Exception:
-                # A read-only file cannot switch journal mode; reads still work, writes will
-                # report the read-only database clearly.
-                pass
-            finally:
-                cur.close()
-
-        @sa_event.listens_for(self.engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("workflow_write", False)
-            # Straight to the driver: this runs on every transaction.
-            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                "BEGIN IMMEDIATE" if write else "BEGIN"
-            )
-
-    def _configure_postgres(self) -> None:
-        lock_ms = _ms(self.timeouts.lock)
-        statement = self.timeouts.statement
-
-        settings = [f"SET lock_timeout = {lock_ms}"]
-        if statement is not None:
-            settings.append(f"SET statement_timeout = {_ms(statement)}")
-
-        # Per session, once per connection: the server default (0) would let a fire wait
-        # forever behind a row or table lock. The settings ride in the session's first
-        # transaction (a transaction of their own would be one more commit per command) and
-        # count as made once it commits; a rollback undoes them, so the next one says them again.
-        @sa_event.listens_for(self.engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            if not conn.info.get(SESSION_KEY):
-                dbapi_conn: Any = conn.connection.dbapi_connection
-                for sql in settings:
-                    dbapi_conn.execute(sql)
-
-        @sa_event.listens_for(self.engine, "commit")
-        def _on_commit(conn: Connection) -> None:
-            conn.info[SESSION_KEY] = True
 
     def dispose(self) -> None:
         self._discard()
@@ -690,45 +347,15 @@ class Store(_AccessQueries):
     # -- connections and faults
 
     def _translate(self, e: BaseException, waiting_for: str | None = None) -> WorkflowError:
-        """The WorkflowError for a driver error, from ``_FAULTS`` (``waiting_for``: what the
-        failed statement was waiting for, when it said)."""
-        if isinstance(e, WorkflowError):
-            return e
-        # A driver's message may quote the connection string; never its password.
-        reason = scrub(_first_line(e), self._secrets)
-        fault = _fault(e)
-        timeout = self.timeouts.lock
-        if fault is not None and fault.kind == "collision":
-            return Conflict(fault.reason)
-        if fault is not None and fault.reason.startswith("database is locked"):
-            reason = (
-                f"{fault.reason}; gave up after waiting {timeout:g} s "
-                f"(lock timeout, --lock-timeout / {LOCK_TIMEOUT_ENV})"
-            )
-        elif fault is not None and fault.kind == "lock":
-            what = waiting_for or "a lock held by another session"
-            reason = (
-                fault.reason.format(timeout=timeout, what=what)
-                + f" (lock timeout, --lock-timeout / {LOCK_TIMEOUT_ENV})"
-            )
-        elif fault is not None and fault.kind == "statement":
-            limit = self.timeouts.statement
-            reason = fault.reason.format(
-                statement=f"{limit:g} s" if limit is not None else "the server's limit"
-            )
-        elif fault is not None:
-            reason = fault.reason
-        elif "no such table" in reason or ("does not exist" in reason and "relation" in reason):
-            if not self._schema_checked:
-                return SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
-            # The schema is at the current revision, yet a table is gone: `workflow init`
-            # would not help (it sees a current schema); say what happened instead.
-            return DatabaseUnavailable(
-                self.safe_url,
-                f"{reason} although the schema is at revision {SCHEMA_REVISION}: the "
-                "database was damaged; restore it from a backup",
-            )
-        return DatabaseUnavailable(self.safe_url, reason)
+        """The WorkflowError for a driver error (``faults.translate``, the one table)."""
+        return translate(
+            e,
+            url=self.safe_url,
+            secrets=self._secrets,
+            timeouts=self.timeouts,
+            schema_checked=self._schema_checked,
+            waiting_for=waiting_for,
+        )
 
     @contextmanager
     def connect(self, write: bool = False, lock_wait: float | None = None) -> Iterator[Connection]:
@@ -740,8 +367,8 @@ class Store(_AccessQueries):
         try:
             trans = conn.begin()
             try:
-                if lock_wait is not None and not self.is_sqlite:
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_wait)}")
+                if lock_wait is not None:
+                    self._dialect.limit_wait(conn, lock_wait)
                 yield conn
             except BaseException:
                 if trans.is_active:
@@ -774,13 +401,7 @@ class Store(_AccessQueries):
     def _is_disconnect(self, e: BaseException, conn: Connection) -> bool:
         if isinstance(e, sa_exc.DBAPIError):
             return bool(e.connection_invalidated)
-        if self.is_sqlite or not isinstance(e, self._dbapi.Error):
-            return False
-        try:
-            dbapi_conn = conn.connection.dbapi_connection
-            return bool(self.engine.dialect.is_disconnect(e, dbapi_conn, None))
-        except Exception:
-            return False
+        return self._dialect.is_disconnect(e, conn, self._dbapi.Error)
 
     def _fresh(self, write: bool) -> Connection:
         try:
@@ -788,7 +409,7 @@ class Store(_AccessQueries):
         except self._driver_errors as e:
             raise self._translate(e) from e
         if write:
-            conn.execution_options(workflow_write=True)
+            conn.execution_options(**{WRITE_OPTION: True})
         return conn
 
     def _checkout(self, write: bool) -> tuple[Connection, bool]:
@@ -828,22 +449,8 @@ class Store(_AccessQueries):
         return conn, True
 
     def _file_identity(self) -> tuple[int, int] | None:
-        """(device, inode) of the SQLite file: a kept connection must not go on writing to a
-        file that was deleted or replaced under it (its writes would silently vanish)."""
-        if self.sqlite_path is None:
-            return None
-        try:
-            st = os.stat(self.sqlite_path)
-        except FileNotFoundError:
-            self._discard()
-            if self._file_seen:
-                raise DatabaseUnavailable(
-                    self.safe_url, "the database file was removed while in use"
-                ) from None
-            # Never let a read create an empty database file by accident.
-            raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION) from None
-        self._file_seen = True
-        return (st.st_dev, st.st_ino)
+        """The SQLite file's (device, inode), None on a server (see ``SQLite.file_identity``)."""
+        return self._dialect.file_identity(self._discard)
 
     def _discard(self) -> None:
         conns = getattr(self._local, "conns", None) or {}
@@ -874,16 +481,12 @@ class Store(_AccessQueries):
                     self.check_schema(conn)
                     return fn(conn)
             except Conflict as e:
-                fault = _fault(e.__cause__)
-                if collided or fault is None or fault.kind != "collision":
+                if collided or not is_collision(e.__cause__):
                     raise  # a refusal of fn's own, or a second collision
                 collided = True
                 continue
             except DatabaseUnavailable as e:
-                fault = _fault(e.__cause__)
-                retryable = (fault is not None and fault.kind == "retry") or getattr(
-                    e, "stale_connection", False
-                )
+                retryable = is_retryable(e.__cause__) or getattr(e, "stale_connection", False)
                 if not retryable or time.monotonic() > deadline:
                     # The driver's error stays the cause, for callers and --traceback.
                     raise
@@ -934,7 +537,7 @@ class Store(_AccessQueries):
             raise SchemaOutOfDate(self.safe_url, before, SCHEMA_REVISION, newer=True)
         try:
             with self.engine.connect() as raw:
-                conn = raw.execution_options(workflow_write=True)
+                conn = raw.execution_options(**{WRITE_OPTION: True})
                 migrations.upgrade(conn)
         except WorkflowError:
             raise
@@ -1003,9 +606,9 @@ class Store(_AccessQueries):
         return sql
 
     def _prepare(self) -> None:
-        cols = ", ".join(InstanceRow._fields)
+        cols = select_list(InstanceRow)
         ecols = [c for c in EventRow._fields if c != "id"]
-        lock = "" if self.is_sqlite else " FOR UPDATE"
+        lock = self._dialect.lock_one
         self._q = {
             "lock": self._sql(f"SELECT {cols} FROM workflow_instances WHERE id = :id{lock}"),
             "get": self._sql(f"SELECT {cols} FROM workflow_instances WHERE id = :id"),
@@ -1022,11 +625,11 @@ class Store(_AccessQueries):
                 "WHERE id = :id AND version = :version"
             ),
             "grants": self._sql(
-                f"SELECT {', '.join(GrantRow._fields)} FROM workflow_grants WHERE actor = :actor"
+                f"SELECT {select_list(GrantRow)} FROM workflow_grants WHERE actor = :actor"
             ),
             "grants_locked": self._sql(
-                f"SELECT {', '.join(GrantRow._fields)} FROM workflow_grants WHERE actor = :actor"
-                + ("" if self.is_sqlite else " FOR SHARE")
+                f"SELECT {select_list(GrantRow)} FROM workflow_grants WHERE actor = :actor"
+                + self._dialect.lock_shared
             ),
             "event_many": self._sql(
                 f"INSERT INTO workflow_events ({', '.join(ecols)}) "
@@ -1039,7 +642,7 @@ class Store(_AccessQueries):
             ),
             "head": self._sql("UPDATE workflow_instances SET head_hash = :head WHERE id = :id"),
             "events_of": self._sql(
-                f"SELECT {', '.join(EventRow._fields)} FROM workflow_events "
+                f"SELECT {select_list(EventRow)} FROM workflow_events "
                 "WHERE instance_id = :id ORDER BY seq"
             ),
             "duplicate": self._sql(
@@ -1120,8 +723,8 @@ class Store(_AccessQueries):
         out: dict[int, InstanceRow] = {}
         cur = self._cursor(conn)
         conn.info[WAIT_KEY] = f"{len(ids)} instances of a batch (locked by another session)"
-        cols = ", ".join(InstanceRow._fields)
-        lock = "" if self.is_sqlite else " ORDER BY id FOR UPDATE"
+        cols = select_list(InstanceRow)
+        lock = self._dialect.lock_many
         for chunk in chunks(list(ids), 500):
             marks = ", ".join(f":i{n}" for n in range(len(chunk)))
             cur.execute(
@@ -1136,20 +739,7 @@ class Store(_AccessQueries):
         """Insert many events at once; return their ids in order."""
         if not rows:
             return []
-        cur = self._cursor(conn)
-        if self.is_sqlite:
-            # The write lock is held, so the rowids given are consecutive: the last minus n.
-            cur.executemany(self._q["event_many"], rows)
-            cur.execute("SELECT last_insert_rowid()")
-            last = int(cur.fetchone()[0])
-            return list(range(last - len(rows) + 1, last + 1))
-        cur.executemany(self._q["event"], rows, returning=True)
-        ids = []
-        while True:
-            ids.append(int(cur.fetchone()[0]))
-            if not cur.nextset():
-                break
-        return ids
+        return self._dialect.insert_events(self._cursor(conn), self._q, rows)
 
     def advance_instances(self, conn: Connection, moves: Sequence[tuple[InstanceRow, int]]) -> int:
         """Compare-and-swap many instances to their new rows; return how many moved."""
@@ -1309,23 +899,23 @@ class Store(_AccessQueries):
     # -- streaming for verify and digest
 
     def stream_instances(self, conn: Connection) -> Iterator[InstanceRow]:
-        sql = f"SELECT {', '.join(InstanceRow._fields)} FROM workflow_instances ORDER BY id"
+        sql = f"SELECT {select_list(InstanceRow)} FROM workflow_instances ORDER BY id"
         for r in self._stream(conn, sql, "wf_instances"):
             yield InstanceRow(*r)
 
     def stream_events(self, conn: Connection) -> Iterator[EventRow]:
-        sql = f"SELECT {', '.join(EventRow._fields)} FROM workflow_events ORDER BY instance_id, seq"
+        sql = f"SELECT {select_list(EventRow)} FROM workflow_events ORDER BY instance_id, seq"
         for r in self._stream(conn, sql, "wf_events"):
             yield EventRow(*r)
 
     def stream_keys(self, conn: Connection) -> Iterator[KeyRow]:
-        sql = f"SELECT {', '.join(KeyRow._fields)} FROM workflow_idempotency ORDER BY key"
+        sql = f"SELECT {select_list(KeyRow)} FROM workflow_idempotency ORDER BY key"
         for r in self._stream(conn, sql, "wf_keys"):
             yield KeyRow(*r)
 
     def stream_denials(self, conn: Connection) -> Iterator[DenialRow]:
         sql = (
-            f"SELECT {', '.join(DenialRow._fields)} FROM workflow_denials "
+            f"SELECT {select_list(DenialRow)} FROM workflow_denials "
             "ORDER BY seq IS NULL, seq, id"
         )
         for r in self._stream(conn, sql, "wf_denials"):
@@ -1335,7 +925,7 @@ class Store(_AccessQueries):
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
         dbapi_conn: Any = conn.connection.dbapi_connection
-        cur = dbapi_conn.cursor() if self.is_sqlite else dbapi_conn.cursor(name=name)
+        cur = self._dialect.stream_cursor(dbapi_conn, name)
         try:
             cur.execute(sql)
             while True:
@@ -1375,44 +965,15 @@ class Store(_AccessQueries):
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
         try:
-            with self.engine.connect() as raw:
-                conn = (
-                    raw
-                    if self.is_sqlite
-                    else raw.execution_options(isolation_level="REPEATABLE READ")
-                )
-                dbapi_conn: Any = raw.connection.dbapi_connection
-                lenient = lenient and self.is_sqlite
-                if lenient:
-                    # Surrogate escapes, which no hash or JSON check accepts: one problem of
-                    # verify for the value, not a failed scan.
-                    dbapi_conn.text_factory = _lenient_text
+            with self.engine.connect() as raw, self._dialect.reading(raw, lenient) as conn:
                 conn.info[WAIT_KEY] = "the workflow tables (locked by another session)"
-                try:
-                    with conn.begin():
-                        if self.is_sqlite:
-                            self._settle(conn)
-                        yield conn
-                finally:
-                    if lenient:
-                        dbapi_conn.text_factory = str
+                with conn.begin():
+                    self._dialect.settle(conn)
+                    yield conn
         except WorkflowError:
             raise
         except self._driver_errors as e:  # the streams read from the driver's own cursors
             raise self._translate(e, "the workflow tables (locked by another session)") from e
-
-    def _settle(self, conn: Connection) -> None:
-        """Take SQLite's read snapshot now, waiting (up to the lock timeout) while another
-        process holds the file exclusively; later reads of this transaction then see it."""
-        deadline = time.monotonic() + self.timeouts.lock
-        while True:
-            try:
-                conn.exec_driver_sql("SELECT count(*) FROM workflow_definitions").close()
-                return
-            except sa_exc.OperationalError as e:
-                if not _is_locked(e) or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.05)
 
     @staticmethod
     def is_undecodable(e: BaseException) -> bool:
@@ -1421,19 +982,10 @@ class Store(_AccessQueries):
         return "Could not decode to UTF-8" in str(getattr(cause, "orig", None) or cause)
 
 
-def _lenient_text(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
-
-
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in slices of at most ``size``: a batch per transaction, or a bounded IN list."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _is_serialization(e: BaseException) -> bool:
-    code = getattr(getattr(e, "orig", None) or e, "sqlstate", None)
-    return code in ("40001", "40P01")  # serialization failure, deadlock detected
 
 
 def os_user() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from workflow.storage.store import VERSION_TABLE, Base
+from workflow.storage.schema import VERSION_TABLE, Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only for `alembic revision --autogenerate` by hand
