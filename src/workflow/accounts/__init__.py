@@ -6,6 +6,18 @@ tokens (shown once, stored as SHA-256, optionally expiring, revocable), browser 
 per account and per address (counted in the database, shared by every server process), and
 the hash-chained account event log (``wa1``). Library only: the tables and queries are in
 ``workflow.storage.accounts``, the HTTP service in ``workflow.service``.
+
+For the service::
+
+    accounts = Accounts(engine.store, throttle=Throttle.from_env())
+    principal = accounts.authenticate_token(bearer)       # every request: NotAuthenticated
+    session = accounts.login(name, password, address=ip)  # NotAuthenticated / Throttled
+    principal = accounts.session(cookie)                  # every request: NotAuthenticated
+    csrf_matches(principal.session_csrf, form_token)      # every state-changing form post
+    accounts.logout(cookie)
+
+``Throttled.retry_after`` is the Retry-After header; ``Principal.via`` is what the engine
+records as ``auth``. Errors never quote a password, token or session secret.
 """
 
 from __future__ import annotations
