@@ -434,7 +434,7 @@ def test_removing_the_newest_event_is_found_against_a_head(
         engine: Engine, accounts: Accounts) -> None:
     """Cutting the chain's tail leaves a valid chain; the head a digest kept shows the cut."""
     accounts.add("udom", PASSWORD, by="admin")
-    accounts.disable("udom", by="admin")
+    accounts.login("udom", PASSWORD, address="10.0.0.1")
     head = accounts.head()
     assert head[0] == 2
     _tamper(engine.url, f"DELETE FROM {EVENTS_TABLE} WHERE seq = 2")
@@ -520,3 +520,26 @@ def test_the_default_hasher_is_argon2id() -> None:
     hasher = passwords.default_hasher()
     assert hasher.hash("a long password").startswith("$argon2id$")
     assert passwords.dummy_hash(hasher).startswith("$argon2id$")
+
+
+@pytest.mark.parametrize("statement, what", [
+    ("UPDATE workflow_accounts SET admin = true WHERE name = 'anong'", "accounts differ"),
+    ("UPDATE workflow_accounts SET disabled = false", "accounts differ"),
+    ("INSERT INTO workflow_accounts (name, password_hash, admin, disabled, language, "
+     "created_at, updated_at) VALUES ('mallory', 'x', true, false, 'th', 'a', 'a')",
+     "1 unrecorded"),
+    ("UPDATE workflow_tokens SET revoked_at = NULL", "API tokens differ"),
+    ("UPDATE workflow_tokens SET account = 'udom'", "API tokens differ"),
+])
+def test_accounts_or_tokens_changed_by_sql_are_found_by_verify(
+        engine: Engine, accounts: Accounts, statement: str, what: str) -> None:
+    """An account made admin or re-enabled, an account slipped in, a token un-revoked by SQL."""
+    accounts.add("udom", PASSWORD, by="admin", admin=True)
+    accounts.add("anong", PASSWORD, by="admin")
+    accounts.disable("anong", by="admin")
+    accounts.revoke_token(accounts.create_token("anong", by="admin").token.id, by="admin")
+    accounts.login("udom", PASSWORD, address="10.0.0.1")
+    assert accounts.verify() == []
+    execute(engine.url, statement)
+    problems = accounts.verify()
+    assert len(problems) == 1 and what in problems[0].reason

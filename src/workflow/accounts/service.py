@@ -587,8 +587,15 @@ class Accounts:
 
     def verify(self, head: tuple[int, str] | None = None) -> builtins.list[VerifyProblem]:
         """The account chain's first broken link, if any (empty: intact); with ``head``
-        (seq, hash) from a digest, also whether that record is still there unchanged."""
-        return audit.chain_problems(self._read(q.account_events), head)
+        (seq, hash) from a digest, also whether that record is still there unchanged; then
+        whether the accounts (admin, disabled) and tokens (account, revoked) in the tables
+        are what the chain recorded."""
+        with self.store.snapshot() as conn:  # one consistent view of chain and tables
+            rows = q.account_events(conn)
+            problems = audit.chain_problems(rows, head)
+            if problems:
+                return problems
+            return audit.state_problems(rows, q.all_accounts(conn), q.list_tokens(conn))
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the chain's last record ((0, GENESIS) when empty): for a digest."""

@@ -94,6 +94,56 @@ def chain_problems(
     return []
 
 
+def state_problems(
+    rows: Iterable[Any], accounts: Iterable[Any], tokens: Iterable[Any]
+) -> list[VerifyProblem]:
+    """Whether the accounts and tokens in the tables are what the (intact) chain says: each
+    account added by a ``user_add`` with its admin flag, disabled as its last
+    ``user_disable``/``user_enable`` says; each token created by a ``token_create`` for its
+    account, revoked exactly when a ``token_revoke`` says. An account made admin, enabled
+    or added by SQL, or a token slipped in or un-revoked, is a problem."""
+    held: dict[str, tuple[bool, bool]] = {}
+    issued: dict[int, tuple[str, bool]] = {}
+    for row in rows:
+        detail = json.loads(row.detail)
+        if row.action == "user_add":
+            held[row.subject] = (bool(detail.get("admin")), False)
+        elif row.action in ("user_disable", "user_enable") and row.subject in held:
+            held[row.subject] = (held[row.subject][0], row.action == "user_disable")
+        elif row.action == "token_create":
+            issued[detail.get("token_id")] = (row.subject, False)
+        elif row.action == "token_revoke" and detail.get("token_id") in issued:
+            issued[detail["token_id"]] = (issued[detail["token_id"]][0], True)
+    stored = {a.name: (bool(a.admin), bool(a.disabled)) for a in accounts}
+    problems: list[VerifyProblem] = []
+    if stored != held:
+        problems.append(
+            VerifyProblem(
+                None,
+                None,
+                "accounts: the accounts differ from the account events "
+                f"({len(stored.keys() - held.keys())} unrecorded, "
+                f"{len(held.keys() - stored.keys())} missing, "
+                f"{sum(1 for k in stored.keys() & held.keys() if stored[k] != held[k])} "
+                "with another admin or disabled flag)",
+            )
+        )
+    kept = {t.id: (t.account, t.revoked_at is not None) for t in tokens}
+    if kept != issued:
+        problems.append(
+            VerifyProblem(
+                None,
+                None,
+                "accounts: the API tokens differ from the account events "
+                f"({len(kept.keys() - issued.keys())} unrecorded, "
+                f"{len(issued.keys() - kept.keys())} missing, "
+                f"{sum(1 for k in kept.keys() & issued.keys() if kept[k] != issued[k])} "
+                "with another account or revocation)",
+            )
+        )
+    return problems
+
+
 def chain_head(rows: Iterable[Any]) -> tuple[int, str]:
     """(seq, hash) of the last row, or (0, GENESIS): what a digest commits to."""
     last: tuple[int, str] = (0, GENESIS)
