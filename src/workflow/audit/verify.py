@@ -282,7 +282,7 @@ _Timeline = dict[tuple[str, str], list[list[Any]]]
 
 class _EventChecks:
     """verify's per-event checks beyond the chain: the actor's grant at that moment, and the
-    idempotency records naming the event (see ``Engine.verify``)."""
+    idempotency records naming the event (see :func:`verify`)."""
 
     def __init__(self, timeline: _Timeline | None, keys: Sequence[KeyRow]) -> None:
         self.timeline = timeline
