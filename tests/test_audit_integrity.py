@@ -44,7 +44,6 @@ from workflow import (
 )
 from workflow.audit import chain as audit_mod
 from workflow.audit.chain import denial_hash, grant_hash, row_hash
-from workflow.engine import facade as engine_mod
 from workflow.storage.store import DenialRow, GrantEventRow
 
 APPEND_ONLY = ("workflow_events", "workflow_grant_events", "workflow_denials")
@@ -674,7 +673,7 @@ def test_old_digest_without_denials_still_verifies(world: World) -> None:
 
 
 def _clock(monkeypatch: pytest.MonkeyPatch, at: str) -> None:
-    monkeypatch.setattr(engine_mod, "now_utc", lambda: at)
+    monkeypatch.setattr(audit_mod, "now_utc", lambda: at)
 
 
 def test_event_earlier_than_the_instances_last_is_refused(

@@ -47,6 +47,7 @@ from workflow import (
     Engine,
     Event,
     EvidenceInvalid,
+    FireRequest,
     FireResult,
     GuardContext,
     GuardFailed,
@@ -979,3 +980,47 @@ def test_report_counts_regions_by_the_instances_own_version(backend: str, tmp_pa
         (row,) = eng.report(program="village-hall").rows
         assert (row.state, row.count) == ("building", 1)
         assert row.regions_done == {"walls": 1, "roof": 0}
+
+
+def test_one_report_counts_each_version_by_its_own_regions(backend: str, tmp_path: Path) -> None:
+    """One engine holding instances on two versions whose parallel regions differ counts each
+    instance's regions by its own version in the same report."""
+    parallel = (Path(__file__).parent / "corpus" / "valid" / "parallel.yaml").read_text("utf-8")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "village-hall.yaml").write_text(parallel.replace("version: 2\n", "version: 1\n"),
+                                           encoding="utf-8")
+    (new / "village-hall.yaml").write_text(
+        parallel.replace("version: 2\n", "version: 3\n").replace("walls", "floor"),
+        encoding="utf-8")
+    with open_engine(backend, definitions=[old]) as eng:
+        eng.init()
+        first = eng.start("village-hall", area=LOPBURI, fiscal_year=2564, actor="a",
+                          role=COORDINATOR)
+        eng.fire(first.id, "begin", actor="a", role=OFFICER)
+        eng.fire(first.id, "raise_walls", actor="a", role=COORDINATOR)
+    with open_engine(backend, definitions=[new]) as eng:
+        second = eng.start("village-hall", area="160101", fiscal_year=2564, actor="a",
+                           role=COORDINATOR)
+        assert second.program_version == 3
+        eng.fire(second.id, "begin", actor="a", role=OFFICER)
+        eng.fire(second.id, "raise_floor", actor="a", role=COORDINATOR)
+        (row,) = eng.report(program="village-hall").rows
+        assert (row.state, row.count) == ("building", 2)
+        assert row.regions_done == {"walls": 1, "floor": 1, "roof": 0}
+
+
+def test_fire_many_takes_fire_requests_and_mappings(engine: Engine) -> None:
+    """fire_many accepts typed FireRequest objects, mappings, or both mixed in one batch."""
+    a = start_lopburi(engine)
+    b = start_lopburi(engine, area="160101")
+    results = engine.fire_many([
+        FireRequest(a.id, "kickoff", actor="somchai", role=OFFICER, evidence=KICKOFF),
+        {"instance": b.id, "trigger": "kickoff", "actor": "somchai", "role": OFFICER,
+         "evidence": KICKOFF},
+    ])
+    assert [r.instance.state for r in results] == ["kicked_off", "kicked_off"]
+    with pytest.raises(FrozenInstanceError):
+        request = FireRequest(a.id, "workshop", actor="x", role=OFFICER)
+        request.actor = "y"  # type: ignore[misc]

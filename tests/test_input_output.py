@@ -40,7 +40,7 @@ from helpers import (
 )
 from reliability import assert_one_error_line, run_cli
 from workflow import Engine, PermissionDenied, UsageError
-from workflow.engine import facade as engine_module
+from workflow.runtime import text as text_rules
 from workflow.runtime.display import CSV_TRIGGERS, csv_cell, csv_value, printable
 from workflow.runtime.files import FileRefused, read_regular_file
 from workflow.runtime.text import ID_MAX, KEY_MAX, NAME_MAX, TITLE_MAX, identifier
@@ -78,12 +78,11 @@ def guarded(engine: Engine) -> Iterator[Engine]:
 def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's input rules as they were before this change (text kept as typed), to make
     the rows an older workflow could have stored."""
-    def keep(value: Any, what: str, *_: Any) -> Any:
+    def keep(value: Any, *_: Any, **__: Any) -> Any:
         return value
 
-    for name in ("_clean_name", "_ident", "_text"):
-        monkeypatch.setattr(engine_module, name, keep)
-    monkeypatch.setattr(engine_module, "_note", lambda value: value)
+    for name in ("name", "identifier", "free_text", "note"):
+        monkeypatch.setattr(text_rules, name, keep)
 
 
 # --------------------------------------------------------------------------- 6: who ran it
@@ -231,7 +230,7 @@ def test_names_stored_before_the_rule_stay_readable_and_verifiable(
     exactly through the API and show escaped (not raw) in `history`."""
     old = "somchai\u200b"
     with monkeypatch.context() as m:
-        m.setattr(engine_module, "_clean_name", lambda value, what: value)
+        m.setattr(text_rules, "name", lambda value, what: value)
         inst = start_lopburi(engine, actor=old)
         engine.grant("Jose\u0301", OFFICER)
     assert engine.verify().ok

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from workflow.areas import Area
     from workflow.audit.chain import Digest
     from workflow.engine.facade import Engine
+    from workflow.engine.requests import FireRequest, StartRequest
     from workflow.errors import (
         AreaNotFound,
         ClockWentBack,
@@ -74,6 +75,7 @@ _LAZY: dict[str, str] = {
     "Engine": "workflow.engine.facade",
     "Event": "workflow.records",
     "EvidenceInvalid": "workflow.errors",
+    "FireRequest": "workflow.engine.requests",
     "FireResult": "workflow.records",
     "Grant": "workflow.access.policy",
     "GrantNotFound": "workflow.errors",
@@ -95,6 +97,7 @@ _LAZY: dict[str, str] = {
     "ReportRow": "workflow.records",
     "RoleNotAllowed": "workflow.errors",
     "SchemaOutOfDate": "workflow.errors",
+    "StartRequest": "workflow.engine.requests",
     "StateNotFound": "workflow.errors",
     "StorageError": "workflow.errors",
     "StoredGrants": "workflow.access.policy",
@@ -139,6 +142,7 @@ __all__ = [
     "Engine",
     "Event",
     "EvidenceInvalid",
+    "FireRequest",
     "FireResult",
     "Grant",
     "GrantNotFound",
@@ -160,6 +164,7 @@ __all__ = [
     "ReportRow",
     "RoleNotAllowed",
     "SchemaOutOfDate",
+    "StartRequest",
     "StateNotFound",
     "StorageError",
     "StoredGrants",

@@ -15,6 +15,7 @@ Nothing stored is trusted to be well-formed: a malformed value is a problem, nev
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -37,6 +38,14 @@ DIGEST_LIMIT = 256 * 1024 * 1024
 #: How every stored time looks (``now_utc``); as text it sorts in time order.
 TIME_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def now_utc() -> str:
+    """The current time as stored: ISO 8601 UTC with microseconds (``TIME_FORMAT``; sorts as
+    text). The one clock of every record, so the chains' "time never runs back" checks and
+    the tests that set the clock back speak of one function."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
 
 # One encoder for every hash: json.dumps with options builds a new encoder per call, which
 # costs as much as the hashing itself (verify runs this once per event).

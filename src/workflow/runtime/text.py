@@ -158,3 +158,14 @@ def problem_in_identifier(text: str, limit: int) -> str | None:
     if len(text) > limit:
         return f"is {len(text)} characters long; at most {limit} allowed"
     return None
+
+
+def name(value: object, what: str = "actor") -> str:
+    """A person's name (an actor, who granted): an identifier up to ``NAME_MAX``, in its one
+    canonical form so that a lookalike cannot be granted beside the real name."""
+    return identifier(value, what, NAME_MAX)
+
+
+def note(value: object) -> str | None:
+    """A note: free text that may span lines (CRLF kept as LF), up to ``NOTE_MAX``."""
+    return free_text(value, "note", NOTE_MAX, multiline=True)
