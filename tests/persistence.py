@@ -79,6 +79,7 @@ def event_values(instance_id: int, seq: int, **changes: Any) -> dict[str, Any]:
         "policy": "allow_all",
         "prev_hash": H0,
         "hash": f"{seq:064d}",
+        "auth": None,
     }
     values.update(changes)
     return values

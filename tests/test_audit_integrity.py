@@ -44,9 +44,11 @@ from workflow import (
 )
 from workflow.audit import chain as audit_mod
 from workflow.audit.chain import denial_hash, grant_hash, row_hash
-from workflow.storage.store import DenialRow, GrantEventRow
+from workflow.storage.store import DenialRow, EventRow, GrantEventRow
 
-APPEND_ONLY = ("workflow_events", "workflow_grant_events", "workflow_denials")
+APPEND_ONLY = (
+    "workflow_events", "workflow_grant_events", "workflow_denials", "workflow_account_events"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -818,3 +820,61 @@ def test_every_test_docs_audit_names_exists() -> None:
     for file, test in named:
         source = (root / file).read_text(encoding="utf-8")
         assert not test or f"def {test}(" in source, f"{file}::{test} named in docs/audit.md"
+
+
+# --------------------------------------------------------------------------- wf2: auth
+
+
+def _fire_with_auth(w: World, auth: str) -> Any:
+    return w.engine.fire(w.a, "workshop", actor="udomrat", role=OFFICER, evidence=WORKSHOP,
+                         auth=auth)
+
+
+def test_event_records_how_its_caller_was_authenticated_under_wf2(world: World) -> None:
+    """An event fired with ``auth`` stores and shows it, is hashed as wf2 (not wf1), verifies."""
+    r = _fire_with_auth(world, "token:7")
+    assert r.event.auth == "token:7" and r.event.to_dict()["auth"] == "token:7"
+    (row,) = world.rows("SELECT * FROM workflow_events WHERE id = :id", id=r.event.id)
+    stored = EventRow(**row)
+    assert stored.auth == "token:7"
+    assert row_hash(stored) == r.event.hash != row_hash(stored._replace(auth=None))
+    assert [e.auth for e in world.engine.history(world.a)] == [None, None, "token:7"]
+    assert world.engine.verify().ok
+
+
+@pytest.mark.parametrize("change", ["NULL", "'token:8'", "'session:0123456789ab'"])
+def test_recorded_auth_blanked_or_changed_is_caught(world: World, change: str) -> None:
+    """Blanking or changing an event's recorded authentication breaks its hash."""
+    r = _fire_with_auth(world, "session:ffffffffffff")
+    drop_triggers(world.db)
+    world.sql(f"UPDATE workflow_events SET auth = {change} WHERE id = :id", id=r.event.id)
+    assert problems(world.engine.verify())[0][:2] == (world.a, r.event.seq)
+
+
+def test_auth_slipped_into_a_command_line_event_is_caught(world: World) -> None:
+    """Claiming a wf1 event came through the service (an auth added later) is caught."""
+    drop_triggers(world.db)
+    world.sql("UPDATE workflow_events SET auth = 'token:1' WHERE instance_id = :i AND seq = 2",
+              i=world.b)
+    assert problems(world.engine.verify())[0][:2] == (world.b, 2)
+
+
+def test_wf1_events_of_a_0006_database_verify_after_init(backend: str) -> None:
+    """`init` on a 0006 database with events adds ``auth``; its wf1 events still verify,
+    and wf2 events chain after them."""
+    with Engine(backend) as e:
+        e.init()
+        e.grant("udomrat", OFFICER, area="16")
+        inst = e.start("leader-development", area=LOPBURI, fiscal_year=2564,
+                       actor="udomrat", role=OFFICER)
+        e.fire(inst.id, "kickoff", actor="udomrat", role=OFFICER, evidence=KICKOFF)
+    # What a 0006 database looks like: no auth column.
+    execute(backend, "ALTER TABLE workflow_events DROP COLUMN auth",
+            "UPDATE workflow_alembic_version SET version_num = '0006'")
+    with Engine(backend) as e:
+        assert e.init()[0] == "0006"
+        assert e.verify().ok
+        e.fire(inst.id, "workshop", actor="udomrat", role=OFFICER, evidence=WORKSHOP,
+               auth="token:1")
+        result = e.verify()
+        assert result.ok and result.events_checked == 3

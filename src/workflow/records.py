@@ -85,6 +85,9 @@ class Event:
     hash: str
     program: str | None = None
     area: str | None = None
+    #: How the caller was authenticated when the event came through the service
+    #: (``token:ID`` or ``session:...``; covered by the hash, ``wf2``); None otherwise.
+    auth: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -104,6 +107,7 @@ class Event:
             "definition_hash": self.definition_hash,
             "hash": self.hash,
             "prev_hash": self.prev_hash,
+            "auth": self.auth,
         }
         if self.program is not None:
             out["program"] = self.program

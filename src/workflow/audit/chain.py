@@ -30,6 +30,9 @@ from workflow.errors import UsageError
 from workflow.records import VerifyProblem
 
 HASH_FORMAT = "wf1"
+#: The encoding of an event that records how its caller was authenticated (the service):
+#: ``wf1``'s fields, then ``auth``. Events without it keep ``wf1``, so old trails still verify.
+AUTH_FORMAT = "wf2"
 #: The encoding tag of denial hashes (a chain of its own, never mistaken for an event's).
 DENIAL_FORMAT = "wd1"
 GENESIS = "0" * 64
@@ -157,13 +160,19 @@ def keys_hash(rows: Iterable[Any]) -> tuple[int, str]:
 
 def row_hash(row: Any) -> str:
     """The hash an event row should carry (``row`` is a storage.EventRow): the same
-    encoding as :func:`event_hash`, taken straight from the row's fields (1..14)."""
-    if isinstance(row, tuple):
-        fields = row[1:15]
-    else:
-        fields = tuple(getattr(row, name) for name in _EVENT_FIELDS)
-    payload = _ENCODER.encode([HASH_FORMAT, *fields])
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    encoding as :func:`event_hash`, taken straight from the row's fields (1..14), plus
+    ``auth`` (field 16) under ``wf2`` when the event records one."""
+    if not isinstance(row, tuple):
+        row = (None, *(getattr(row, n) for n in _EVENT_FIELDS), None, getattr(row, "auth", None))
+    return hashlib.sha256(_payload(row).encode("utf-8")).hexdigest()
+
+
+def _payload(row: tuple[Any, ...]) -> str:
+    """The canonical text an event row's hash is taken over (storage.EventRow order)."""
+    auth = row[16] if len(row) > 16 else None
+    if auth is None:
+        return _ENCODER.encode([HASH_FORMAT, *row[1:15]])
+    return _ENCODER.encode([AUTH_FORMAT, *row[1:15], auth])
 
 
 _EVENT_FIELDS = (
@@ -200,6 +209,8 @@ class Digest:
     grants: tuple[int, str] = (0, GENESIS)
     denials: tuple[int, str] | None = None
     keys: tuple[int, str] | None = None
+    #: The account chain's head (seq, hash); None in digests written before it existed.
+    accounts: tuple[int, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -214,6 +225,8 @@ class Digest:
             out["denials"] = {"seq": self.denials[0], "hash": self.denials[1]}
         if self.keys is not None:
             out["keys"] = {"count": self.keys[0], "hash": self.keys[1]}
+        if self.accounts is not None:
+            out["accounts"] = {"seq": self.accounts[0], "hash": self.accounts[1]}
         out["heads"] = {k: {"seq": s, "hash": h} for k, (s, h) in self.heads.items()}
         return out
 
@@ -223,15 +236,19 @@ class Digest:
         grants: tuple[int, str],
         denials: tuple[int, str] | None = None,
         keys: tuple[int, str] | None = None,
+        accounts: tuple[int, str] | None = None,
     ) -> str:
         """SHA-256 over every instance head (by id), the grant chain's head and (when the
-        digest covers them) the denial chain's head and the idempotency records."""
+        digest covers them) the denial chain's head, the idempotency records and the account
+        chain's head."""
         h = hashlib.sha256()
         h.update(f"grants:{grants[0]}:{grants[1]}\n".encode())
         if denials is not None:
             h.update(f"denials:{denials[0]}:{denials[1]}\n".encode())
         if keys is not None:
             h.update(f"keys:{keys[0]}:{keys[1]}\n".encode())
+        if accounts is not None:
+            h.update(f"accounts:{accounts[0]}:{accounts[1]}\n".encode())
         for key in sorted(heads, key=int):
             seq, head = heads[key]
             h.update(f"{key}:{seq}:{head}\n".encode())
@@ -257,6 +274,9 @@ class Digest:
             grants = _pair(data.get("grants", {"seq": 0, "hash": GENESIS}), "seq", "grants")
             denials = _pair(data["denials"], "seq", "denials") if "denials" in data else None
             keys = _pair(data["keys"], "count", "keys") if "keys" in data else None
+            accounts = (
+                _pair(data["accounts"], "seq", "accounts") if "accounts" in data else None
+            )
             taken_at = data.get("taken_at", "")
             if not isinstance(taken_at, str):
                 raise ValueError("taken_at is not text")
@@ -272,13 +292,14 @@ class Digest:
                 grants=grants,
                 denials=denials,
                 keys=keys,
+                accounts=accounts,
             )
         except KeyError as e:
             raise ValueError(f"not a workflow digest (no {e} in it)") from None
         except ValueError as e:
             raise ValueError(f"not a workflow digest ({e})") from None
         if (
-            cls.root_of(heads, grants, denials, keys) != digest.root
+            cls.root_of(heads, grants, denials, keys, accounts) != digest.root
             or len(heads) != digest.instances
             or (sum(s for s, _ in heads.values()) != digest.events)
         ):
@@ -383,7 +404,7 @@ def event_problem(row: tuple[Any, ...], last_seq: int, head: str, last_at: str) 
     if row[14] != head:
         return "prev_hash does not match the previous event's hash"
     try:
-        computed = hashlib.sha256(_ENCODER.encode([HASH_FORMAT, *row[1:15]]).encode("utf-8"))
+        computed = hashlib.sha256(_payload(row).encode("utf-8"))
     except (TypeError, ValueError, UnicodeError) as e:
         return f"a stored value is malformed ({type(e).__name__}: not text, a number or null)"
     if computed.hexdigest() != digest:
@@ -414,6 +435,7 @@ def chains(
     chain: Chain | None = None
     defs: set[str] = set()
     encode = _ENCODER.encode
+    payload = _payload
     sha256 = hashlib.sha256
     for row in events:
         instance, seq, digest = row[1], row[2], row[15]
@@ -436,7 +458,13 @@ def chains(
                     seq == chain.last_seq + 1
                     and row[14] == chain.head
                     and at >= chain.last_at
-                    and sha256(encode([HASH_FORMAT, *row[1:15]]).encode("utf-8")).hexdigest()
+                    and sha256(
+                        (
+                            encode([HASH_FORMAT, *row[1:15]])
+                            if len(row) < 17 or row[16] is None
+                            else payload(row)
+                        ).encode("utf-8")
+                    ).hexdigest()
                     == digest
                     and TIME_FORMAT.fullmatch(at) is not None
                 )

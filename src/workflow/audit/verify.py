@@ -21,10 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from workflow.access.policy import AUDITOR, StoredGrants
+from workflow.audit import accounts as _accounts_audit
 from workflow.audit import chain as _audit
 from workflow.audit.chain import Chain, Digest
 from workflow.errors import DatabaseUnavailable, UsageError
 from workflow.records import NonBundled, VerifyProblem, VerifyResult
+from workflow.storage import accounts as _accounts_store
 from workflow.storage.store import InstanceRow, KeyRow, Store
 
 
@@ -119,6 +121,19 @@ def _verify_denials(store: Store, conn: Any, digest: Digest | None) -> list[Veri
     return []
 
 
+def _verify_accounts(conn: Any, digest: Digest | None) -> list[VerifyProblem]:
+    """Re-compute the account chain (with a digest, check its head is still there), then
+    hold the accounts and tokens in force to what the chain recorded."""
+    rows = _accounts_store.account_events(conn)
+    head = digest.accounts if digest is not None else None
+    problems = _accounts_audit.chain_problems(rows, head)
+    if problems:
+        return problems
+    return _accounts_audit.state_problems(
+        rows, _accounts_store.all_accounts(conn), _accounts_store.list_tokens(conn)
+    )
+
+
 def digest(store: Store) -> Digest:
     """A commitment to the head of every instance's chain, as of now."""
     heads: dict[str, tuple[int, str]] = {}
@@ -129,22 +144,26 @@ def digest(store: Store) -> Digest:
         denial = store.denial_head(conn)
         denials = (denial.seq or 0, denial.hash) if denial else (0, _audit.GENESIS)
         keys = _audit.keys_hash(store.stream_keys(conn))
+        account = _accounts_store.account_head(conn)
+        accounts = (account.seq, account.hash) if account else (0, _audit.GENESIS)
         for row in store.stream_instances(conn):
             heads[str(row.id)] = (row.version, row.head_hash)
     return Digest(
         instances=len(heads),
         events=sum(s for s, _ in heads.values()),
-        root=Digest.root_of(heads, grants, denials, keys),
+        root=Digest.root_of(heads, grants, denials, keys, accounts),
         heads=heads,
         taken_at=taken,
         grants=grants,
         denials=denials,
         keys=keys,
+        accounts=accounts,
     )
 
 
 def verify(store: Store, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
-    """Re-compute every chain (events, grant events, denials) and check each instance
+    """Re-compute every chain (events, grant events, denials, account events) and check
+    the accounts and tokens against theirs, each instance
     against its last event, each event against the grants its actor held at that moment
     (for events the stored-grants policy allowed) and each idempotency record against the
     event it names; with a ``digest``, also check that everything it covered is still
@@ -214,6 +233,7 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
                 problems.append(problem)
         problems.extend(checks.key_problems())
         problems.extend(_verify_denials(store, conn, digest))
+        problems.extend(_verify_accounts(conn, digest))
         if digest is not None and digest.keys is not None:
             covered = [
                 k for k in keys if type(k.seq) is int and k.seq <= wanted.get(k.instance_id, 0)

@@ -20,6 +20,7 @@ from workflow.access.policy import AUDITOR, AccessRequest, Grant, Policy
 from workflow.audit import chain as _audit
 from workflow.engine.compiled import Programs, config_text, config_tuple, event_of
 from workflow.engine.requests import FireRequest, StartRequest, fingerprint
+from workflow.engine.requests import auth as _auth
 from workflow.engine.requests import key as _key
 from workflow.engine.unit_of_work import Refused, UnitOfWork, Writer
 from workflow.errors import (
@@ -58,6 +59,7 @@ class _Start:
     allow_duplicate: bool
     key: str | None
     request: str
+    auth: str | None = None
 
 
 @dataclass
@@ -167,7 +169,17 @@ class Commands:
             "start", definition.id, area.code, year, actor, role, title, r.allow_duplicate, note
         )
         return _Start(
-            definition, area, year, actor, role, title, note, r.allow_duplicate, key, request
+            definition,
+            area,
+            year,
+            actor,
+            role,
+            title,
+            note,
+            r.allow_duplicate,
+            key,
+            request,
+            _auth(r.auth),
         )
 
     def _start_in(self, unit: UnitOfWork, req: _Start) -> tuple[int, int]:
@@ -235,6 +247,7 @@ class Commands:
                 note=req.note,
                 definition_hash=definition.content_hash,
                 prev_hash=_audit.GENESIS,
+                auth=req.auth,
             ),
         )
         if req.key is not None:
@@ -391,6 +404,7 @@ class Commands:
             note=req.note,
             definition_hash=loaded.program.content_hash,
             prev_hash=row.head_hash,
+            auth=req.auth,
         )
         # Positional, not _replace: this line runs for every fire of a batch.
         new_row = InstanceRow(

@@ -148,4 +148,5 @@ def event_of(row: EventRow, program: str | None = None, area: str | None = None)
         hash=row.hash,
         program=program,
         area=area,
+        auth=row.auth,
     )

@@ -110,11 +110,14 @@ class Engine:
         key: str | None = None,
         allow_duplicate: bool = False,
         note: str | None = None,
+        auth: str | None = None,
     ) -> Instance:
         """Start ``program`` for an area and (Buddhist-Era) fiscal year; its first event is
-        ``start``. Refused as a duplicate unless ``allow_duplicate``."""
+        ``start``. Refused as a duplicate unless ``allow_duplicate``. ``auth`` says how the
+        caller was authenticated (the service passes its session or token), recorded in the
+        event and covered by its hash."""
         request = StartRequest(
-            program, area, fiscal_year, actor, role, title, note, allow_duplicate, key
+            program, area, fiscal_year, actor, role, title, note, allow_duplicate, key, auth
         )
         return self.get(self._commands.start(request))
 
@@ -149,10 +152,14 @@ class Engine:
         note: str | None = None,
         expect_version: int | None = None,
         key: str | None = None,
+        auth: str | None = None,
     ) -> FireResult:
-        """Fire ``trigger`` on an instance, recording ``evidence``; one transaction."""
+        """Fire ``trigger`` on an instance, recording ``evidence``; one transaction. ``auth``
+        as for :meth:`start`."""
         return self._commands.fire(
-            FireRequest(instance_id, trigger, actor, role, evidence, note, expect_version, key)
+            FireRequest(
+                instance_id, trigger, actor, role, evidence, note, expect_version, key, auth
+            )
         )
 
     def fire_many(

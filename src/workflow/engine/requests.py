@@ -40,6 +40,9 @@ class StartRequest:
     note: str | None = None
     allow_duplicate: bool = False
     key: str | None = None
+    #: How the caller was authenticated (the service's ``Principal.via``), recorded in the
+    #: start event and covered by its hash; None from the command line or embedding code.
+    auth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class FireRequest:
     note: str | None = None
     expect_version: int | None = None
     key: str | None = None
+    #: How the caller was authenticated (see StartRequest.auth).
+    auth: str | None = None
 
     @classmethod
     def of(cls, value: FireRequest | Mapping[str, Any]) -> FireRequest:
@@ -73,6 +78,7 @@ class FireRequest:
             value.get("note"),
             value.get("expect_version"),
             value.get("key"),
+            value.get("auth"),
         )
 
     def checked(self) -> FireRequest:
@@ -86,7 +92,15 @@ class FireRequest:
         idempotency_key = key(self.key)
         evidence = evidence_names(self.evidence)
         return FireRequest(
-            instance, trigger, actor, role, evidence, note, self.expect_version, idempotency_key
+            instance,
+            trigger,
+            actor,
+            role,
+            evidence,
+            note,
+            self.expect_version,
+            idempotency_key,
+            auth(self.auth),
         )
 
     def fingerprint(self) -> str:
@@ -137,6 +151,13 @@ def key(value: str | None) -> str | None:
     if value is None:
         return None
     return _rules.identifier(value, "idempotency key", _rules.KEY_MAX)
+
+
+def auth(value: str | None) -> str | None:
+    """How a caller was authenticated, as recorded (``token:ID``, ``session:HEX``), or None."""
+    if value is None:
+        return None
+    return _rules.identifier(value, "auth", _rules.AUTH_MAX)
 
 
 def limit(value: int | None) -> int | None:

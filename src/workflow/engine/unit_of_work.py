@@ -60,6 +60,7 @@ class UnitOfWork:
         note: str | None,
         definition_hash: str,
         prev_hash: str,
+        auth: str | None = None,
     ) -> EventRow:
         """The next event row of an instance's chain, hashed (not written yet)."""
         row = EventRow(
@@ -79,9 +80,10 @@ class UnitOfWork:
             policy=self.policy,
             prev_hash=prev_hash,
             hash="",
+            auth=auth,
         )
         # The very function verify uses, so writing and checking cannot drift apart.
-        return EventRow(*row[:15], _audit.row_hash(row))
+        return EventRow(*row[:15], _audit.row_hash(row), auth)
 
     def create(self, values: dict[str, Any], start: Callable[[int], EventRow]) -> EventRow:
         """Insert a new instance now (its start event needs its id), then its start event

@@ -45,6 +45,8 @@ TITLE_MAX = 2_000
 NOTE_MAX = 10_000
 #: Labels in definitions.
 LABEL_MAX = 2_000
+#: How a caller was authenticated (``token:ID``, ``session:HEX``), recorded with its events.
+AUTH_MAX = 64
 
 # Invisible characters whose category is not Cf (those are all refused by category).
 _INVISIBLE = frozenset(

@@ -58,6 +58,9 @@ class EventRow(NamedTuple):
     policy: str
     prev_hash: str
     hash: str
+    #: How the caller was authenticated when the event came through the service
+    #: (``token:ID`` or ``session:...``); None for the command line and embedding code.
+    auth: str | None = None
 
 
 class DefinitionRow(NamedTuple):

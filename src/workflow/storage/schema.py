@@ -15,10 +15,10 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from workflow.runtime.text import ID_MAX, KEY_MAX
+from workflow.runtime.text import AUTH_MAX, ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -95,6 +95,7 @@ class EventTable(Base):
     policy: Mapped[str] = mapped_column(sa.String(ID_MAX))
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
+    auth: Mapped[str | None] = mapped_column(sa.String(AUTH_MAX), nullable=True)
     __table_args__ = (
         sa.UniqueConstraint("instance_id", "seq", name="uq_event_seq"),
         sa.Index("ix_events_at", "at"),

@@ -6,7 +6,7 @@ what this migration did.
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-15
+Create Date: 2026-12-05
 """
 
 from __future__ import annotations
