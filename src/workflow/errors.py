@@ -13,21 +13,26 @@ exit code of the command line (CONTRACT §4), so the CLI needs no table of its o
     │   ├── InstanceNotFound
     │   ├── AreaNotFound               (also: a name matching several areas, with .candidates)
     │   ├── StateNotFound              a state no (such) program has
-    │   └── GrantNotFound
+    │   ├── GrantNotFound
+    │   ├── AccountNotFound
+    │   └── TokenNotFound
     ├── Refused                        4
     │   ├── TriggerNotAllowed          unknown trigger, or not allowed in the current state
     │   ├── EvidenceInvalid            missing, undeclared or ill-typed evidence
     │   ├── GuardFailed
     │   ├── RoleNotAllowed             the transition does not allow this role
     │   │   └── UnknownRole            the program does not declare this role at all
-    │   └── PermissionDenied           the actor holds no grant covering this change
+    │   ├── PermissionDenied           the actor holds no grant covering this change
+    │   ├── NotAuthenticated           no valid credentials (HTTP 401)
+    │   └── Throttled                  too many failed logins; try after .retry_after s (429)
     ├── Conflict                       5
     │   ├── VersionConflict            --expect-version did not match, or a concurrent change won
     │   ├── DuplicateInstance
     │   ├── IdempotencyConflict        a key reused for a different request
     │   ├── KeyRecordMismatch          a key's stored record names an event not of its request
     │   ├── ClockWentBack              this host's clock is behind the record it would follow
-    │   └── DefinitionChanged          a stored (program, version) differs from the file
+    │   ├── DefinitionChanged          a stored (program, version) differs from the file
+    │   └── AccountExists              an account of that name exists already
     └── StorageError                   6
         ├── DatabaseUnavailable        down, locked, read-only, full, bad credentials
         └── SchemaOutOfDate            missing, older or newer schema
@@ -167,6 +172,18 @@ class GrantNotFound(NotFound):
         super().__init__(f"{actor!r} holds no grant {role}{scope}")
 
 
+class AccountNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no account {name!r}")
+
+
+class TokenNotFound(NotFound):
+    def __init__(self, token_id: object) -> None:
+        self.token_id = token_id
+        super().__init__(f"no API token {token_id!r}")
+
+
 class Refused(WorkflowError):
     """The change is not allowed; nothing was written."""
 
@@ -257,6 +274,25 @@ class PermissionDenied(Refused):
         super().__init__(f"{actor!r} as {role} may not {action}: {reason}")
 
 
+class NotAuthenticated(Refused):
+    """No valid credentials: an unknown, revoked or expired token, an unknown, idle or expired
+    session, a wrong name or password, a disabled account. The message never says which
+    secret was given, nor (for a login) whether the name exists."""
+
+    def __init__(self, reason: str = "not authenticated") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Throttled(Refused):
+    """Too many failed logins for this account or from this address within the window: the
+    attempt was refused without checking the password; ``retry_after`` whole seconds on."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"too many failed logins; try again in {retry_after} s")
+
+
 class Conflict(WorkflowError):
     """The change collides with the stored state; nothing was written."""
 
@@ -327,6 +363,12 @@ class DefinitionChanged(Conflict):
             f"definition {program} version {version} differs from the one stored "
             f"(hash {current[:12]} vs {stored[:12]}); give the changed file a new version"
         )
+
+
+class AccountExists(Conflict):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"an account {name!r} exists already")
 
 
 class StorageError(WorkflowError):

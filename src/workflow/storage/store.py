@@ -49,7 +49,7 @@ from workflow.errors import (
 from workflow.runtime.text import ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
