@@ -3,16 +3,19 @@ in-process client of the app."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from helpers import KICKOFF, LOPBURI, OFFICER
 from workflow import Engine
 from workflow.service.app import create_app
+from workflow.service.calls import accounts_of
 
 PASSWORD = "correct horse battery"
 API = "/api/v1"
@@ -26,29 +29,24 @@ class World:
     engine: Engine
     tokens: dict[str, str] = field(default_factory=dict)
     token_ids: dict[str, int] = field(default_factory=dict)
+    #: Added to the real time by the accounts' clock (tests move time instead of sleeping).
+    offset: dt.timedelta = dt.timedelta(0)
+    accounts: Any = None
 
-    @property
-    def accounts(self) -> Any:
-        return self.engine.accounts if hasattr(self.engine, "accounts") else _accounts(self)
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
 
-def _accounts(world: World) -> Any:
-    from workflow.service.calls import accounts_of
-
-    cached = getattr(world, "_acc", None)
-    if cached is None:
-        cached = accounts_of(world.engine)
-        world._acc = cached  # type: ignore[attr-defined]
-    return cached
-
-
 def make_world(url: str) -> World:
     engine = Engine(url)  # the stored grants decide, as in production
     world = World(engine)
-    acc = world.accounts
+    # Cheap Argon2 parameters: the tests are about the service, not the hash's cost.
+    world.accounts = acc = accounts_of(
+        engine, now=world.now,
+        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     acc.add("admin", PASSWORD, by="test", admin=True, display_name="Admin")
     for name in ("udomrat", "other", "aud"):
         acc.add(name, PASSWORD, by="test")

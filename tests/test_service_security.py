@@ -3,6 +3,7 @@ fixation, CSRF, login throttling, and that no request can name another actor."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -48,9 +49,12 @@ def test_revoked_token_is_401(world: World, client: TestClient) -> None:
 
 def test_expired_token_is_401(world: World, client: TestClient) -> None:
     """A token past its last day is refused."""
-    new = world.accounts.create_token("udomrat", by="test", expires="2020-01-01")
-    r = client.get(f"{API}/me", headers={"Authorization": f"Bearer {new.secret}"})
-    assert r.status_code == 401
+    new = world.accounts.create_token("udomrat", by="test", expires=world.now().date())
+    h = {"Authorization": f"Bearer {new.secret}"}
+    assert client.get(f"{API}/me", headers=h).status_code == 200
+    world.offset = dt.timedelta(days=1)
+    r = client.get(f"{API}/me", headers=h)
+    assert r.status_code == 401 and r.json()["code"] == "NotAuthenticated"
 
 
 def test_disabled_account_is_401_at_once(world: World, client: TestClient) -> None:
@@ -67,7 +71,7 @@ def test_disabled_account_is_401_at_once(world: World, client: TestClient) -> No
 def test_session_cookie_attributes_and_fixation(world: World, client: TestClient) -> None:
     """Login mints a new session: a cookie planted before is not kept; the cookie is HttpOnly
     and SameSite=Lax (Secure only over TLS)."""
-    client.cookies.set(SESSION_COOKIE, "planted-by-an-attacker")
+    client.cookies.set(SESSION_COOKIE, "planted-by-an-attacker", domain="testserver.local")
     r = login(client)
     assert r.status_code == 303 and r.headers["location"] == "/"
     set_cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie"

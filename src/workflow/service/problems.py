@@ -66,9 +66,10 @@ def status_of(error: WorkflowError, *, if_match: bool = False) -> int:
 
 
 def public_code(error: WorkflowError) -> str:
-    """The nearest class of ``workflow.errors`` (or the accounts' errors) along the MRO."""
+    """The nearest public class of ``workflow.errors`` along the MRO (the service's own
+    refinements, such as a missing CSRF token, show as their public parent)."""
     for cls in type(error).__mro__:
-        if cls.__module__.startswith("workflow.") and not cls.__name__.startswith("_"):
+        if cls.__module__ == "workflow.errors" and not cls.__name__.startswith("_"):
             return cls.__name__
     return "WorkflowError"
 
