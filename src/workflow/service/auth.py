@@ -11,12 +11,11 @@ token needs none (a browser never sends one by itself).
 from __future__ import annotations
 
 import hmac
-import importlib
 from typing import Any
 
 from fastapi import Request
 
-from workflow.errors import PermissionDenied, WorkflowError
+from workflow.errors import NotAuthenticated, PermissionDenied, WorkflowError
 
 SESSION_COOKIE = "workflow_session"
 LOGIN_CSRF_COOKIE = "workflow_login_csrf"
@@ -26,16 +25,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def not_authenticated(reason: str) -> WorkflowError:
-    """``workflow.errors.NotAuthenticated`` (from the accounts library)."""
-    errors = importlib.import_module("workflow.errors")
-    cls = getattr(errors, "NotAuthenticated", None)
-    if cls is None:  # pragma: no cover - before the accounts library is merged
-        error = PermissionDenied("-", "-", "authenticate", reason)
-        error.__class__ = type("NotAuthenticated", (PermissionDenied,), {})
-        return error
-    made = cls(reason)
-    assert isinstance(made, WorkflowError)
-    return made
+    return NotAuthenticated(reason)
 
 
 class CsrfRefused(PermissionDenied):
