@@ -12,6 +12,7 @@ import base64
 import json
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -381,7 +382,8 @@ def grants(caller: Caller, engine: EngineDep,
 def grant(response: Response, caller: Caller, engine: EngineDep,
           body: Annotated[GrantBody, Body()]) -> dict[str, Any]:
     g = calls.grant(engine, caller, body.actor, body.role, body.area, body.program)
-    response.headers["Location"] = f"/api/v1/grants?actor={g.actor}"
+    # Account names may be Thai: a header must be ASCII.
+    response.headers["Location"] = f"/api/v1/grants?actor={quote(g.actor, safe='')}"
     return g.to_dict()
 
 
