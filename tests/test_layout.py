@@ -1,8 +1,9 @@
 """The package's rooms keep their doors: each third-party engine is imported in one place.
 
 Only ``workflow.storage`` touches SQLAlchemy and Alembic, only ``workflow.runtime.machine``
-touches transitions, only ``workflow.cli`` touches click. A newcomer who wants to change how
-rows are written, how a program moves or how a command prints finds it in that one room.
+touches transitions, only ``workflow.cli`` touches click, only ``workflow.service`` touches
+FastAPI, Starlette and uvicorn. A newcomer who wants to change how rows are written, how a
+program moves, how a command prints or how a request is answered finds it in that one room.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ ROOMS = {
     "alembic": "storage",
     "transitions": "runtime/machine.py",
     "click": "cli",
+    "fastapi": "service",
+    "starlette": "service",
+    "uvicorn": "service",
 }
 
 

@@ -261,5 +261,12 @@ def _handle(e: BaseException, show_traceback: bool, args: Sequence[str]) -> NoRe
         )
 
 
+# --------------------------------------------------------------------------- service (issue 11)
+from workflow.cli.service import COMMANDS as _SERVICE_COMMANDS  # noqa: E402
+
+for _command in _SERVICE_COMMANDS:
+    cli.add_command(_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

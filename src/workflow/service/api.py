@@ -1,0 +1,397 @@
+"""The JSON API under ``/api/v1`` (CONTRACT §7): one route per row of the contract's table.
+
+Each route: the caller (``auth.api_principal``), one call through ``calls``, the JSON of the
+records' ``to_dict()``. The actor is always the authenticated account: bodies are closed
+(an ``actor`` field is a 400), and a start or fire naming an actor in the query or a header is
+refused too. Lists are ``{items, next_cursor}``; pass ``cursor=next_cursor`` for the next page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflow.engine.facade import Engine
+from workflow.errors import UsageError
+from workflow.service import calls
+from workflow.service.auth import CSRF_HEADER, api_principal
+from workflow.service.problems import MEDIA_TYPE
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: what went wrong, with the contract's code and exit code."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    exit_code: int
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        s: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": "problem"}
+        for s in statuses
+    }
+
+
+READ_ERRORS = _problems(400, 401, 403, 404, 503)
+router = APIRouter(prefix="/api/v1", responses=_problems(400, 401, 503))
+Caller = Annotated[Any, Depends(api_principal)]
+
+
+def engine_of(request: Request) -> Engine:
+    found = request.app.state.engine
+    assert isinstance(found, Engine)
+    return found
+
+
+EngineDep = Annotated[Engine, Depends(engine_of)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.",
+                                     max_length=500)]
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, TypeError):
+        raise UsageError("invalid cursor (pass the next_cursor of the previous page)") from None
+
+
+def _int_cursor(text: str | None) -> int | None:
+    value = decode_cursor(text)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError("invalid cursor (pass the next_cursor of the previous page)")
+    return value
+
+
+def _page(items: list[dict[str, Any]], limit: int, after: int | None) -> dict[str, Any]:
+    """A page of an in-memory list (small lists: programs, events of one instance, grants)."""
+    start = after or 0
+    chunk = items[start:start + limit]
+    more = start + limit < len(items)
+    return {"items": chunk, "next_cursor": encode_cursor(start + limit) if more else None}
+
+
+def _no_actor(request: Request) -> None:
+    """The actor is the authenticated account: a start or fire naming one is refused."""
+    if any(k.lower() == "actor" for k in request.query_params):
+        raise UsageError("the actor is the authenticated account; a request names a role only")
+    for name in request.headers:
+        if "actor" in name.lower():
+            raise UsageError(
+                f"header {name} refused: the actor is the authenticated account")
+
+
+_ETAG = re.compile(r'^\s*"(\d{1,18})"\s*$')
+
+
+def parse_if_match(request: Request, value: str | None) -> int | None:
+    if value is None or value.strip() == "*":
+        return None
+    m = _ETAG.match(value)
+    if m is None:
+        raise UsageError('If-Match must be the instance\'s ETag, e.g. "3"')
+    request.state.if_match = True
+    return int(m.group(1))
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+# --------------------------------------------------------------------------- health, me
+
+
+@router.get("/health", summary="Liveness (no authentication)", responses={})
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/me", summary="The caller: account and grants")
+def me(request: Request, caller: Caller, engine: EngineDep) -> dict[str, Any]:
+    out = calls.me(engine, caller)
+    if caller.session_csrf:
+        out["csrf_token"] = caller.session_csrf  # for the X-CSRF-Token header of a browser
+    return out
+
+
+# --------------------------------------------------------------------------- programs
+
+
+@router.get("/programs", summary="The available programs", response_model=Page,
+            responses=READ_ERRORS)
+def programs(caller: Caller, engine: EngineDep, limit: Limit = DEFAULT_LIMIT,
+             cursor: Cursor = None) -> dict[str, Any]:
+    return _page([p.summary_dict() for p in calls.programs(engine)], limit, _int_cursor(cursor))
+
+
+@router.get("/programs/{program}", summary="One program: states, transitions, roles, evidence",
+            responses=READ_ERRORS)
+def program(caller: Caller, engine: EngineDep, program: Annotated[str, Path(max_length=200)],
+            version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None) -> dict[str, Any]:
+    return calls.program(engine, program, version).to_dict()
+
+
+@router.get("/programs/{program}/diagram", summary="The program (or an instance) as a diagram",
+            response_class=PlainTextResponse, responses=READ_ERRORS)
+def program_diagram(
+    caller: Caller,
+    engine: EngineDep,
+    program: Annotated[str, Path(max_length=200)],
+    format: Literal["mermaid", "dot"] = "mermaid",
+    lang: Literal["en", "th"] = "en",
+    instance: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> PlainTextResponse:
+    text = calls.diagram(engine, caller, program, format, lang, instance)
+    return PlainTextResponse(text + "\n")
+
+
+# --------------------------------------------------------------------------- instances
+
+
+class StartBody(BaseModel):
+    """Start a program; the actor is the authenticated account."""
+
+    model_config = ConfigDict(extra="forbid")
+    program: str = Field(max_length=200)
+    area: str = Field(max_length=200, description="DOPA code, or a Thai/English name")
+    fiscal_year: int | str = Field(description="Buddhist-Era fiscal year, e.g. 2564")
+    role: str = Field(max_length=200)
+    title: str | None = Field(default=None, max_length=2000)
+    allow_duplicate: bool = False
+
+
+class FireBody(BaseModel):
+    """Fire one transition; the actor is the authenticated account."""
+
+    model_config = ConfigDict(extra="forbid")
+    trigger: str = Field(max_length=200)
+    role: str = Field(max_length=200)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    note: str | None = Field(default=None, max_length=10000)
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
+                                              description="The CLI's --key")]
+
+
+@router.post("/instances", status_code=201, summary="Start an instance",
+             responses=_problems(400, 401, 403, 404, 409, 422, 503))
+def start(request: Request, response: Response, caller: Caller, engine: EngineDep,
+          body: Annotated[StartBody, Body()], idempotency_key: IdempotencyKey = None,
+          ) -> dict[str, Any]:
+    _no_actor(request)
+    inst = calls.start(
+        engine, caller, program=body.program, area=body.area, fiscal_year=body.fiscal_year,
+        role=body.role, title=body.title, allow_duplicate=body.allow_duplicate,
+        key=idempotency_key,
+    )
+    response.headers["Location"] = f"/api/v1/instances/{inst.id}"
+    response.headers["ETag"] = etag(inst.version)
+    return inst.to_dict()
+
+
+@router.get("/instances", summary="Instances the caller may see, oldest first",
+            response_model=Page, responses=READ_ERRORS)
+def list_instances(
+    caller: Caller,
+    engine: EngineDep,
+    program: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[str | None, Query(max_length=200)] = None,
+    area: Annotated[str | None, Query(max_length=200)] = None,
+    fiscal_year: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    items, more = calls.list_instances(
+        engine, caller, program=program, state=state, area=area, fiscal_year=fiscal_year,
+        limit=limit, after=_int_cursor(cursor),
+    )
+    return {
+        "items": [i.to_dict() for i in items],
+        "next_cursor": encode_cursor(items[-1].id) if more and items else None,
+    }
+
+
+InstanceId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.get("/instances/{instance}", summary="One instance, with the caller's triggers",
+            responses=READ_ERRORS)
+def show(response: Response, caller: Caller, engine: EngineDep,
+         instance: InstanceId) -> dict[str, Any]:
+    inst = calls.get(engine, caller, instance)
+    response.headers["ETag"] = etag(inst.version)
+    return inst.to_dict()
+
+
+@router.post("/instances/{instance}/events", status_code=201, summary="Fire a transition",
+             responses=_problems(400, 401, 403, 404, 409, 412, 422, 503))
+def fire(
+    request: Request,
+    response: Response,
+    caller: Caller,
+    engine: EngineDep,
+    instance: InstanceId,
+    body: Annotated[FireBody, Body()],
+    if_match: Annotated[str | None, Header(alias="If-Match", max_length=40)] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    _no_actor(request)
+    expect = parse_if_match(request, if_match)
+    result = calls.fire(
+        engine, caller, instance, body.trigger, role=body.role, evidence=body.evidence,
+        note=body.note, expect_version=expect, key=idempotency_key,
+    )
+    response.headers["Location"] = f"/api/v1/instances/{instance}/events/{result.event.seq}"
+    response.headers["ETag"] = etag(result.instance.version)
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return result.to_dict()
+
+
+@router.get("/instances/{instance}/events", summary="The instance's events, oldest first",
+            response_model=Page, responses=READ_ERRORS)
+def history(caller: Caller, engine: EngineDep, instance: InstanceId,
+            limit: Limit = MAX_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+    events = [e.to_dict() for e in calls.history(engine, caller, instance)]
+    return _page(events, limit, _int_cursor(cursor))
+
+
+@router.get("/instances/{instance}/events/{seq}", summary="One event of the instance",
+            responses=READ_ERRORS)
+def one_event(caller: Caller, engine: EngineDep, instance: InstanceId,
+              seq: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+    return calls.event(engine, caller, instance, seq).to_dict()
+
+
+# --------------------------------------------------------------------------- audit, report
+
+
+@router.get("/audit/events", summary="Events across instances (auditor or admin)",
+            response_model=Page, responses=READ_ERRORS)
+def audit_events(
+    caller: Caller,
+    engine: EngineDep,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    program: Annotated[str | None, Query(max_length=200)] = None,
+    area: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    raw = decode_cursor(cursor)
+    after = None
+    if raw is not None:
+        if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str)
+                and all(isinstance(x, int) for x in raw[1:])):
+            raise UsageError("invalid cursor (pass the next_cursor of the previous page)")
+        after = (raw[0], int(raw[1]), int(raw[2]))
+    events, more = calls.audit_log(engine, caller, actor=actor, program=program, area=area,
+                                   since=since, until=until, limit=limit, after=after)
+    return {
+        "items": [e.to_dict() for e in events],
+        "next_cursor": encode_cursor(list(calls.audit_cursor(events[-1])))
+        if more and events else None,
+    }
+
+
+@router.post("/audit/verify", summary="Re-compute every chain (auditor or admin)",
+             responses=READ_ERRORS)
+def audit_verify(caller: Caller, engine: EngineDep) -> dict[str, Any]:
+    return calls.verify(engine, caller).to_dict()
+
+
+@router.get("/audit/digest", summary="A digest a later verify checks against",
+            responses=READ_ERRORS)
+def audit_digest(caller: Caller, engine: EngineDep) -> dict[str, Any]:
+    return calls.digest(engine, caller)
+
+
+@router.get("/audit/denials", summary="Refused attempts (auditor or admin)",
+            response_model=Page, responses=READ_ERRORS)
+def audit_denials(caller: Caller, engine: EngineDep, limit: Limit = DEFAULT_LIMIT,
+                  cursor: Cursor = None) -> dict[str, Any]:
+    found = [d.to_dict() for d in calls.denials(engine, caller)]
+    return _page(found, limit, _int_cursor(cursor))
+
+
+@router.get("/report", summary="Instances per program, province and state",
+            responses=READ_ERRORS)
+def report(
+    caller: Caller,
+    engine: EngineDep,
+    program: Annotated[str | None, Query(max_length=200)] = None,
+    fiscal_year: Annotated[str | None, Query(max_length=20)] = None,
+) -> dict[str, Any]:
+    return calls.report(engine, caller, program=program, fiscal_year=fiscal_year).to_dict()
+
+
+# --------------------------------------------------------------------------- grants
+
+
+class GrantBody(BaseModel):
+    """A grant: ``actor`` (an account name) may act as ``role`` in ``area`` on ``program``."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(max_length=200)
+    role: str = Field(max_length=200)
+    area: str | None = Field(default=None, max_length=200)
+    program: str | None = Field(default=None, max_length=200)
+
+
+@router.get("/grants", summary="The grants in force (admins only)", response_model=Page,
+            responses=READ_ERRORS)
+def grants(caller: Caller, engine: EngineDep,
+           actor: Annotated[str | None, Query(max_length=200)] = None,
+           limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+    found = [g.to_dict() for g in calls.grants(engine, caller, actor)]
+    return _page(found, limit, _int_cursor(cursor))
+
+
+@router.post("/grants", status_code=201, summary="Grant a role (admins only)",
+             responses=_problems(400, 401, 403, 404, 503))
+def grant(response: Response, caller: Caller, engine: EngineDep,
+          body: Annotated[GrantBody, Body()]) -> dict[str, Any]:
+    g = calls.grant(engine, caller, body.actor, body.role, body.area, body.program)
+    # Account names may be Thai: a header must be ASCII.
+    response.headers["Location"] = f"/api/v1/grants?actor={quote(g.actor, safe='')}"
+    return g.to_dict()
+
+
+@router.delete("/grants", summary="Revoke a grant (admins only; same body as the grant)",
+               responses=_problems(400, 401, 403, 404, 503))
+def revoke(caller: Caller, engine: EngineDep,
+           body: Annotated[GrantBody, Body()]) -> dict[str, Any]:
+    return calls.revoke(engine, caller, body.actor, body.role, body.area, body.program).to_dict()
+
+
+__all__ = ["CSRF_HEADER", "router"]

@@ -1,0 +1,189 @@
+"""The FastAPI application: ``create_app(engine)``, and ``from_environment()`` for uvicorn.
+
+``workflow serve`` runs uvicorn with ``workflow.service.app:from_environment`` as an app
+factory (so that several worker processes each build their own engine on the one database),
+passing the command line's options in environment variables (``WORKFLOW_DB``,
+``WORKFLOW_DEFINITIONS``, ...).
+
+The access log is written here, not by uvicorn: one line per request with the client address,
+the account name (never a token, cookie, password or query string), method, path, status and
+time taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import workflow
+from workflow.engine.facade import Engine
+from workflow.errors import WorkflowError
+from workflow.service import api, calls, pages, problems
+from workflow.service.auth import api_principal
+
+STATIC = Path(__file__).parent / "static"
+access_log = logging.getLogger("workflow.service.access")
+
+#: Environment variables the serve command sets for the app factory.
+ENV_DB = "WORKFLOW_DB"
+ENV_DEFINITIONS = "WORKFLOW_DEFINITIONS"  # os.pathsep-separated
+ENV_ALLOW_OVERRIDE = "WORKFLOW_ALLOW_OVERRIDE"  # space-separated
+ENV_LOCK_TIMEOUT = "WORKFLOW_LOCK_TIMEOUT"
+ENV_STATEMENT_TIMEOUT = "WORKFLOW_STATEMENT_TIMEOUT"
+
+_PAGE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
+
+
+def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = False) -> FastAPI:
+    """The service on ``engine``; ``accounts`` defaults to the engine's accounts library."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_engine:
+                engine.close()
+
+    app = FastAPI(
+        title="workflow",
+        version=workflow.__version__,
+        summary="Programs of Thailand's Community Development Department as audited state "
+        "machines (CONTRACT §7)",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.accounts = accounts if accounts is not None else calls.accounts_of(engine)
+
+    app.add_exception_handler(WorkflowError, problems.workflow_error_handler)
+    app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
+    app.add_exception_handler(Exception, problems.internal_error_handler)
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False,
+             dependencies=[Depends(api_principal)])
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.middleware("http")
+    async def log_and_harden(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        began = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            client = request.client.host if request.client else "-"
+            access_log.info(
+                '%s %s "%s %s" %d %.1fms', client,
+                getattr(request.state, "account", "-"), request.method, request.url.path,
+                status, (time.perf_counter() - began) * 1000,
+            )
+        for k, v in _PAGE_HEADERS.items():
+            response.headers.setdefault(k, v)
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app
+
+
+def _float(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
+def _paths(value: str) -> Sequence[str]:
+    return [p for p in value.split(os.pathsep) if p]
+
+
+def from_environment() -> FastAPI:
+    """The app factory uvicorn calls in each worker (``workflow serve``)."""
+    engine = Engine(
+        os.environ.get(ENV_DB, "sqlite:///workflow.db"),
+        _paths(os.environ.get(ENV_DEFINITIONS, "")),
+        allow_override=os.environ.get(ENV_ALLOW_OVERRIDE, "").split(),
+        lock_timeout=_float(ENV_LOCK_TIMEOUT),
+        statement_timeout=_float(ENV_STATEMENT_TIMEOUT),
+    )
+    return create_app(engine, close_engine=True)
+
+
+def log_config(level: str = "info") -> dict[str, Any]:
+    """uvicorn's logging, with its access log replaced by ours (no headers, no query)."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": fmt}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            "workflow.service": {"handlers": ["stderr"], "level": level.upper(),
+                                 "propagate": False},
+        },
+    }
+
+
+def serve(
+    *,
+    db: str,
+    definitions: Sequence[str],
+    allow_override: Sequence[str],
+    lock_timeout: float | None,
+    statement_timeout: float | None,
+    host: str,
+    port: int,
+    workers: int,
+    forwarded_allow_ips: str | None,
+    log_level: str,
+) -> None:
+    """Run uvicorn with ``workers`` processes, each calling :func:`from_environment`."""
+    import uvicorn
+
+    os.environ[ENV_DB] = db
+    os.environ[ENV_DEFINITIONS] = os.pathsep.join(str(d) for d in definitions)
+    os.environ[ENV_ALLOW_OVERRIDE] = " ".join(allow_override)
+    for name, value in ((ENV_LOCK_TIMEOUT, lock_timeout),
+                        (ENV_STATEMENT_TIMEOUT, statement_timeout)):
+        if value is not None:
+            os.environ[name] = str(value)
+    uvicorn.run(
+        "workflow.service.app:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=log_config(log_level),
+        access_log=False,
+        # X-Forwarded-* are honoured only from the proxies named by --forwarded-allow-ips.
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips or "",
+        server_header=False,
+    )
