@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from helpers import KICKOFF, LOPBURI, OFFICER
 from workflow import Engine
 from workflow.service.app import create_app
-from workflow.service.calls import accounts_of
+from workflow.accounts import Accounts
 
 PASSWORD = "correct horse battery"
 API = "/api/v1"
@@ -44,8 +44,8 @@ def make_world(url: str) -> World:
     engine = Engine(url)  # the stored grants decide, as in production
     world = World(engine)
     # Cheap Argon2 parameters: the tests are about the service, not the hash's cost.
-    world.accounts = acc = accounts_of(
-        engine, now=world.now,
+    world.accounts = acc = Accounts(
+        engine.store, now=world.now,
         hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     acc.add("admin", PASSWORD, by="test", admin=True, display_name="Admin")
     for name in ("udomrat", "other", "aud"):

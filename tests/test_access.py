@@ -202,3 +202,86 @@ def test_custom_policy_replaces_grants_and_is_recorded(engine: Engine) -> None:
         assert eng.denials()[-1].reason == "only Lop Buri here"
     finally:
         eng.close()
+
+
+# --------------------------------------------------------------------------- scoped reads
+
+
+@pytest.fixture
+def two_provinces(guarded: Engine) -> tuple[Engine, int, int]:
+    """One instance in Lop Buri and one in Buri Ram; 'lopburi' reads Lop Buri, 'audit16'
+    audits it, 'both' reads the leader program everywhere."""
+    guarded.grant("boss", "provincial_officer")
+    a = start(guarded, "boss")
+    b = start(guarded, "boss", area=BURIRAM_TAMBON)
+    guarded.fire(a, "kickoff", actor="boss", role="provincial_officer", evidence=KICKOFF)
+    guarded.grant("lopburi", "coordinator", area="1601")
+    guarded.grant("audit16", "auditor", area="16")
+    guarded.grant("both", "inspector", program="leader-development")
+    return guarded, a, b
+
+
+def test_a_viewer_lists_and_counts_only_what_its_grants_cover(
+        two_provinces: tuple[Engine, int, int]) -> None:
+    """list, report and audit_log with a viewer keep the instances its grants (any role,
+    auditor included) cover; without one, everything."""
+    eng, a, b = two_provinces
+    for viewer in ("lopburi", "audit16"):
+        assert [i.id for i in eng.list(viewer=viewer)] == [a]
+        assert {r.province.code for r in eng.report(viewer=viewer).rows} == {"16"}
+        assert {e.instance for e in eng.audit_log(viewer=viewer) if e.instance} == {a}
+    assert [i.id for i in eng.list(viewer="both")] == [a, b]
+    assert [i.id for i in eng.list(viewer="nobody")] == []
+    assert eng.report(viewer="nobody").rows == ()
+    assert [i.id for i in eng.list()] == [a, b]
+
+
+def test_reading_an_instance_outside_the_grants_is_refused_and_recorded(
+        two_provinces: tuple[Engine, int, int]) -> None:
+    """get, history and diagram of an instance no grant of the viewer covers are
+    PermissionDenied, each recorded as a denial; a covered one reads as without a viewer."""
+    eng, a, b = two_provinces
+    assert eng.get(a, viewer="lopburi") == eng.get(a)
+    assert eng.history(a, viewer="audit16") == eng.history(a)
+    before = len(eng.denials())
+    for read in (lambda: eng.get(b, viewer="lopburi"),
+                 lambda: eng.history(b, viewer="lopburi"),
+                 lambda: eng.diagram("leader-development", instance=b, viewer="lopburi")):
+        with pytest.raises(PermissionDenied):
+            read()
+    refused = eng.denials()[before:]
+    assert [(d.actor, d.action, d.instance) for d in refused] == [
+        ("lopburi", "read", b), ("lopburi", "history", b), ("lopburi", "diagram", b)]
+    assert eng.verify().ok
+
+
+def test_pages_of_a_scoped_list_follow_the_cursor(guarded: Engine) -> None:
+    """limit and after page through a viewer's instances in id order, none twice or lost."""
+    guarded.grant("boss", "provincial_officer")
+    guarded.grant("reader", "auditor", area="16")
+    tambons = ["160101", "160102", "160103", "160104", "160105"]
+    ids = [start(guarded, "boss", area=t) for t in tambons]
+    start(guarded, "boss", area=BURIRAM_TAMBON)
+    seen: list[int] = []
+    after = None
+    while True:
+        page = guarded.list(viewer="reader", limit=2, after=after)
+        if not page:
+            break
+        seen += [i.id for i in page]
+        after = page[-1].id
+    assert seen == ids
+    with pytest.raises(UsageError):
+        guarded.list(after=-1)
+
+
+def test_a_viewer_sees_the_denials_of_its_own_areas(
+        two_provinces: tuple[Engine, int, int]) -> None:
+    """denials(viewer=) keeps refusals about areas and programs the viewer's grants cover."""
+    eng, a, b = two_provinces
+    for instance in (a, b):
+        with pytest.raises(PermissionDenied):
+            eng.fire(instance, "workshop", actor="mallory", role="coordinator",
+                     evidence={"date": "2564-03-01", "venue": "v", "participants": 3})
+    assert [d.instance for d in eng.denials(viewer="audit16")] == [a]
+    assert [d.instance for d in eng.denials()][-2:] == [a, b]

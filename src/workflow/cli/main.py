@@ -32,6 +32,7 @@ from workflow.cli.instances import bulk_start, fire, history, list_, show, start
 from workflow.cli.programs import programs
 from workflow.cli.report import report
 from workflow.cli.schema import init
+from workflow.cli.service import COMMANDS as SERVICE_COMMANDS
 
 EXIT_INTERNAL = 70
 
@@ -108,6 +109,7 @@ for command in (
     report,
     actors,
     audit,
+    *SERVICE_COMMANDS,
 ):
     cli.add_command(command)
 
@@ -259,13 +261,6 @@ def _handle(e: BaseException, show_traceback: bool, args: Sequence[str]) -> NoRe
             EXIT_INTERNAL,
             "InternalError",
         )
-
-
-# --------------------------------------------------------------------------- service (issue 11)
-from workflow.cli.service import COMMANDS as _SERVICE_COMMANDS  # noqa: E402
-
-for _command in _SERVICE_COMMANDS:
-    cli.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,8 @@
 """``workflow programs``: list, show, validate and draw program definitions.
 
 The catalog (workflow.programs.registry), the JSON (``Program.to_dict``, ``Validation.to_dict``)
-and the drawings with an instance's marks (workflow.programs.diagram) are the library's; these
-commands parse, call it and print. ``diagram --instance`` makes three Engine reads (the
-instance's program version, the instance, its history) before ``diagram.marks``: the Engine
-has no single read of all three yet.
+and the drawings (workflow.programs.diagram; with an instance's marks, ``Engine.diagram``, one
+read) are the library's; these commands parse, call it and print.
 """
 
 from __future__ import annotations
@@ -138,13 +136,7 @@ def programs_diagram(
     from workflow.programs import diagram
 
     if instance_id is None:
+        # No database needed to draw a program.
         say(diagram.draw(c.registry().get(program), fmt, lang))
         return
-    # The Engine has no single read of "an instance with its program and history" yet: three
-    # reads, then the library's marks (the web pages draw an instance the same way).
-    engine = c.engine()
-    p = engine.definition_of(instance_id)
-    if p.id != program:
-        raise click.UsageError(f"instance {instance_id} runs {p.id}, not {program}")
-    marks = diagram.marks(p, engine.get(instance_id).active, engine.history(instance_id))
-    say(diagram.draw(p, fmt, lang, marks))
+    say(c.engine().diagram(program, fmt=fmt, lang=lang, instance=instance_id))

@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from workflow.cli.main import Context, emit_json, json_option, say, table
+from workflow.cli.context import Context, json_option
+from workflow.cli.render import emit_json, say, table
 
 pass_ctx = click.make_pass_decorator(Context)
 

@@ -14,7 +14,7 @@ import builtins
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from workflow.access.policy import Denial, Grant, Policy, StoredGrants
 from workflow.audit import verify as _verify
@@ -24,12 +24,15 @@ from workflow.engine.compiled import Programs
 from workflow.engine.queries import Queries
 from workflow.engine.requests import FireRequest, StartRequest
 from workflow.engine.unit_of_work import Writer
-from workflow.errors import UsageError
+from workflow.errors import PermissionDenied, UsageError
 from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import Event, FireResult, Instance, Report, VerifyResult
 from workflow.runtime.machine import GuardFunction
 from workflow.storage.store import Store, Timeouts, os_user
+
+if TYPE_CHECKING:
+    from workflow.accounts import Accounts
 
 DEFAULT_URL = "sqlite:///workflow.db"
 
@@ -69,7 +72,9 @@ class Engine:
         compiled = Programs(self.store, self.registry)
         writer = Writer(self.store, self.policy, os_user())
         self._commands = Commands(writer, compiled, self.registry, self.policy, self.guards)
-        self._queries = Queries(self.store, compiled, self.registry, self.policy)
+        self._writer = writer
+        self._queries = Queries(self.store, compiled, self.registry, self.policy, writer.deny)
+        self._accounts: Accounts | None = None
 
     def close(self) -> None:
         self.store.dispose()
@@ -95,6 +100,19 @@ class Engine:
     def definition_of(self, instance_id: int) -> Program:
         """The exact program version an instance runs on (as stored when it started)."""
         return self._queries.definition_of(instance_id)
+
+    def diagram(
+        self,
+        program: str,
+        *,
+        fmt: str = "mermaid",
+        lang: str = "en",
+        instance: int | None = None,
+        viewer: str | None = None,
+    ) -> str:
+        """``program`` drawn as Mermaid or DOT text; with ``instance``, the version it runs
+        on, its current states and the path it took marked (``viewer`` as for :meth:`get`)."""
+        return self._queries.diagram(program, fmt, lang, instance, viewer)
 
     # ------------------------------------------------------------------ changes
 
@@ -207,19 +225,43 @@ class Engine:
         GrantNotFound, as if they had run one after the other."""
         return self._commands.revoke(actor, role, area, program, by)
 
+    def deny(
+        self,
+        actor: str,
+        role: str,
+        action: str,
+        reason: str,
+        *,
+        program: str | None = None,
+        instance: int | None = None,
+        area: str | None = None,
+    ) -> NoReturn:
+        """Refuse ``action`` to ``actor`` for want of a permission the caller decides on
+        (the service: an admin-only or auditor-only request): record it as a denial, chained
+        like every other, and raise ``PermissionDenied``."""
+        self._writer.deny(
+            actor, role, action, program, instance, area,
+            PermissionDenied(actor, role, action, reason),
+        )
+
     def grants(self, actor: str | None = None) -> builtins.list[Grant]:
         """The grants in force (of one actor, or everyone's)."""
         return self._queries.grants(actor)
 
-    def denials(self, limit: int | None = None) -> builtins.list[Denial]:
-        """Refused attempts for want of a permission, oldest first."""
-        return self._queries.denials(limit)
+    def denials(
+        self, limit: int | None = None, *, viewer: str | None = None
+    ) -> builtins.list[Denial]:
+        """Refused attempts for want of a permission, oldest first; with a ``viewer``, those
+        about areas and programs the viewer's grants cover."""
+        return self._queries.denials(limit, viewer)
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, instance_id: int) -> Instance:
-        """The instance as it is now, with the triggers available from its state."""
-        return self._queries.get(instance_id)
+    def get(self, instance_id: int, *, viewer: str | None = None) -> Instance:
+        """The instance as it is now, with the triggers available from its state. With a
+        ``viewer`` (an actor), refused and recorded as a denial unless one of the viewer's
+        grants, of any role, covers the instance's area and program."""
+        return self._queries.get(instance_id, viewer)
 
     def available_triggers(
         self, instance_id: int, role: str | None = None, actor: str | None = None
@@ -237,15 +279,26 @@ class Engine:
         area: str | None = None,
         fiscal_year: int | str | None = None,
         limit: int | None = None,
+        viewer: str | None = None,
+        after: int | None = None,
     ) -> builtins.list[Instance]:
-        """Instances, oldest first; ``area`` matches the area and everything inside it."""
+        """Instances, oldest first; ``area`` matches the area and everything inside it. With
+        a ``viewer``, only the instances its grants cover; ``after`` (an instance id, the last
+        of the previous page) and ``limit`` page through them."""
         return self._queries.list_instances(
-            program=program, state=state, area=area, fiscal_year=fiscal_year, limit=limit
+            program=program,
+            state=state,
+            area=area,
+            fiscal_year=fiscal_year,
+            limit=limit,
+            viewer=viewer,
+            after=after,
         )
 
-    def history(self, instance_id: int) -> builtins.list[Event]:
-        """The instance's events, oldest first (the first is ``start``)."""
-        return self._queries.history(instance_id)
+    def history(self, instance_id: int, *, viewer: str | None = None) -> builtins.list[Event]:
+        """The instance's events, oldest first (the first is ``start``); ``viewer`` as for
+        :meth:`get`."""
+        return self._queries.history(instance_id, viewer)
 
     def audit_log(
         self,
@@ -259,6 +312,7 @@ class Engine:
         limit: int | None = None,
         date_from: str | dt.date | None = None,
         date_to: str | dt.date | None = None,
+        viewer: str | None = None,
     ) -> builtins.list[Event]:
         """Events across instances, ordered by recording time.
 
@@ -266,7 +320,8 @@ class Engine:
         ``until`` inclusive) or ISO timestamps. ``date_from``/``date_to`` filter on the
         evidence ``date``, the day the activity *happened* (CE or BE, both inclusive); events
         without an evidence date (starts, grants) are then left out. The two differ whenever
-        a stage is recorded after the fact, which is the rule rather than the exception."""
+        a stage is recorded after the fact, which is the rule rather than the exception.
+        With a ``viewer``, only events of instances (and grants of areas) its grants cover."""
         return self._queries.audit_log(
             actor=actor,
             program=program,
@@ -277,13 +332,33 @@ class Engine:
             limit=limit,
             date_from=date_from,
             date_to=date_to,
+            viewer=viewer,
         )
 
-    def report(self, *, program: str | None = None, fiscal_year: int | str | None = None) -> Report:
+    def report(
+        self,
+        *,
+        program: str | None = None,
+        fiscal_year: int | str | None = None,
+        viewer: str | None = None,
+    ) -> Report:
         """Instances per program, province and top-level state; for programs with parallel
         states, how many instances have finished each region (by each instance's own
-        program version)."""
-        return self._queries.report(program=program, fiscal_year=fiscal_year)
+        program version). With a ``viewer``, of the instances its grants cover."""
+        return self._queries.report(program=program, fiscal_year=fiscal_year, viewer=viewer)
+
+    # ------------------------------------------------------------------ accounts
+
+    @property
+    def accounts(self) -> Accounts:
+        """The accounts of the service on this database (people and services that log in;
+        an account's name is the actor its grants apply to): ``workflow.accounts.Accounts``,
+        its login throttle from the environment (``WORKFLOW_LOGIN_WINDOW``)."""
+        if self._accounts is None:
+            from workflow.accounts import Accounts, Throttle
+
+            self._accounts = Accounts(self.store, throttle=Throttle.from_env())
+        return self._accounts
 
     # ------------------------------------------------------------------ audit
 

@@ -11,34 +11,99 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from workflow import areas as _areas
 from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Denial, Grant, Policy
 from workflow.engine import requests as _req
 from workflow.engine.compiled import Programs, config_tuple, event_of
-from workflow.errors import InstanceNotFound, StateNotFound, UnknownRole
+from workflow.errors import (
+    InstanceNotFound,
+    PermissionDenied,
+    StateNotFound,
+    UnknownRole,
+    UsageError,
+)
+from workflow.programs import diagram as _diagram
 from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import Event, Instance, Report, ReportRow
 from workflow.runtime import text as _rules
 from workflow.runtime.evidence import check_fiscal_year
-from workflow.storage.store import Store
+from workflow.storage.store import InstanceRow, Scope, Store
+
+T = TypeVar("T")
+
+
+#: The role a refused read is recorded under: reads are allowed by a grant of any role.
+READ_ROLE = "any"
 
 
 class Queries:
-    """The engine's reads over one store, registry and policy."""
+    """The engine's reads over one store, registry and policy.
+
+    A read given a ``viewer`` (an actor name: the service's authenticated account) is limited
+    to what that actor's grants cover, whatever their role (auditor included): an area and
+    everything inside it, and a program or all of them. Lists and reports leave the rest out;
+    asking for one instance outside it is refused (``PermissionDenied``) and recorded as a
+    denial, like a refused change. Without a viewer (the command line, embedding code that
+    is its own authority) everything is read.
+    """
 
     def __init__(
-        self, store: Store, programs: Programs, registry: Registry, policy: Policy
+        self,
+        store: Store,
+        programs: Programs,
+        registry: Registry,
+        policy: Policy,
+        deny: Callable[..., NoReturn],
     ) -> None:
         self.store = store
         self.programs = programs
         self.registry = registry
         self.policy = policy
+        self.deny = deny
+
+    def scopes(self, conn: Any, viewer: str | None) -> list[Scope] | None:
+        """What ``viewer`` may read, as (area prefix, program) pairs; None: everything."""
+        if viewer is None:
+            return None
+        return [(g.area_code, g.program) for g in self.store.grants_for(conn, viewer)]
+
+    def _row_for(self, conn: Any, instance_id: int, viewer: str | None) -> InstanceRow:
+        """The instance row, or InstanceNotFound; a row outside the viewer's scopes is
+        handed to :meth:`_refuse_read` (outside this transaction) through ``_Unreadable``."""
+        row = self.store.get_instance(conn, instance_id)
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        scopes = self.scopes(conn, viewer)
+        if scopes is not None and not covers(scopes, row.area_code, row.program):
+            raise _Unreadable(row)
+        return row
+
+    def _read(self, work: Callable[[Any], T], viewer: str | None, action: str) -> T:
+        """Run a read of one instance; refuse (and record) it when the viewer may not."""
+        try:
+            return self.store.run(work)
+        except _Unreadable as e:
+            row = e.row
+            self.deny(
+                viewer,
+                READ_ROLE,
+                action,
+                row.program,
+                row.id,
+                row.area_code,
+                PermissionDenied(
+                    str(viewer),
+                    READ_ROLE,
+                    action,
+                    f"holds no grant covering area {row.area_code}, program {row.program}",
+                ),
+            )
 
     def definition_of(self, instance_id: int) -> Program:
         """The exact program version an instance runs on (as stored when it started)."""
@@ -51,16 +116,40 @@ class Queries:
 
         return self.store.run(work)
 
-    def get(self, instance_id: int) -> Instance:
+    def diagram(
+        self, program: str, fmt: str, lang: str, instance: int | None, viewer: str | None
+    ) -> str:
+        """A program drawn, optionally with one instance's marks (read in one transaction)."""
+        if fmt not in _diagram.FORMATS:
+            raise UsageError(
+                f"unknown diagram format {fmt!r}; expected one of {', '.join(_diagram.FORMATS)}"
+            )
+        if instance is None:
+            return _diagram.draw(self.registry.get(program), fmt, lang)
+        number = _req.instance_id(instance)
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
+
+        def work(conn: Any) -> str:
+            row = self._row_for(conn, number, viewer)
+            definition = self.programs.loaded(conn, row.definition_id).program
+            if definition.id != program:
+                raise UsageError(f"instance {number} runs {definition.id}, not {program}")
+            events = [event_of(r) for r in self.store.events_of(conn, number)]
+            marks = _diagram.marks(definition, config_tuple(row.active), events)
+            return _diagram.draw(definition, fmt, lang, marks)
+
+        return self._read(work, viewer, "diagram")
+
+    def get(self, instance_id: int, viewer: str | None = None) -> Instance:
         """The instance as it is now, with the triggers available from its state."""
+        number = _req.instance_id(instance_id)
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
 
         def work(conn: Any) -> Instance:
-            row = self.store.get_instance(conn, _req.instance_id(instance_id))
-            if row is None:
-                raise InstanceNotFound(instance_id)
+            row = self._row_for(conn, number, viewer)
             return self.programs.instance(conn, row, lambda: self.store.triggers_of(conn, row.id))
 
-        return self.store.run(work)
+        return self._read(work, viewer, "read")
 
     def available_triggers(
         self, instance_id: int, role: str | None = None, actor: str | None = None
@@ -106,8 +195,14 @@ class Queries:
         area: str | None = None,
         fiscal_year: int | str | None = None,
         limit: int | None = None,
+        viewer: str | None = None,
+        after: int | None = None,
     ) -> list[Instance]:
-        """Instances, oldest first; ``area`` matches the area and everything inside it."""
+        """Instances, oldest first; ``area`` matches the area and everything inside it;
+        ``after`` an instance id (the last of the previous page)."""
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
+        if after is not None:
+            after = _req.cursor(after)
         code = _areas.resolve(area).code if area else None
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
         program = _rules.optional_identifier(program, "program")
@@ -125,7 +220,14 @@ class Queries:
 
         def work(conn: Any) -> list[Instance]:
             rows = self.store.list_instances(
-                conn, program=program, state=state, area=code, fiscal_year=year, limit=limit
+                conn,
+                program=program,
+                state=state,
+                area=code,
+                fiscal_year=year,
+                limit=limit,
+                scopes=self.scopes(conn, viewer),
+                after=after,
             )
             return [
                 self.programs.instance(conn, r, partial(self.store.triggers_of, conn, r.id))
@@ -134,16 +236,20 @@ class Queries:
 
         return self.store.run(work)
 
-    def history(self, instance_id: int) -> list[Event]:
+    def history(self, instance_id: int, viewer: str | None = None) -> list[Event]:
         """The instance's events, oldest first (the first is ``start``)."""
+        number = _req.instance_id(instance_id)
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
 
         def work(conn: Any) -> list[Event]:
-            rows = self.store.events_of(conn, _req.instance_id(instance_id))
-            if not rows and self.store.get_instance(conn, _req.instance_id(instance_id)) is None:
+            if viewer is not None:
+                self._row_for(conn, number, viewer)
+            rows = self.store.events_of(conn, number)
+            if not rows and self.store.get_instance(conn, number) is None:
                 raise InstanceNotFound(instance_id)
             return [event_of(r) for r in rows]
 
-        return self.store.run(work)
+        return self._read(work, viewer, "history")
 
     def audit_log(
         self,
@@ -157,6 +263,7 @@ class Queries:
         limit: int | None = None,
         date_from: str | dt.date | None = None,
         date_to: str | dt.date | None = None,
+        viewer: str | None = None,
     ) -> list[Event]:
         """Events across instances, ordered by recording time.
 
@@ -175,6 +282,7 @@ class Queries:
         program = _rules.optional_identifier(program, "program")
         instance = _req.instance_id(instance) if instance is not None else None
         limit = _req.limit(limit)
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
 
         def on_day(e: Event) -> bool:
             day = e.evidence.get("date") if isinstance(e.evidence, Mapping) else None
@@ -185,10 +293,12 @@ class Queries:
             )
 
         def work(conn: Any) -> list[Event]:
+            scopes = self.scopes(conn, viewer)
             events = [
                 event_of(row, program=p, area=a)
                 for row, p, a in self.store.audit_log(
                     conn,
+                    scopes=scopes,
                     actor=actor,
                     program=program,
                     area=code,
@@ -211,6 +321,7 @@ class Queries:
                     and (actor is None or actor in (e.actor, e.evidence.get("actor")))
                     and (program is None or e.evidence.get("program") in (None, program))
                     and _grants.overlaps(code, e.area)
+                    and (scopes is None or _grant_event_seen(scopes, e))
                 ]
                 events = list(heapq.merge(events, rules, key=lambda e: e.at))
                 if limit:
@@ -219,10 +330,17 @@ class Queries:
 
         return self.store.run(work)
 
-    def report(self, *, program: str | None = None, fiscal_year: int | str | None = None) -> Report:
+    def report(
+        self,
+        *,
+        program: str | None = None,
+        fiscal_year: int | str | None = None,
+        viewer: str | None = None,
+    ) -> Report:
         """Instances per program, province and top-level state; for programs with parallel
         states, how many instances have finished each region."""
         year = check_fiscal_year(fiscal_year) if fiscal_year is not None else None
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
 
         def work(conn: Any) -> list[tuple[str, str, str, str, Program, int]]:
             return [
@@ -235,7 +353,7 @@ class Queries:
                     n,
                 )
                 for prog, province, state, active, definition_id, n in self.store.report(
-                    conn, program=program, fiscal_year=year
+                    conn, program=program, fiscal_year=year, scopes=self.scopes(conn, viewer)
                 )
             ]
 
@@ -268,10 +386,49 @@ class Queries:
         )
         return [_grants.grant_of(r) for r in rows]
 
-    def denials(self, limit: int | None = None) -> list[Denial]:
-        """Refused attempts for want of a permission, oldest first."""
-        rows = self.store.run(lambda conn: self.store.denials(conn, limit))
-        return [_grants.denial_of(r) for r in rows]
+    def denials(self, limit: int | None = None, viewer: str | None = None) -> list[Denial]:
+        """Refused attempts for want of a permission, oldest first; with a ``viewer``, those
+        about an area and program its grants cover."""
+        viewer = _rules.name(viewer, "viewer") if viewer is not None else None
+
+        def work(conn: Any) -> list[Any]:
+            rows = self.store.denials(conn, None if viewer else limit)
+            scopes = self.scopes(conn, viewer)
+            if scopes is not None:
+                rows = [
+                    r for r in rows
+                    if r.area_code and covers(scopes, r.area_code, r.program or "")
+                ][:limit]
+            return rows
+
+        return [_grants.denial_of(r) for r in self.store.run(work)]
+
+
+class _Unreadable(Exception):
+    """Raised inside a read transaction for an instance its viewer may not read (the denial
+    is recorded after that transaction, in one of its own)."""
+
+    def __init__(self, row: InstanceRow) -> None:
+        super().__init__(row.id)
+        self.row = row
+
+
+def covers(scopes: Sequence[Scope], area_code: str, program: str) -> bool:
+    """Whether some (area prefix, program) scope covers an instance ('' = all)."""
+    return any(
+        (not area or area_code.startswith(area)) and (not prog or prog == program)
+        for area, prog in scopes
+    )
+
+
+def _grant_event_seen(scopes: Sequence[Scope], event: Event) -> bool:
+    """A grant or revocation is in a viewer's audit log when its area overlaps a scope of
+    the viewer's and its program is one the scope covers (or it names none)."""
+    program = event.evidence.get("program")
+    return any(
+        _grants.overlaps(area or None, event.area) and (not prog or program in (None, prog))
+        for area, prog in scopes
+    )
 
 
 @lru_cache(maxsize=1024)

@@ -160,6 +160,17 @@ def auth(value: str | None) -> str | None:
     return _rules.identifier(value, "auth", _rules.AUTH_MAX)
 
 
+def cursor(value: object) -> int:
+    """A page cursor: the id of the last item of the previous page, a whole number >= 0."""
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise UsageError(f"a cursor is a whole number, not {value!r}") from None
+    if isinstance(value, bool) or not 0 <= number <= MAX_ID:
+        raise UsageError(f"a cursor is a whole number from 0 to {MAX_ID}, not {value!r}")
+    return number
+
+
 def limit(value: int | None) -> int | None:
     """A result limit: at least 1, at most what an id column can count."""
     if value is None:

@@ -160,6 +160,7 @@ __all__ = [
     "InstanceRow",
     "InstanceTable",
     "KeyRow",
+    "Scope",
     "Store",
     "Timeouts",
     "chunks",
@@ -177,6 +178,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: What a reader's grant covers: (area code prefix, program); '' is every area / program.
+Scope = tuple[str, str]
 
 #: What a call waits for when no statement said more precisely (``conn.info`` key).
 WAIT_KEY = "workflow_waiting_for"
@@ -817,8 +821,16 @@ class Store(_AccessQueries):
         area: str | None = None,
         fiscal_year: int | None = None,
         limit: int | None = None,
+        scopes: Sequence[Scope] | None = None,
+        after: int | None = None,
     ) -> list[InstanceRow]:
+        """Instances in id order; ``scopes`` (when given) keeps those some scope covers,
+        ``after`` those with a greater id (a page's cursor)."""
         stmt = sa.select(*INSTANCE_COLUMNS).order_by(instances_t.c.id)
+        if scopes is not None:
+            stmt = stmt.where(self._covered(scopes))
+        if after is not None:
+            stmt = stmt.where(instances_t.c.id > after)
         if program:
             stmt = stmt.where(instances_t.c.program == program)
         if state:
@@ -830,6 +842,22 @@ class Store(_AccessQueries):
         if limit:
             stmt = stmt.limit(limit)
         return [InstanceRow(*r) for r in conn.execute(stmt)]
+
+    @classmethod
+    def _covered(cls, scopes: Sequence[Scope]) -> Any:
+        """Instances some (area, program) scope covers ('' = every area / every program)."""
+        c = instances_t.c
+        terms = []
+        for area, program in dict.fromkeys(scopes):
+            parts = []
+            if area:
+                parts.append(cls._within(c.area_code, area))
+            if program:
+                parts.append(c.program == program)
+            if not parts:
+                return sa.true()
+            terms.append(sa.and_(*parts))
+        return sa.or_(*terms) if terms else sa.false()
 
     @staticmethod
     def _within(column: Any, area: str) -> Any:
@@ -853,12 +881,15 @@ class Store(_AccessQueries):
         until: str | None = None,
         instance: int | None = None,
         limit: int | None = None,
+        scopes: Sequence[Scope] | None = None,
     ) -> Iterator[tuple[EventRow, str, str]]:
         stmt = (
             sa.select(*EVENT_COLUMNS, instances_t.c.program, instances_t.c.area_code)
             .join(instances_t, instances_t.c.id == events_t.c.instance_id)
             .order_by(events_t.c.at, events_t.c.id)
         )
+        if scopes is not None:
+            stmt = stmt.where(self._covered(scopes))
         if actor:
             stmt = stmt.where(events_t.c.actor == actor)
         if program:
@@ -878,10 +909,16 @@ class Store(_AccessQueries):
             yield EventRow(*r[:n]), r[n], r[n + 1]
 
     def report(
-        self, conn: Connection, *, program: str | None = None, fiscal_year: int | None = None
+        self,
+        conn: Connection,
+        *,
+        program: str | None = None,
+        fiscal_year: int | None = None,
+        scopes: Sequence[Scope] | None = None,
     ) -> list[tuple[str, str, str, str, int, int]]:
         """(program, province, state, active, definition id, count) groups: the definition
-        says which regions of ``active`` are finished, in the version each instance runs."""
+        says which regions of ``active`` are finished, in the version each instance runs;
+        with ``scopes``, of the instances they cover only."""
         c = instances_t.c
         stmt = (
             sa.select(
@@ -894,6 +931,8 @@ class Store(_AccessQueries):
             stmt = stmt.where(c.program == program)
         if fiscal_year:
             stmt = stmt.where(c.fiscal_year == fiscal_year)
+        if scopes is not None:
+            stmt = stmt.where(self._covered(scopes))
         return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in conn.execute(stmt)]
 
     # -- streaming for verify and digest
