@@ -880,3 +880,17 @@ def test_wf1_events_of_a_0006_database_verify_after_init(backend: str) -> None:
                auth="token:1")
         result = e.verify()
         assert result.ok and result.events_checked == 3
+
+
+def test_account_made_admin_by_sql_is_caught_by_verify_and_digest(world: World) -> None:
+    """`audit verify` holds the accounts to their chain: an account made admin by SQL is a
+    problem; a digest also pins the account chain's head."""
+    d = world.engine.digest()
+    assert d.accounts is not None and d.accounts[0] == 1
+    world.sql("UPDATE workflow_accounts SET admin = :t WHERE name = 'udomrat'", t=True)
+    reasons = [r for _, _, r in problems(world.engine.verify())]
+    assert any("admin or disabled flag" in r for r in reasons)
+    world.sql("UPDATE workflow_accounts SET admin = :f WHERE name = 'udomrat'", f=False)
+    drop_triggers(world.db)
+    world.sql("DELETE FROM workflow_account_events")
+    assert world.engine.verify(d.to_dict()).problems

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -90,6 +91,13 @@ class Block:
         return f"{self.file.relative_to(ROOT)}:{self.line}"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def blocks(path: Path) -> list[Block]:
     """Every fenced block of ``path``; a block right after a skip marker carries its reason."""
     text = path.read_text(encoding="utf-8")
@@ -149,6 +157,9 @@ def test_code_blocks_run_as_written(document: Path, backend: str, tmp_path: Path
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["WORKFLOW_DB"] = backend if backend.startswith("postgresql") else "sqlite:///workflow.db"
     env["PYTHONIOENCODING"] = "utf-8"
+    # A block that serves (`workflow serve --port "${PORT:-8000}"`) gets a free port, so that
+    # runs on several workers never collide.
+    env["PORT"] = str(free_port())
     p = subprocess.run(["bash", "-c", script(document)], cwd=work, env=env, text=True,
                        encoding="utf-8", capture_output=True, timeout=600, check=False)
     where = [line for line in p.stderr.splitlines() if line.startswith("docs-test: ")]
