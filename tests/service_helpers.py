@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from helpers import KICKOFF, LOPBURI, OFFICER
 from workflow import Engine
-from workflow.service.app import create_app
 from workflow.accounts import Accounts
+from workflow.service.app import create_app
 
 PASSWORD = "correct horse battery"
 API = "/api/v1"

@@ -133,6 +133,10 @@ JSON_FAILURES: dict[str, tuple[list[str], int, str]] = {
     "audit log": (["audit", "log", "--since", "yesterday"], 2, "UsageError"),
     "audit verify": (["audit", "verify", "--digest", "/nonexistent.json"], 2, "UsageError"),
     "audit denials": (["audit", "denials", "--limit", "0"], 2, "UsageError"),
+    "users list": (["users", "list", "--bogus"], 2, "UsageError"),
+    "tokens create": (["tokens", "create", "nosuch"], 3, "AccountNotFound"),
+    "tokens list": (["tokens", "list", "a\x01b"], 2, "UsageError"),
+    "backup": (["backup", "/"], 2, "UsageError"),
 }
 
 

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workflow.access.policy import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
+    from workflow.accounts import Account, Accounts, Principal, Token
     from workflow.areas import Area
     from workflow.audit.chain import Digest
     from workflow.engine.facade import Engine
     from workflow.engine.requests import FireRequest, StartRequest
     from workflow.errors import (
+        AccountExists,
+        AccountNotFound,
         AreaNotFound,
         ClockWentBack,
         Conflict,
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
         IdempotencyConflict,
         InstanceNotFound,
         KeyRecordMismatch,
+        NotAuthenticated,
         NotFound,
         PermissionDenied,
         Problem,
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
         SchemaOutOfDate,
         StateNotFound,
         StorageError,
+        Throttled,
+        TokenNotFound,
         TriggerNotAllowed,
         UnknownRole,
         UsageError,
@@ -61,6 +67,10 @@ if TYPE_CHECKING:
 
 _LAZY: dict[str, str] = {
     "AccessRequest": "workflow.access.policy",
+    "Account": "workflow.accounts",
+    "AccountExists": "workflow.errors",
+    "AccountNotFound": "workflow.errors",
+    "Accounts": "workflow.accounts",
     "AllowAll": "workflow.access.policy",
     "Area": "workflow.areas",
     "AreaNotFound": "workflow.errors",
@@ -85,14 +95,16 @@ _LAZY: dict[str, str] = {
     "Instance": "workflow.records",
     "InstanceNotFound": "workflow.errors",
     "KeyRecordMismatch": "workflow.errors",
+    "NonBundled": "workflow.records",
+    "NotAuthenticated": "workflow.errors",
     "NotFound": "workflow.errors",
     "PermissionDenied": "workflow.errors",
     "Policy": "workflow.access.policy",
+    "Principal": "workflow.accounts",
     "Problem": "workflow.errors",
     "Program": "workflow.programs.model",
     "ProgramNotFound": "workflow.errors",
     "Refused": "workflow.errors",
-    "NonBundled": "workflow.records",
     "Report": "workflow.records",
     "ReportRow": "workflow.records",
     "RoleNotAllowed": "workflow.errors",
@@ -101,6 +113,9 @@ _LAZY: dict[str, str] = {
     "StateNotFound": "workflow.errors",
     "StorageError": "workflow.errors",
     "StoredGrants": "workflow.access.policy",
+    "Throttled": "workflow.errors",
+    "Token": "workflow.accounts",
+    "TokenNotFound": "workflow.errors",
     "TriggerNotAllowed": "workflow.errors",
     "UnknownRole": "workflow.errors",
     "UsageError": "workflow.errors",
@@ -128,6 +143,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessRequest",
+    "Account",
+    "AccountExists",
+    "AccountNotFound",
+    "Accounts",
     "AllowAll",
     "Area",
     "AreaNotFound",
@@ -153,9 +172,11 @@ __all__ = [
     "InstanceNotFound",
     "KeyRecordMismatch",
     "NonBundled",
+    "NotAuthenticated",
     "NotFound",
     "PermissionDenied",
     "Policy",
+    "Principal",
     "Problem",
     "Program",
     "ProgramNotFound",
@@ -168,6 +189,9 @@ __all__ = [
     "StateNotFound",
     "StorageError",
     "StoredGrants",
+    "Throttled",
+    "Token",
+    "TokenNotFound",
     "TriggerNotAllowed",
     "UnknownRole",
     "UsageError",
