@@ -1,0 +1,104 @@
+""""My work": the instances where an actor can fire something now, and what.
+
+The web's home page asks this of the library, as ``workflow show --actor`` asks
+``Engine.available_triggers(id, actor=...)`` of one instance; both give the same triggers.
+``my_work`` does it for every instance the actor's grants cover with one list read (the
+instances come back with the triggers their state and history allow) plus one read of the
+actor's grants, then keeps, per instance, the triggers some role of a grant covering that
+instance may fire (by the engine's policy, as a change would be checked). Nothing is read per
+instance unless a stored program version is no longer among the definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from workflow.access.policy import AUDITOR, AccessRequest, Grant
+from workflow.engine.facade import Engine
+from workflow.errors import ProgramNotFound
+from workflow.programs.model import Program, Transition
+from workflow.records import Instance
+
+__all__ = ["WorkItem", "my_work"]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """An instance and the triggers ``actor`` may fire on it now, with the roles that may."""
+
+    instance: Instance
+    triggers: tuple[str, ...]
+    roles: dict[str, tuple[str, ...]]  # trigger -> the actor's roles that may fire it
+
+
+def _applies(t: Transition, config: Sequence[str]) -> bool:
+    """Whether a transition leaves from the configuration (a leaf or one of its ancestors)."""
+    for source in t.sources:
+        if source == "*":
+            return True
+        if any(leaf == source or leaf.startswith(source + ".") for leaf in config):
+            return True
+    return False
+
+
+def roles_for(
+    engine: Engine, program: Program, inst: Instance, actor: str, grants: Sequence[Grant]
+) -> dict[str, tuple[str, ...]]:
+    """Per available trigger of ``inst``, the roles of ``actor`` (by ``grants``) that may fire
+    it; triggers no role of theirs may fire are left out."""
+    roles = list(dict.fromkeys(g.role for g in grants if g.role != AUDITOR))
+    permitted = [
+        r for r in roles
+        if engine.policy.check(
+            AccessRequest(actor, r, "*", inst.program, inst.area.code, inst.id), grants
+        ) is None
+    ]
+    out: dict[str, tuple[str, ...]] = {}
+    if not permitted:
+        return out
+    for trigger in inst.available_triggers:
+        allowed: set[str] = set()
+        for t in program.transitions_for(trigger):
+            if _applies(t, inst.active):
+                allowed.update(t.roles)
+        mine = tuple(r for r in permitted if r in allowed)
+        if mine:
+            out[trigger] = mine
+    return out
+
+
+def my_work(
+    engine: Engine,
+    actor: str,
+    *,
+    program: str | None = None,
+    state: str | None = None,
+    area: str | None = None,
+    fiscal_year: int | str | None = None,
+) -> list[WorkItem]:
+    """The instances ``actor``'s grants cover (filtered as :meth:`Engine.list` filters) on
+    which ``actor`` may fire at least one trigger now, oldest first."""
+    grants = engine.grants(actor)
+    if not any(g.role != AUDITOR for g in grants):
+        return []
+    instances = engine.list(
+        program=program, state=state, area=area, fiscal_year=fiscal_year, viewer=actor
+    )
+    definitions: dict[tuple[str, int], Program] = {}
+    out: list[WorkItem] = []
+    for inst in instances:
+        if not inst.available_triggers:
+            continue
+        key = (inst.program, inst.program_version)
+        definition = definitions.get(key)
+        if definition is None:
+            try:
+                definition = engine.program(*key)
+            except ProgramNotFound:  # a stored version no longer among the files
+                definition = engine.definition_of(inst.id)
+            definitions[key] = definition
+        roles = roles_for(engine, definition, inst, actor, grants)
+        if roles:
+            out.append(WorkItem(inst, tuple(roles), roles))
+    return out
