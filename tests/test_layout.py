@@ -2,7 +2,7 @@
 
 Only ``workflow.storage`` touches SQLAlchemy and Alembic, only ``workflow.runtime.machine``
 touches transitions, only ``workflow.cli`` touches click, only ``workflow.service`` touches
-FastAPI, Starlette and uvicorn. A newcomer who wants to change how rows are written, how a
+FastAPI, Starlette, uvicorn, Jinja2 and openpyxl. A newcomer who wants to change how rows are written, how a
 program moves, how a command prints or how a request is answered finds it in that one room.
 """
 
@@ -24,6 +24,8 @@ ROOMS = {
     "fastapi": "service",
     "starlette": "service",
     "uvicorn": "service",
+    "jinja2": "service",
+    "openpyxl": "service",
 }
 
 

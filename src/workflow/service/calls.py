@@ -15,9 +15,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from workflow import areas as _areas
 from workflow.access.policy import AUDITOR, Denial, Grant
+from workflow.engine import work as _work
 from workflow.engine.facade import Engine
-from workflow.errors import InstanceNotFound
+from workflow.engine.work import WorkItem
+from workflow.errors import InstanceNotFound, ProgramNotFound
 from workflow.programs.model import Program
 from workflow.records import Event, FireResult, Instance, Report, VerifyResult
 
@@ -264,3 +267,75 @@ def me(engine: Engine, caller: Caller) -> dict[str, Any]:
         "language": getattr(account, "language", None),
         "grants": [g.to_dict() for g in grants_of(engine, caller)],
     }
+
+
+# --------------------------------------------------------------------------- web pages
+
+
+def definition(engine: Engine, caller: Caller, instance: Instance) -> Program:
+    """The program version ``instance`` runs on (the caller has read it already)."""
+    del caller
+    try:
+        return engine.program(instance.program, instance.program_version)
+    except ProgramNotFound:
+        return engine.definition_of(instance.id)
+
+
+def my_work(
+    engine: Engine,
+    caller: Caller,
+    *,
+    program: str | None,
+    state: str | None,
+    area: str | None,
+    fiscal_year: str | int | None,
+) -> builtins.list[WorkItem]:
+    """The instances where the caller can fire something now (``workflow.engine.work``)."""
+    return _work.my_work(engine, name_of(caller), program=program, state=state, area=area,
+                         fiscal_year=fiscal_year)
+
+
+def actions(
+    engine: Engine, caller: Caller, instance: Instance, program: Program
+) -> dict[str, tuple[str, ...]]:
+    """Per trigger the caller may fire on ``instance`` now, the roles they may fire it as
+    (``instance`` as :func:`get` returns it)."""
+    return _work.roles_for(engine, program, instance, name_of(caller),
+                           grants_of(engine, caller))
+
+
+def start_many(
+    engine: Engine,
+    caller: Caller,
+    *,
+    program: str,
+    district: str,
+    fiscal_year: int | str,
+    role: str,
+) -> tuple[builtins.list[int], int]:
+    """Start ``program`` for every tambon of a district (skipping those already running it);
+    returns the new ids and how many tambons the district has."""
+    areas = _areas.tambons_within(district)
+    ids = engine.start_many(program, areas=areas, fiscal_year=fiscal_year,
+                            actor=name_of(caller), role=role)
+    return ids, len(areas)
+
+
+def audit_events(
+    engine: Engine,
+    caller: Caller,
+    *,
+    actor: str | None,
+    program: str | None,
+    area: str | None,
+    since: str | None,
+    until: str | None,
+    date_from: str | None,
+    date_to: str | None,
+    limit: int | None,
+) -> builtins.list[Event]:
+    """The audit log with the web's filters (recorded time and activity date)."""
+    require_auditor(engine, caller, "audit log")
+    return engine.audit_log(actor=actor, program=program, area=area, since=since, until=until,
+                            date_from=date_from, date_to=date_to, limit=limit,
+                            viewer=_viewer(caller))
