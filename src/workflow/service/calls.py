@@ -339,3 +339,50 @@ def audit_events(
     return engine.audit_log(actor=actor, program=program, area=area, since=since, until=until,
                             date_from=date_from, date_to=date_to, limit=limit,
                             viewer=_viewer(caller))
+
+
+# --------------------------------------------------------------------------- accounts (admin)
+# ``accounts`` is the service's (``app.state.accounts``): the engine's, unless the app was
+# built with another (the tests' cheap password hashing).
+
+
+def accounts_list(engine: Engine, accounts: Accounts, caller: Caller) -> builtins.list[Any]:
+    require_admin(engine, caller, "list accounts")
+    return accounts.list()
+
+
+def account_add(engine: Engine, accounts: Accounts, caller: Caller, name: str, password: str,
+                *, admin: bool, display_name: str | None) -> Any:
+    require_admin(engine, caller, "add account")
+    return accounts.add(name, password, by=name_of(caller), admin=admin,
+                        display_name=display_name)
+
+
+def account_disable(engine: Engine, accounts: Accounts, caller: Caller, name: str,
+                    disabled: bool) -> Any:
+    require_admin(engine, caller, "disable account" if disabled else "enable account")
+    if disabled:
+        return accounts.disable(name, by=name_of(caller))
+    return accounts.enable(name, by=name_of(caller))
+
+
+def account_password(engine: Engine, accounts: Accounts, caller: Caller, name: str,
+                     password: str) -> None:
+    require_admin(engine, caller, "reset password")
+    accounts.set_password(name, password, by=name_of(caller))
+
+
+def tokens_list(engine: Engine, accounts: Accounts, caller: Caller) -> builtins.list[Any]:
+    require_admin(engine, caller, "list tokens")
+    return accounts.tokens()
+
+
+def token_create(engine: Engine, accounts: Accounts, caller: Caller, name: str,
+                 label: str | None, expires: str | None) -> Any:
+    require_admin(engine, caller, "create token")
+    return accounts.create_token(name, by=name_of(caller), label=label, expires=expires)
+
+
+def token_revoke(engine: Engine, accounts: Accounts, caller: Caller, token_id: int) -> Any:
+    require_admin(engine, caller, "revoke token")
+    return accounts.revoke_token(token_id, by=name_of(caller))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from workflow.service.web import instances
+from workflow.service.web import admin, audit, instances, report, start
 
 router = APIRouter(include_in_schema=False)
-router.include_router(instances.router)
+for _module in (instances, start, report, audit, admin):
+    router.include_router(_module.router)
 
 __all__ = ["router"]

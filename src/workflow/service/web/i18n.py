@@ -60,6 +60,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "work.count": ("{n} รายการ", "{n} items"),
     "work.next": ("ขั้นตอนถัดไป: {step}", "Next step: {step}"),
     "work.open": ("เปิด", "Open"),
+    "work.widened": ("ไม่มีงานในปีงบประมาณ {fy} จึงแสดงงานของทุกปี",
+                     "Nothing in fiscal year {fy}; showing every year."),
     "filter.title": ("ตัวกรอง", "Filters"),
     "filter.area": ("พื้นที่ (ชื่อหรือรหัส)", "Area (name or code)"),
     "filter.fy": ("ปีงบประมาณ (พ.ศ.)", "Fiscal year (BE)"),

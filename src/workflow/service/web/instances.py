@@ -54,6 +54,12 @@ def step_label(program: Program, trigger: str, lang: str) -> str:
     return found[0].label.get(lang) if found else trigger
 
 
+def _anywhere(program: Program | None, trigger: str) -> bool:
+    """A trigger that leaves from any state (cancel): not what "next step" means."""
+    return program is not None and all(
+        "*" in t.sources for t in program.transitions_for(trigger))
+
+
 def role_label(role: str) -> str:
     return role
 
@@ -167,6 +173,14 @@ def home(request: Request) -> Response:
     except WorkflowError as e:
         items = []
         problem = i18n.error_text(lang, type(e).__name__, str(e))
+    widened = None
+    if not items and problem is None and fy_raw is None and fiscal_year is not None:
+        # Nothing this fiscal year (the default): show every year rather than an empty page.
+        items = calls.my_work(engine, principal, program=program, state=state, area=area,
+                              fiscal_year=None)
+        if items:
+            widened = i18n.tr(lang, "work.widened", fy=fiscal_year)
+            fiscal_year = None
     programs = calls.programs(engine)
     defs = {p.id: p for p in programs}
     groups: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
@@ -174,10 +188,11 @@ def home(request: Request) -> Response:
         inst = it.instance
         definition = defs.get(inst.program)
         title = definition.title.get(lang) if definition else inst.program
-        key = (inst.program, it.triggers)
+        main = tuple(t for t in it.triggers if not _anywhere(definition, t)) or it.triggers
+        key = (inst.program, main)
         if key not in groups:
             steps = ", ".join(step_label(definition, t, lang) if definition else t
-                              for t in it.triggers)
+                              for t in main)
             groups[key] = {"program": title, "step": steps, "entries": []}
         groups[key]["entries"].append({
             "instance": inst,
@@ -193,6 +208,7 @@ def home(request: Request) -> Response:
         fiscal_year=fiscal_year, program=program, state=state, programs=programs,
         states=states, years=list(range(this + 1, this - 6, -1)), problem=problem,
         filtered=bool(area or program or state or fy_raw), area_options=area_options(lang),
+        widened=widened,
     )
     return render("work.html", ctx)
 
