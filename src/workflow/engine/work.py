@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workflow.access.policy import AUDITOR, AccessRequest, Grant
+from workflow.access.policy import AUDITOR, AccessRequest, Grant, StoredGrants
 from workflow.engine.facade import Engine
 from workflow.errors import ProgramNotFound
 from workflow.programs.model import Program, Transition
@@ -42,26 +42,43 @@ def _applies(t: Transition, config: Sequence[str]) -> bool:
     return False
 
 
+def _trigger_roles(program: Program, inst: Instance) -> dict[str, set[str]]:
+    """Per available trigger, the roles some transition it takes from here allows."""
+    out: dict[str, set[str]] = {}
+    for trigger in inst.available_triggers:
+        allowed: set[str] = set()
+        for t in program.transitions_for(trigger):
+            if _applies(t, inst.active):
+                allowed.update(t.roles)
+        out[trigger] = allowed
+    return out
+
+
+def _permitted(engine: Engine, inst: Instance, actor: str, roles: Sequence[str],
+               grants: Sequence[Grant]) -> list[str]:
+    return [
+        r for r in roles
+        if engine.policy.check(
+            AccessRequest(actor, r, "*", inst.program, inst.area.code, inst.id), grants
+        ) is None
+    ]
+
+
 def roles_for(
     engine: Engine, program: Program, inst: Instance, actor: str, grants: Sequence[Grant]
 ) -> dict[str, tuple[str, ...]]:
     """Per available trigger of ``inst``, the roles of ``actor`` (by ``grants``) that may fire
     it; triggers no role of theirs may fire are left out."""
     roles = list(dict.fromkeys(g.role for g in grants if g.role != AUDITOR))
-    permitted = [
-        r for r in roles
-        if engine.policy.check(
-            AccessRequest(actor, r, "*", inst.program, inst.area.code, inst.id), grants
-        ) is None
-    ]
-    out: dict[str, tuple[str, ...]] = {}
+    permitted = _permitted(engine, inst, actor, roles, grants)
     if not permitted:
-        return out
-    for trigger in inst.available_triggers:
-        allowed: set[str] = set()
-        for t in program.transitions_for(trigger):
-            if _applies(t, inst.active):
-                allowed.update(t.roles)
+        return {}
+    return _mine(_trigger_roles(program, inst), permitted)
+
+
+def _mine(by_trigger: dict[str, set[str]], permitted: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for trigger, allowed in by_trigger.items():
         mine = tuple(r for r in permitted if r in allowed)
         if mine:
             out[trigger] = mine
@@ -85,6 +102,12 @@ def my_work(
     instances = engine.list(
         program=program, state=state, area=area, fiscal_year=fiscal_year, viewer=actor
     )
+    roles = list(dict.fromkeys(g.role for g in grants if g.role != AUDITOR))
+    # The stored-grants policy decides by area and program alone: one check per pair. Any
+    # other policy may look at the instance, and is asked for each one.
+    by_scope = isinstance(engine.policy, StoredGrants)
+    permitted_at: dict[tuple[str, str], list[str]] = {}
+    moves: dict[tuple[str, int, tuple[str, ...], tuple[str, ...]], dict[str, set[str]]] = {}
     definitions: dict[tuple[str, int], Program] = {}
     out: list[WorkItem] = []
     for inst in instances:
@@ -98,7 +121,19 @@ def my_work(
             except ProgramNotFound:  # a stored version no longer among the files
                 definition = engine.definition_of(inst.id)
             definitions[key] = definition
-        roles = roles_for(engine, definition, inst, actor, grants)
-        if roles:
-            out.append(WorkItem(inst, tuple(roles), roles))
+        scope = (inst.program, inst.area.code)
+        permitted = permitted_at.get(scope) if by_scope else None
+        if permitted is None:
+            permitted = _permitted(engine, inst, actor, roles, grants)
+            if by_scope:
+                permitted_at[scope] = permitted
+        if not permitted:
+            continue
+        moves_key = (*key, inst.active, inst.available_triggers)
+        by_trigger = moves.get(moves_key)
+        if by_trigger is None:
+            by_trigger = moves[moves_key] = _trigger_roles(definition, inst)
+        mine = _mine(by_trigger, permitted)
+        if mine:
+            out.append(WorkItem(inst, tuple(mine), mine))
     return out

@@ -60,6 +60,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "work.count": ("{n} รายการ", "{n} items"),
     "work.next": ("ขั้นตอนถัดไป: {step}", "Next step: {step}"),
     "work.open": ("เปิด", "Open"),
+    "work.more": ("และอีก {n} รายการ (ใช้ตัวกรองเพื่อดูเพิ่ม)", "and {n} more (filter to see them)"),
     "work.widened": ("ไม่มีงานในปีงบประมาณ {fy} จึงแสดงงานของทุกปี",
                      "Nothing in fiscal year {fy}; showing every year."),
     "filter.title": ("ตัวกรอง", "Filters"),

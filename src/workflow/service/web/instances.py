@@ -39,6 +39,9 @@ from workflow.service.web.frame import (
 
 router = APIRouter(include_in_schema=False)
 
+#: My work shows at most this many instances per group (the count says how many there are).
+GROUP_SHOWN = 50
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -193,8 +196,13 @@ def home(request: Request) -> Response:
         if key not in groups:
             steps = ", ".join(step_label(definition, t, lang) if definition else t
                               for t in main)
-            groups[key] = {"program": title, "step": steps, "entries": []}
-        groups[key]["entries"].append({
+            groups[key] = {"program": title, "step": steps, "entries": [], "count": 0,
+                           "program_id": inst.program, "state_id": inst.state}
+        group = groups[key]
+        group["count"] += 1
+        if len(group["entries"]) >= GROUP_SHOWN:
+            continue
+        group["entries"].append({
             "instance": inst,
             "area": places.full_name(inst.area, lang),
             "state": definition.label_of_state(inst.state, lang) if definition else inst.state,
