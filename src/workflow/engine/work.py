@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from workflow.access.policy import AUDITOR, AccessRequest, Grant, StoredGrants
 from workflow.engine.facade import Engine
@@ -108,6 +109,7 @@ def my_work(
     by_scope = isinstance(engine.policy, StoredGrants)
     permitted_at: dict[tuple[str, str], list[str]] = {}
     moves: dict[tuple[str, int, tuple[str, ...], tuple[str, ...]], dict[str, set[str]]] = {}
+    decided: dict[Any, dict[str, tuple[str, ...]]] = {}
     definitions: dict[tuple[str, int], Program] = {}
     out: list[WorkItem] = []
     for inst in instances:
@@ -133,7 +135,10 @@ def my_work(
         by_trigger = moves.get(moves_key)
         if by_trigger is None:
             by_trigger = moves[moves_key] = _trigger_roles(definition, inst)
-        mine = _mine(by_trigger, permitted)
+        mine_key = (moves_key, tuple(permitted))
+        mine = decided.get(mine_key)
+        if mine is None:
+            mine = decided[mine_key] = _mine(by_trigger, permitted)
         if mine:
             out.append(WorkItem(inst, tuple(mine), mine))
     return out

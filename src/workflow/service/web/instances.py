@@ -187,11 +187,15 @@ def home(request: Request) -> Response:
     programs = calls.programs(engine)
     defs = {p.id: p for p in programs}
     groups: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
+    mains: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
     for it in items:
         inst = it.instance
         definition = defs.get(inst.program)
         title = definition.title.get(lang) if definition else inst.program
-        main = tuple(t for t in it.triggers if not _anywhere(definition, t)) or it.triggers
+        main = mains.get((inst.program, it.triggers))
+        if main is None:
+            main = mains[(inst.program, it.triggers)] = tuple(
+                t for t in it.triggers if not _anywhere(definition, t)) or it.triggers
         key = (inst.program, main)
         if key not in groups:
             steps = ", ".join(step_label(definition, t, lang) if definition else t
