@@ -2,8 +2,9 @@
 
 Only ``workflow.storage`` touches SQLAlchemy and Alembic, only ``workflow.runtime.machine``
 touches transitions, only ``workflow.cli`` touches click, only ``workflow.service`` touches
-FastAPI, Starlette and uvicorn. A newcomer who wants to change how rows are written, how a
-program moves, how a command prints or how a request is answered finds it in that one room.
+FastAPI, Starlette, uvicorn, Jinja2 and openpyxl. A newcomer who wants to change how rows are
+written, how a program moves, how a command prints or how a request is answered (or a page
+drawn) finds it in that one room.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ ROOMS = {
     "fastapi": "service",
     "starlette": "service",
     "uvicorn": "service",
+    "jinja2": "service",
+    "openpyxl": "service",
 }
 
 

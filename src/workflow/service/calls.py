@@ -15,9 +15,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from workflow import areas as _areas
 from workflow.access.policy import AUDITOR, Denial, Grant
+from workflow.engine import work as _work
 from workflow.engine.facade import Engine
-from workflow.errors import InstanceNotFound
+from workflow.engine.work import WorkItem
+from workflow.errors import InstanceNotFound, ProgramNotFound
 from workflow.programs.model import Program
 from workflow.records import Event, FireResult, Instance, Report, VerifyResult
 
@@ -264,3 +267,122 @@ def me(engine: Engine, caller: Caller) -> dict[str, Any]:
         "language": getattr(account, "language", None),
         "grants": [g.to_dict() for g in grants_of(engine, caller)],
     }
+
+
+# --------------------------------------------------------------------------- web pages
+
+
+def definition(engine: Engine, caller: Caller, instance: Instance) -> Program:
+    """The program version ``instance`` runs on (the caller has read it already)."""
+    del caller
+    try:
+        return engine.program(instance.program, instance.program_version)
+    except ProgramNotFound:
+        return engine.definition_of(instance.id)
+
+
+def my_work(
+    engine: Engine,
+    caller: Caller,
+    *,
+    program: str | None,
+    state: str | None,
+    area: str | None,
+    fiscal_year: str | int | None,
+) -> builtins.list[WorkItem]:
+    """The instances where the caller can fire something now (``workflow.engine.work``)."""
+    return _work.my_work(engine, name_of(caller), program=program, state=state, area=area,
+                         fiscal_year=fiscal_year)
+
+
+def actions(
+    engine: Engine, caller: Caller, instance: Instance, program: Program
+) -> dict[str, tuple[str, ...]]:
+    """Per trigger the caller may fire on ``instance`` now, the roles they may fire it as
+    (``instance`` as :func:`get` returns it)."""
+    return _work.roles_for(engine, program, instance, name_of(caller),
+                           grants_of(engine, caller))
+
+
+def start_many(
+    engine: Engine,
+    caller: Caller,
+    *,
+    program: str,
+    district: str,
+    fiscal_year: int | str,
+    role: str,
+) -> tuple[builtins.list[int], int]:
+    """Start ``program`` for every tambon of a district (skipping those already running it);
+    returns the new ids and how many tambons the district has."""
+    areas = _areas.tambons_within(district)
+    ids = engine.start_many(program, areas=areas, fiscal_year=fiscal_year,
+                            actor=name_of(caller), role=role)
+    return ids, len(areas)
+
+
+def audit_events(
+    engine: Engine,
+    caller: Caller,
+    *,
+    actor: str | None,
+    program: str | None,
+    area: str | None,
+    since: str | None,
+    until: str | None,
+    date_from: str | None,
+    date_to: str | None,
+    limit: int | None,
+) -> builtins.list[Event]:
+    """The audit log with the web's filters (recorded time and activity date)."""
+    require_auditor(engine, caller, "audit log")
+    return engine.audit_log(actor=actor, program=program, area=area, since=since, until=until,
+                            date_from=date_from, date_to=date_to, limit=limit,
+                            viewer=_viewer(caller))
+
+
+# --------------------------------------------------------------------------- accounts (admin)
+# ``accounts`` is the service's (``app.state.accounts``): the engine's, unless the app was
+# built with another (the tests' cheap password hashing).
+
+
+def accounts_list(engine: Engine, accounts: Accounts, caller: Caller) -> builtins.list[Any]:
+    require_admin(engine, caller, "list accounts")
+    return accounts.list()
+
+
+def account_add(engine: Engine, accounts: Accounts, caller: Caller, name: str, password: str,
+                *, admin: bool, display_name: str | None) -> Any:
+    require_admin(engine, caller, "add account")
+    return accounts.add(name, password, by=name_of(caller), admin=admin,
+                        display_name=display_name)
+
+
+def account_disable(engine: Engine, accounts: Accounts, caller: Caller, name: str,
+                    disabled: bool) -> Any:
+    require_admin(engine, caller, "disable account" if disabled else "enable account")
+    if disabled:
+        return accounts.disable(name, by=name_of(caller))
+    return accounts.enable(name, by=name_of(caller))
+
+
+def account_password(engine: Engine, accounts: Accounts, caller: Caller, name: str,
+                     password: str) -> None:
+    require_admin(engine, caller, "reset password")
+    accounts.set_password(name, password, by=name_of(caller))
+
+
+def tokens_list(engine: Engine, accounts: Accounts, caller: Caller) -> builtins.list[Any]:
+    require_admin(engine, caller, "list tokens")
+    return accounts.tokens()
+
+
+def token_create(engine: Engine, accounts: Accounts, caller: Caller, name: str,
+                 label: str | None, expires: str | None) -> Any:
+    require_admin(engine, caller, "create token")
+    return accounts.create_token(name, by=name_of(caller), label=label, expires=expires)
+
+
+def token_revoke(engine: Engine, accounts: Accounts, caller: Caller, token_id: int) -> Any:
+    require_admin(engine, caller, "revoke token")
+    return accounts.revoke_token(token_id, by=name_of(caller))

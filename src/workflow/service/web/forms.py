@@ -1,0 +1,180 @@
+"""Forms generated from a program definition: one per transition the caller may fire.
+
+Each evidence field becomes a labelled control by its type: ``text`` an input (a textarea for
+long free text such as a summary), ``integer`` and ``number`` a numeric input with the
+definition's min/max, ``choice`` a select, ``boolean`` a yes/no select, ``date`` three controls
+(day, Thai month name, Buddhist-Era year) so that a date is typed and read in BE with no script.
+Required fields are marked and come first; optional ones are folded into a ``<details>``.
+
+Reading a post back (:func:`read`) gives the evidence as the engine takes it (dates as BE
+``YYYY-MM-DD``; the engine stores CE) plus the problems only the form can see (a date given in
+part). The engine decides everything else: its ``EvidenceInvalid.problems`` are shown next to
+the fields they name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workflow.programs.model import EvidenceField, Program, Transition
+from workflow.runtime.evidence import BE_OFFSET
+from workflow.service.web import i18n
+
+#: Text fields with these names get a multi-line box.
+LONG_TEXT = frozenset({"summary", "executive_summary", "topics", "reason", "note", "description"})
+
+
+@dataclass
+class Control:
+    """One field of a generated form, ready for the template."""
+
+    name: str
+    label: str
+    kind: str  # text | textarea | number | select | date
+    required: bool
+    step: str = ""
+    min: str = ""
+    max: str = ""
+    options: list[tuple[str, str]] = field(default_factory=list)
+    value: str = ""
+    day: str = ""
+    month: str = ""
+    year: str = ""
+    error: str = ""
+    hint: str = ""
+
+
+@dataclass
+class FireForm:
+    """The form of one trigger on one instance."""
+
+    trigger: str
+    label: str
+    description: str
+    roles: tuple[str, ...]
+    required: list[Control]
+    optional: list[Control]
+    note: str = ""
+    role: str = ""
+    error: str = ""
+    open: bool = False
+
+    @property
+    def controls(self) -> list[Control]:
+        return self.required + self.optional
+
+
+def transition_for(program: Program, trigger: str, active: Sequence[str]) -> Transition | None:
+    """The transition ``trigger`` takes from the configuration ``active``."""
+    for t in program.transitions_for(trigger):
+        for source in t.sources:
+            if source == "*" or any(
+                leaf == source or leaf.startswith(source + ".") for leaf in active
+            ):
+                return t
+    found = program.transitions_for(trigger)
+    return found[0] if found else None
+
+
+def _num(value: float | None, integer: bool) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if integer or float(value).is_integer() else str(value)
+
+
+def control(f: EvidenceField, lang: str) -> Control:
+    label = f.label.get(lang) if f.label else f.name
+    c = Control(name=f.name, label=label, kind="text", required=f.required)
+    hints = []
+    if f.type in ("integer", "number"):
+        c.kind = "number"
+        c.step = "1" if f.type == "integer" else "any"
+        c.min = _num(f.min, f.type == "integer")
+        c.max = _num(f.max, f.type == "integer")
+        if c.min:
+            hints.append(i18n.tr(lang, "form.min", n=c.min))
+        if c.max:
+            hints.append(i18n.tr(lang, "form.max", n=c.max))
+    elif f.type == "choice":
+        c.kind = "select"
+        c.options = [(v, v) for v in f.choices]
+    elif f.type == "boolean":
+        c.kind = "select"
+        c.options = [("true", i18n.tr(lang, "form.yes")), ("false", i18n.tr(lang, "form.no"))]
+    elif f.type == "date":
+        c.kind = "date"
+    elif f.name in LONG_TEXT:
+        c.kind = "textarea"
+    c.hint = ", ".join(hints)
+    return c
+
+
+def fire_form(
+    program: Program, trigger: str, active: Sequence[str], roles: Sequence[str], lang: str
+) -> FireForm:
+    t = transition_for(program, trigger, active)
+    fields = t.evidence if t else ()
+    controls = [control(f, lang) for f in fields]
+    return FireForm(
+        trigger=trigger,
+        label=t.label.get(lang) if t else trigger,
+        description=t.description.get(lang) if t and t.description else "",
+        roles=tuple(roles),
+        required=[c for c in controls if c.required],
+        optional=[c for c in controls if not c.required],
+        role=roles[0] if roles else "",
+    )
+
+
+def date_parts(prefix: str) -> tuple[str, str, str]:
+    return (f"{prefix}__d", f"{prefix}__m", f"{prefix}__y")
+
+
+def read(form: FireForm, data: Mapping[str, Any], lang: str) -> tuple[dict[str, str],
+                                                                      dict[str, str]]:
+    """The evidence a post gives for ``form`` (values kept on the form for a re-display), and
+    the problems the form itself finds (field -> message)."""
+    evidence: dict[str, str] = {}
+    local: dict[str, str] = {}
+    for c in form.controls:
+        if c.kind == "date":
+            d, m, y = (str(data.get(k, "")).strip() for k in date_parts(c.name))
+            c.day, c.month, c.year = d, m, y
+            if not (d or m or y):
+                continue
+            if not (d and m and y) or not (d.isdigit() and m.isdigit() and y.isdigit()):
+                local[c.name] = i18n.tr(lang, "form.date_incomplete")
+                continue
+            evidence[c.name] = f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
+        else:
+            value = str(data.get(c.name, ""))
+            c.value = value
+            if value.strip():
+                evidence[c.name] = value
+    form.note = str(data.get("note", ""))
+    return evidence, local
+
+
+def mark(form: FireForm, problems: Mapping[str, str]) -> None:
+    """Put each problem next to its field (a problem naming no field goes to the form)."""
+    by_name = {c.name: c for c in form.controls}
+    other = []
+    for name, message in problems.items():
+        if name in by_name:
+            by_name[name].error = message
+        else:
+            other.append(f"{name}: {message}")
+    if other:
+        form.error = "; ".join(other)
+    form.open = True
+
+
+def prefill_dates(form: FireForm, today: dt.date | None = None) -> None:
+    """Offer this year (BE) in empty date fields, so that a date is a day and a month away."""
+    year = str((today or dt.date.today()).year + BE_OFFSET)
+    for c in form.controls:
+        if c.kind == "date" and c.required and not (c.day or c.month or c.year):
+            c.year = year

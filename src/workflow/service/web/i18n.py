@@ -1,0 +1,341 @@
+"""The pages' one translation catalogue (Thai first, English), Buddhist-Era dates, and the
+engine's errors translated by their class.
+
+Every text a page shows comes from :data:`TEXTS` through :func:`tr` (``{name}`` placeholders
+filled from keyword arguments); a key missing from the catalogue is a bug the tests catch
+(``tr`` raises ``KeyError``). Dates are shown as "17 ก.พ. 2564" (Thai) or "17 Feb 2564"
+(English: still the Buddhist-Era year, as the source documents write it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from workflow.runtime.evidence import BE_OFFSET, fiscal_year_of
+
+LANGS = ("th", "en")
+DEFAULT_LANG = "th"
+
+MONTHS_TH = ("มกราคม", "กุมภาพันธ์", "มีนาคม", "เมษายน", "พฤษภาคม", "มิถุนายน", "กรกฎาคม",
+             "สิงหาคม", "กันยายน", "ตุลาคม", "พฤศจิกายน", "ธันวาคม")
+MONTHS_TH_SHORT = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.",
+                   "ต.ค.", "พ.ย.", "ธ.ค.")
+MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August",
+             "September", "October", "November", "December")
+
+#: key -> (Thai, English)
+TEXTS: dict[str, tuple[str, str]] = {
+    # frame
+    "app": ("ระบบติดตามโครงการ กรมการพัฒนาชุมชน", "CDD programme tracker"),
+    "skip": ("ข้ามไปยังเนื้อหา", "Skip to content"),
+    "nav": ("เมนูหลัก", "Main menu"),
+    "nav.work": ("งานของฉัน", "My work"),
+    "nav.start": ("เริ่มโครงการ", "Start"),
+    "nav.report": ("สรุปภาพรวม", "Dashboard"),
+    "nav.audit": ("ตรวจสอบ", "Audit"),
+    "nav.verify": ("ตรวจความถูกต้อง", "Verify"),
+    "nav.admin": ("ผู้ดูแลระบบ", "Admin"),
+    "nav.logout": ("ออกจากระบบ", "Log out"),
+    "lang.switch": ("English", "ภาษาไทย"),
+    "lang.label": ("เปลี่ยนภาษา", "Change language"),
+    "signed_in": ("เข้าสู่ระบบในชื่อ {name}", "Signed in as {name}"),
+    # login
+    "login.title": ("เข้าสู่ระบบ", "Log in"),
+    "login.name": ("ชื่อผู้ใช้", "User name"),
+    "login.password": ("รหัสผ่าน", "Password"),
+    "login.submit": ("เข้าสู่ระบบ", "Log in"),
+    "login.expired": ("แบบฟอร์มหมดอายุ กรุณาเข้าสู่ระบบอีกครั้ง",
+                      "The form expired; please log in again."),
+    "login.wrong": ("ชื่อผู้ใช้หรือรหัสผ่านไม่ถูกต้อง", "Wrong name or password."),
+    "login.throttled": ("เข้าสู่ระบบผิดหลายครั้งเกินไป กรุณาลองใหม่ภายหลัง",
+                        "Too many failed attempts; try again later."),
+    "logout.title": ("ออกจากระบบ", "Log out"),
+    "logout.confirm": ("ต้องการออกจากระบบหรือไม่", "Log out now?"),
+    # my work
+    "work.title": ("งานของฉัน", "My work"),
+    "work.intro": ("โครงการที่คุณบันทึกขั้นตอนถัดไปได้ตอนนี้",
+                   "Instances where you can record the next step now"),
+    "work.none": ("ไม่มีงานที่รอคุณตามเงื่อนไขนี้", "Nothing waits for you with these filters."),
+    "work.count": ("{n} รายการ", "{n} items"),
+    "work.next": ("ขั้นตอนถัดไป: {step}", "Next step: {step}"),
+    "work.open": ("เปิด", "Open"),
+    "work.more": ("และอีก {n} รายการ (ใช้ตัวกรองเพื่อดูเพิ่ม)", "and {n} more (filter to see them)"),
+    "work.widened": ("ไม่มีงานในปีงบประมาณ {fy} จึงแสดงงานของทุกปี",
+                     "Nothing in fiscal year {fy}; showing every year."),
+    "filter.title": ("ตัวกรอง", "Filters"),
+    "filter.area": ("พื้นที่ (ชื่อหรือรหัส)", "Area (name or code)"),
+    "filter.fy": ("ปีงบประมาณ (พ.ศ.)", "Fiscal year (BE)"),
+    "filter.fy_all": ("ทุกปี", "All years"),
+    "filter.state": ("สถานะ", "State"),
+    "filter.program": ("โครงการ", "Program"),
+    "filter.any": ("ทั้งหมด", "Any"),
+    "filter.apply": ("กรอง", "Apply"),
+    "filter.actor": ("ผู้บันทึก", "Actor"),
+    "filter.since": ("บันทึกตั้งแต่", "Recorded from"),
+    "filter.until": ("บันทึกถึง", "Recorded until"),
+    "filter.date_from": ("วันที่กิจกรรมตั้งแต่", "Activity date from"),
+    "filter.date_to": ("วันที่กิจกรรมถึง", "Activity date to"),
+    # instance
+    "inst.title": ("{program} · {area}", "{program} · {area}"),
+    "inst.program": ("โครงการ", "Program"),
+    "inst.area": ("พื้นที่", "Area"),
+    "inst.fy": ("ปีงบประมาณ", "Fiscal year"),
+    "inst.state": ("สถานะ", "State"),
+    "inst.version": ("ฉบับที่", "Version"),
+    "inst.tracker": ("ความคืบหน้า", "Progress"),
+    "inst.lanes": ("กิจกรรม", "Activities"),
+    "inst.actions": ("สิ่งที่คุณทำได้", "What you can do"),
+    "inst.no_actions": ("ตอนนี้คุณไม่มีขั้นตอนที่บันทึกได้ในโครงการนี้",
+                        "You have nothing to record on this instance now."),
+    "inst.timeline": ("ประวัติการบันทึก", "Timeline"),
+    "inst.diagram": ("แผนภาพขั้นตอน", "Diagram"),
+    "inst.recorded": ("บันทึกแล้ว: {step}", "Recorded: {step}"),
+    "inst.conflict": ("มีผู้อื่นเพิ่งบันทึก \u201c{step}\u201d ในโครงการนี้ กรุณาโหลดหน้าใหม่แล้วตรวจสอบอีกครั้ง",
+                      "Someone else just recorded \u201c{step}\u201d on this instance; "
+                      "reload and check before recording again."),
+    "inst.reload": ("โหลดหน้าใหม่", "Reload"),
+    "inst.fix": ("กรุณาแก้ไขช่องที่มีข้อความเตือน", "Please correct the fields marked below."),
+    "step.done": ("เสร็จแล้ว", "done"),
+    "step.current": ("ขั้นปัจจุบัน", "current"),
+    "step.todo": ("ยังไม่ถึง", "to do"),
+    "lane.pending": ("รอดำเนินการ", "pending"),
+    "lane.underway": ("กำลังดำเนินการ", "underway"),
+    "lane.done": ("เสร็จแล้ว", "done"),
+    "ev.who": ("ผู้บันทึก", "Who"),
+    "ev.role": ("บทบาท", "Role"),
+    "ev.when": ("เมื่อ", "When"),
+    "ev.evidence": ("หลักฐาน", "Evidence"),
+    "ev.note": ("หมายเหตุ", "Note"),
+    "ev.hash": ("แฮช", "Hash"),
+    "ev.step": ("ขั้นตอน", "Step"),
+    "ev.start": ("เริ่มโครงการ", "Started"),
+    # forms
+    "form.as_role": ("บันทึกในบทบาท", "Record as"),
+    "form.note": ("หมายเหตุ (ถ้ามี)", "Note (optional)"),
+    "form.more": ("ข้อมูลเพิ่มเติม (ไม่บังคับ)", "More details (optional)"),
+    "form.required": ("จำเป็น", "required"),
+    "form.submit": ("บันทึก", "Record"),
+    "form.yes": ("ใช่", "Yes"),
+    "form.no": ("ไม่ใช่", "No"),
+    "form.unset": ("— ไม่ระบุ —", "— not given —"),
+    "form.choose": ("— เลือก —", "— choose —"),
+    "form.day": ("วัน", "Day"),
+    "form.month": ("เดือน", "Month"),
+    "form.year": ("ปี พ.ศ.", "Year (BE)"),
+    "form.min": ("ไม่น้อยกว่า {n}", "at least {n}"),
+    "form.max": ("ไม่เกิน {n}", "at most {n}"),
+    "form.date_incomplete": ("กรอกวัน เดือน และปี พ.ศ. ให้ครบ",
+                             "give the day, month and BE year"),
+    # field problems (the engine's reasons, by their shape)
+    "err.required": ("จำเป็นต้องกรอก", "required"),
+    "err.not_date": ("ไม่ใช่วันที่ที่ถูกต้อง", "not a real date"),
+    "err.not_int": ("ต้องเป็นจำนวนเต็ม", "must be a whole number"),
+    "err.not_number": ("ต้องเป็นตัวเลข", "must be a number"),
+    "err.below": ("ต่ำกว่าค่าต่ำสุด {n}", "below the minimum {n}"),
+    "err.above": ("สูงกว่าค่าสูงสุด {n}", "above the maximum {n}"),
+    "err.choice": ("ต้องเลือกจากรายการ", "must be one of the choices"),
+    "err.too_long": ("ยาวเกินไป", "too long"),
+    # errors by class (the API's `code`)
+    "code.EvidenceInvalid": ("ข้อมูลหลักฐานไม่ถูกต้อง", "The evidence is not valid."),
+    "code.GuardFailed": ("ยังไม่ตรงเงื่อนไขของขั้นตอนนี้: {detail}",
+                         "This step's condition is not met: {detail}"),
+    "code.TriggerNotAllowed": ("ขั้นตอนนี้บันทึกไม่ได้ในสถานะปัจจุบัน",
+                               "This step cannot be recorded in the current state."),
+    "code.RoleNotAllowed": ("บทบาทนี้บันทึกขั้นตอนนี้ไม่ได้", "This role may not record this step."),
+    "code.UnknownRole": ("โครงการนี้ไม่มีบทบาทดังกล่าว", "The program has no such role."),
+    "code.PermissionDenied": ("คุณไม่มีสิทธิ์ในพื้นที่หรือโครงการนี้ (ระบบบันทึกการปฏิเสธไว้แล้ว)",
+                              "You hold no permission for this area or program "
+                              "(the refusal was recorded)."),
+    "code.NotAuthenticated": ("กรุณาเข้าสู่ระบบ", "Please log in."),
+    "code.VersionConflict": ("มีผู้อื่นเพิ่งบันทึกในโครงการนี้ กรุณาโหลดหน้าใหม่",
+                             "Someone else just recorded on this instance; reload."),
+    "code.DuplicateInstance": ("พื้นที่นี้มีโครงการนี้ในปีงบประมาณนี้แล้ว (รายการที่ {existing})",
+                               "This area already runs this program this fiscal year "
+                               "(instance {existing})."),
+    "code.AreaNotFound": ("ไม่พบพื้นที่ หรือชื่อซ้ำกันหลายแห่ง กรุณาระบุรหัส",
+                          "Unknown or ambiguous area; give its code."),
+    "code.InstanceNotFound": ("ไม่พบรายการนี้", "No such instance."),
+    "code.ProgramNotFound": ("ไม่พบโครงการนี้", "No such program."),
+    "code.StateNotFound": ("ไม่มีสถานะนี้", "No such state."),
+    "code.AccountNotFound": ("ไม่พบบัญชีผู้ใช้นี้", "No such account."),
+    "code.AccountExists": ("มีบัญชีชื่อนี้แล้ว", "An account of that name exists already."),
+    "code.GrantNotFound": ("ไม่มีสิทธิ์นี้อยู่", "No such grant."),
+    "code.TokenNotFound": ("ไม่พบโทเค็นนี้", "No such token."),
+    "code.UsageError": ("ข้อมูลที่ส่งมาไม่ถูกต้อง: {detail}", "Invalid input: {detail}"),
+    "code.TextRefused": ("ข้อความไม่ถูกต้อง: {detail}", "Text refused: {detail}"),
+    "code.StorageError": ("ฐานข้อมูลไม่พร้อมใช้งาน กรุณาลองใหม่", "The database is unavailable; "
+                          "try again."),
+    "code.Conflict": ("ข้อมูลขัดแย้งกับที่บันทึกไว้", "This conflicts with what is stored."),
+    "code.Refused": ("ระบบปฏิเสธคำขอนี้", "Refused."),
+    "code.NotFound": ("ไม่พบ", "Not found."),
+    "code.WorkflowError": ("เกิดข้อผิดพลาด", "Something went wrong."),
+    "code.CsrfRefused": ("แบบฟอร์มหมดอายุหรือไม่ได้มาจากหน้านี้ กรุณาโหลดหน้าใหม่",
+                         "The form expired or did not come from this site; reload the page."),
+    "detail": ("รายละเอียด: {detail}", "Details: {detail}"),
+    # error pages
+    "page.forbidden": ("ไม่มีสิทธิ์เข้าถึง", "Not allowed"),
+    "page.not_found": ("ไม่พบหน้านี้", "Not found"),
+    "page.error": ("เกิดข้อผิดพลาด", "Error"),
+    "page.back": ("กลับไปหน้างานของฉัน", "Back to My work"),
+    # start
+    "start.title": ("เริ่มโครงการ", "Start a program"),
+    "start.program": ("โครงการ", "Program"),
+    "start.area": ("ตำบล (ชื่อหรือรหัส 6 หลัก)", "Tambon (name or 6-digit code)"),
+    "start.area_hint": ("พิมพ์ชื่อภาษาไทยหรืออังกฤษ เช่น \u201cบางขันหมาก ลพบุรี\u201d หรือรหัส 160117",
+                        "Type a Thai or English name, e.g. \u201cBang Khan Mak, Lop Buri\u201d, "
+                        "or the code 160117"),
+    "start.fy": ("ปีงบประมาณ (พ.ศ.)", "Fiscal year (BE)"),
+    "start.role": ("ในบทบาท", "As role"),
+    "start.title_field": ("ชื่อเรื่อง (ถ้ามี)", "Title (optional)"),
+    "start.submit": ("เริ่มโครงการ", "Start"),
+    "start.bulk": ("เริ่มทุกตำบลในอำเภอ", "Start for every tambon of a district"),
+    "start.district": ("อำเภอ (ชื่อหรือรหัส 4 หลัก)", "District (name or 4-digit code)"),
+    "start.bulk_submit": ("เริ่มทุกตำบล", "Start them all"),
+    "start.bulk_done": ("เริ่มแล้ว {n} ตำบล (ข้าม {skipped} ตำบลที่มีอยู่แล้ว)",
+                        "Started {n} tambons ({skipped} already running were skipped)"),
+    "start.none": ("คุณไม่มีสิทธิ์เริ่มโครงการใด", "You may not start any program."),
+    # report
+    "report.title": ("สรุปภาพรวม", "Dashboard"),
+    "report.province": ("จังหวัด", "Province"),
+    "report.total": ("รวม", "Total"),
+    "report.none": ("ไม่มีข้อมูล", "No instances."),
+    "report.chart": ("แผนภูมิจำนวนตามสถานะ", "Chart of counts by state"),
+    "list.title": ("รายการโครงการ", "Instances"),
+    "list.more": ("หน้าถัดไป", "Next page"),
+    # audit
+    "audit.title": ("บันทึกการตรวจสอบ", "Audit log"),
+    "audit.csv": ("ดาวน์โหลด CSV", "Download CSV"),
+    "audit.xlsx": ("ดาวน์โหลด Excel (XLSX)", "Download Excel (XLSX)"),
+    "audit.none": ("ไม่มีเหตุการณ์ตามเงื่อนไขนี้", "No events match."),
+    "audit.instance": ("รายการ", "Instance"),
+    "audit.denials": ("การปฏิเสธสิทธิ์", "Denials"),
+    "audit.action": ("การกระทำ", "Action"),
+    "audit.reason": ("เหตุผล", "Reason"),
+    "audit.shown": ("แสดง {n} รายการล่าสุด", "Showing the latest {n}"),
+    "verify.title": ("ตรวจความถูกต้องของบันทึก", "Verify the trail"),
+    "verify.run": ("ตรวจเดี๋ยวนี้", "Verify now"),
+    "verify.ok": ("ถูกต้องทั้งหมด: ตรวจ {events} เหตุการณ์ ใน {instances} รายการ",
+                  "All intact: {events} events in {instances} instances checked"),
+    "verify.broken": ("พบความผิดปกติ {n} รายการ", "{n} problems found"),
+    "verify.first": ("เหตุการณ์แรกที่ผิดปกติ", "First broken event"),
+    "verify.digest": ("ดาวน์โหลดไดเจสต์ (JSON)", "Download digest (JSON)"),
+    # admin
+    "admin.title": ("ผู้ดูแลระบบ", "Administration"),
+    "admin.accounts": ("บัญชีผู้ใช้", "Accounts"),
+    "admin.name": ("ชื่อผู้ใช้", "Name"),
+    "admin.display": ("ชื่อที่แสดง", "Display name"),
+    "admin.admin": ("ผู้ดูแล", "Admin"),
+    "admin.disabled": ("ระงับแล้ว", "Disabled"),
+    "admin.add": ("เพิ่มบัญชี", "Add account"),
+    "admin.disable": ("ระงับ", "Disable"),
+    "admin.enable": ("เปิดใช้", "Enable"),
+    "admin.password": ("รหัสผ่านใหม่ (อย่างน้อย {n} ตัวอักษร)", "New password (at least {n} "
+                       "characters)"),
+    "admin.reset": ("ตั้งรหัสผ่านใหม่", "Reset password"),
+    "admin.tokens": ("โทเค็น API", "API tokens"),
+    "admin.token_label": ("ชื่อโทเค็น", "Label"),
+    "admin.token_create": ("สร้างโทเค็น", "Create token"),
+    "admin.token_once": ("โทเค็นใหม่ (แสดงครั้งเดียว คัดลอกเก็บไว้):", "New token (shown once; "
+                         "copy it now):"),
+    "admin.revoke": ("เพิกถอน", "Revoke"),
+    "admin.expires": ("หมดอายุ", "Expires"),
+    "admin.grants": ("สิทธิ์", "Grants"),
+    "admin.role": ("บทบาท", "Role"),
+    "admin.grant": ("ให้สิทธิ์", "Grant"),
+    "admin.everywhere": ("ทุกพื้นที่", "everywhere"),
+    "admin.all_programs": ("ทุกโครงการ", "all programs"),
+    "admin.done": ("บันทึกแล้ว", "Done."),
+    "yes": ("ใช่", "yes"),
+    "no": ("ไม่", "no"),
+}
+
+
+def lang_of(value: str | None) -> str:
+    return value if value in LANGS else DEFAULT_LANG
+
+
+def tr(lang: str, key: str, **values: object) -> str:
+    """The text of ``key`` in ``lang`` with ``{name}`` placeholders filled."""
+    th, en = TEXTS[key]
+    text = th if lang == "th" else en
+    return text.format(**values) if values else text
+
+
+def error_text(lang: str, code: str, detail: str = "", **values: object) -> str:
+    """An engine error in the reader's language, by its class (``code``); an unknown class
+    falls back to its public parent's text with the engine's own words as the detail."""
+    key = f"code.{code}" if f"code.{code}" in TEXTS else "code.WorkflowError"
+    needed = dict(values)
+    needed.setdefault("detail", detail)
+    needed.setdefault("existing", "?")
+    return tr(lang, key, **needed)
+
+
+def field_problem(lang: str, reason: str) -> str:
+    """One evidence problem (the engine's reason for one field) in the reader's language,
+    keeping the engine's words for anything not recognised."""
+    if lang == "en":
+        return reason
+    simple = {
+        "required but missing": "err.required",
+        "is empty": "err.required",
+    }
+    if reason in simple:
+        return tr(lang, simple[reason])
+    for start, key in (("expected a whole number", "err.not_int"),
+                       ("expected a number", "err.not_number"),
+                       ("expected a finite number", "err.not_number"),
+                       ("expected a date", "err.not_date"),
+                       ("must be one of", "err.choice")):
+        if reason.startswith(start):
+            return tr(lang, key)
+    if "is not a real date" in reason:
+        return tr(lang, "err.not_date")
+    if " is below the minimum " in reason:
+        return tr(lang, "err.below", n=reason.rsplit(" ", 1)[-1])
+    if " is above the maximum " in reason:
+        return tr(lang, "err.above", n=reason.rsplit(" ", 1)[-1])
+    if "characters long" in reason:
+        return tr(lang, "err.too_long")
+    return reason
+
+
+def months(lang: str) -> tuple[str, ...]:
+    return MONTHS_TH if lang == "th" else MONTHS_EN
+
+
+def be_date(value: str | dt.date | None, lang: str) -> str:
+    """A CE date (``YYYY-MM-DD`` or a date) as "17 ก.พ. 2564" / "17 Feb 2564"."""
+    if value is None or value == "":
+        return ""
+    try:
+        day = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return str(value)
+    month = MONTHS_TH_SHORT[day.month - 1] if lang == "th" else MONTHS_EN[day.month - 1][:3]
+    return f"{day.day} {month} {day.year + BE_OFFSET}"
+
+
+def be_datetime(value: str | None, lang: str) -> str:
+    """A stored UTC timestamp as a BE date and the time in Thailand (UTC+7)."""
+    if not value:
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    local = moment.astimezone(dt.timezone(dt.timedelta(hours=7)))
+    return f"{be_date(local.date(), lang)} {local:%H:%M} น." if lang == "th" else (
+        f"{be_date(local.date(), lang)} {local:%H:%M}")
+
+
+def current_fiscal_year(today: dt.date | None = None) -> int:
+    return fiscal_year_of(today or dt.date.today())
+
+
+def catalogue(lang: str) -> Mapping[str, str]:
+    """Every text in one language (for the templates' ``t`` helper)."""
+    return {k: (v[0] if lang == "th" else v[1]) for k, v in TEXTS.items()}

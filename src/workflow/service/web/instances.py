@@ -1,0 +1,373 @@
+"""My work (``/``), the instance page (``/instances/{id}``), its fire form and its diagram.
+
+My work lists the instances where the caller can fire something now (``calls.my_work``: the
+library's ``workflow.engine.work``, the same answer as ``show --actor``), grouped by program
+and next step. The instance page shows the facts, a stage tracker (khok-nong-na's seven
+lanes), one form per action the caller may take (generated from the definition), the
+timeline and the diagram. A fire posts the version the page was drawn at: a concurrent change
+is answered with "someone else just recorded ..." and a reload.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import OrderedDict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from workflow.errors import EvidenceInvalid, VersionConflict, WorkflowError
+from workflow.programs.model import Program
+from workflow.records import Event, Instance
+from workflow.runtime import evidence as _evidence
+from workflow.service import calls, problems
+from workflow.service.auth import CSRF_FIELD
+from workflow.service.web import forms, i18n, places
+from workflow.service.web.frame import (
+    caller,
+    check_csrf,
+    context,
+    engine_of,
+    error_page,
+    lang_for,
+    render,
+    to_login,
+    year_now,
+)
+
+router = APIRouter(include_in_schema=False)
+
+#: My work shows at most this many instances per group (the count says how many there are).
+GROUP_SHOWN = 50
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def state_label(program: Program, inst: Instance, lang: str) -> str:
+    return program.label_of_state(inst.state, lang)
+
+
+def step_label(program: Program, trigger: str, lang: str) -> str:
+    if trigger == "start":
+        return i18n.tr(lang, "ev.start")
+    found = program.transitions_for(trigger)
+    return found[0].label.get(lang) if found else trigger
+
+
+def _anywhere(program: Program | None, trigger: str) -> bool:
+    """A trigger that leaves from any state (cancel): not what "next step" means."""
+    return program is not None and all(
+        "*" in t.sources for t in program.transitions_for(trigger))
+
+
+def role_label(role: str) -> str:
+    return role
+
+
+def tracker(
+    program: Program, inst: Instance, events: list[Event], lang: str
+) -> list[dict[str, str]]:
+    """The top-level states: done (visited, left), current, or to do (never reached;
+    a final state never reached is left out unless nothing else remains)."""
+    visited: set[str] = set()
+    for e in events:
+        for path in e.to:
+            visited.add(path.split(".")[0])
+    out = []
+    for s in program.states:
+        if s.name == inst.state:
+            status = "current"
+        elif s.name in visited:
+            status = "done"
+        elif s.final and s.name != inst.state:
+            continue
+        else:
+            status = "todo" if not inst.final else ""
+            if not status:
+                continue
+        out.append({"label": s.label.get(lang), "status": status})
+    return out
+
+
+def lanes(
+    program: Program, inst: Instance, events: list[Event], lang: str
+) -> list[dict[str, str]]:
+    """The regions of the program's parallel state, each pending, underway or done."""
+    parallel = next((s for s in program.states if s.regions), None)
+    if parallel is None:
+        return []
+    reached = any(p.split(".")[0] == parallel.name for e in events for p in e.to)
+    out = []
+    for region in parallel.regions:
+        prefix = f"{parallel.name}.{region.name}."
+        leaves = [p for p in inst.active if p.startswith(prefix)]
+        if leaves:
+            leaf = leaves[0][len(prefix):]
+            final = {s.name for s in region.states if s.final}
+            status = ("done" if leaf in final else "pending" if leaf == region.initial
+                      else "underway")
+        else:
+            status = "done" if reached else "pending"
+        label = region.label.get(lang) if region.label else region.name
+        out.append({"label": label, "status": status, "name": region.name})
+    return out
+
+
+def show_value(value: object, kind: str, lang: str) -> str:
+    if kind == "date" and isinstance(value, str):
+        return i18n.be_date(value, lang)
+    if isinstance(value, bool):
+        return i18n.tr(lang, "yes" if value else "no")
+    return str(value)
+
+
+def timeline(program: Program, events: list[Event], lang: str) -> list[dict[str, Any]]:
+    out = []
+    for e in events:
+        found = program.transitions_for(e.trigger)
+        fields = {f.name: f for t in found for f in t.evidence}
+        shown = []
+        for k, v in e.evidence.items():
+            f = fields.get(k)
+            label = f.label.get(lang) if f and f.label else k
+            shown.append((label, show_value(v, f.type if f else "", lang)))
+        out.append({
+            "seq": e.seq, "step": step_label(program, e.trigger, lang), "actor": e.actor,
+            "role": e.role, "at": e.at, "when": i18n.be_datetime(e.at, lang),
+            "evidence": shown, "note": e.note, "hash": e.hash,
+        })
+    return out
+
+
+def area_options(lang: str) -> list[tuple[str, str]]:
+    return []
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- my work
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    principal = caller(request)
+    if principal is None:
+        return to_login()
+    engine = engine_of(request)
+    lang = lang_for(request, principal)
+    q = request.query_params
+    area = (q.get("area") or "").strip() or None
+    fy_raw = q.get("fiscal_year")
+    fiscal_year = None if fy_raw == "all" else (_int(fy_raw) or year_now())
+    program = q.get("program") or None
+    state = q.get("state") or None
+    problem = None
+    try:
+        items = calls.my_work(engine, principal, program=program, state=state, area=area,
+                              fiscal_year=fiscal_year)
+    except WorkflowError as e:
+        items = []
+        problem = i18n.error_text(lang, type(e).__name__, str(e))
+    widened = None
+    if not items and problem is None and fy_raw is None and fiscal_year is not None:
+        # Nothing this fiscal year (the default): show every year rather than an empty page.
+        items = calls.my_work(engine, principal, program=program, state=state, area=area,
+                              fiscal_year=None)
+        if items:
+            widened = i18n.tr(lang, "work.widened", fy=fiscal_year)
+            fiscal_year = None
+    programs = calls.programs(engine)
+    defs = {p.id: p for p in programs}
+    groups: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
+    mains: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+    for it in items:
+        inst = it.instance
+        definition = defs.get(inst.program)
+        title = definition.title.get(lang) if definition else inst.program
+        main = mains.get((inst.program, it.triggers))
+        if main is None:
+            main = mains[(inst.program, it.triggers)] = tuple(
+                t for t in it.triggers if not _anywhere(definition, t)) or it.triggers
+        key = (inst.program, main)
+        if key not in groups:
+            steps = ", ".join(step_label(definition, t, lang) if definition else t
+                              for t in main)
+            groups[key] = {"program": title, "step": steps, "entries": [], "count": 0,
+                           "program_id": inst.program, "state_id": inst.state}
+        group = groups[key]
+        group["count"] += 1
+        if len(group["entries"]) >= GROUP_SHOWN:
+            continue
+        group["entries"].append({
+            "instance": inst,
+            "area": places.full_name(inst.area, lang),
+            "state": definition.label_of_state(inst.state, lang) if definition else inst.state,
+        })
+    states = sorted({(s.name, s.label.get(lang)) for p in programs for s in p.states
+                     if program in (None, p.id)}, key=lambda x: x[1])
+    this = year_now()
+    ctx = context(
+        request, principal, title=i18n.tr(lang, "work.title"),
+        groups=list(groups.values()), total=len(items), area=area or "",
+        fiscal_year=fiscal_year, program=program, state=state, programs=programs,
+        states=states, years=list(range(this + 1, this - 6, -1)), problem=problem,
+        filtered=bool(area or program or state or fy_raw), area_options=area_options(lang),
+        widened=widened,
+    )
+    return render("work.html", ctx)
+
+
+@router.get("/areas/suggest")
+def suggest(request: Request, q: str = "") -> Response:
+    principal = caller(request)
+    if principal is None:
+        return JSONResponse([], status_code=401)
+    lang = lang_for(request, principal)
+    return JSONResponse([{"code": c, "name": n} for c, n in places.suggest(q, lang)])
+
+
+# --------------------------------------------------------------------------- instance
+
+
+def _instance_page(
+    request: Request,
+    principal: Any,
+    instance_id: int,
+    *,
+    failed: forms.FireForm | None = None,
+    conflict: str | None = None,
+    status: int = 200,
+) -> Response:
+    engine = engine_of(request)
+    lang = lang_for(request, principal)
+    try:
+        inst = calls.get(engine, principal, instance_id)
+        program = calls.definition(engine, principal, inst)
+        events = calls.history(engine, principal, instance_id)
+        mine = calls.actions(engine, principal, inst, program)
+    except WorkflowError as e:
+        return error_page(request, principal, e)
+    built = []
+    for trigger, roles in mine.items():
+        if failed is not None and failed.trigger == trigger:
+            built.append(failed)
+            continue
+        form = forms.fire_form(program, trigger, inst.active, roles, lang)
+        forms.prefill_dates(form)
+        built.append(form)
+    recorded = request.query_params.get("recorded")
+    ctx = context(
+        request, principal,
+        title=f"{program.title.get(lang)} · {places.full_name(inst.area, lang)}",
+        inst=inst, program_title=program.title.get(lang),
+        area_text=places.full_name(inst.area, lang), state_label=state_label(program, inst, lang),
+        tracker=tracker(program, inst, events, lang), lanes=lanes(program, inst, events, lang),
+        forms=built, events=list(reversed(timeline(program, events, lang))),
+        recorded=step_label(program, recorded, lang) if recorded else None,
+        conflict=conflict, svg=shutil.which("dot") is not None,
+        mermaid="" if shutil.which("dot") else calls.diagram(
+            engine, principal, inst.program, "mermaid", lang, inst.id),
+        months=i18n.months(lang), role_label=role_label,
+    )
+    return render("instance.html", ctx, status)
+
+
+@router.get("/instances/{instance_id}")
+def instance_page(request: Request, instance_id: int) -> Response:
+    principal = caller(request)
+    if principal is None:
+        return to_login()
+    return _instance_page(request, principal, instance_id)
+
+
+@router.post("/instances/{instance_id}/fire")
+async def fire(request: Request, instance_id: int) -> Response:
+    principal = caller(request)
+    if principal is None:
+        return to_login()
+    data = await request.form()
+    try:
+        check_csrf(principal, str(data.get(CSRF_FIELD, "")))
+    except WorkflowError as e:
+        return error_page(request, principal, e)
+    engine = engine_of(request)
+    lang = lang_for(request, principal)
+    trigger = str(data.get("trigger", ""))
+    role = str(data.get("role", ""))
+    version = _int(str(data.get("version", "")))
+    try:
+        inst = calls.get(engine, principal, instance_id)
+        program = calls.definition(engine, principal, inst)
+    except WorkflowError as e:
+        return error_page(request, principal, e)
+    form = forms.fire_form(program, trigger, inst.active, (role,) if role else (), lang)
+    mine = calls.actions(engine, principal, inst, program)
+    if trigger in mine:
+        form.roles = mine[trigger]
+    form.role = role
+    evidence, local = forms.read(form, data, lang)
+    if local:
+        transition = forms.transition_for(program, trigger, inst.active)
+        found = dict(local)
+        if transition is not None:
+            try:
+                _evidence.validate(transition, evidence)
+            except EvidenceInvalid as e:
+                for name, reason in e.problems:
+                    found.setdefault(name, i18n.field_problem(lang, reason))
+        forms.mark(form, found)
+        form.error = i18n.tr(lang, "inst.fix")
+        return _instance_page(request, principal, instance_id, failed=form, status=422)
+    note = form.note.strip() or None
+    try:
+        calls.fire(engine, principal, instance_id, trigger, role=role, evidence=evidence,
+                   note=note, expect_version=version, key=None)
+    except EvidenceInvalid as e:
+        forms.mark(form, {n: i18n.field_problem(lang, r) for n, r in e.problems})
+        form.error = i18n.tr(lang, "inst.fix")
+        return _instance_page(request, principal, instance_id, failed=form, status=422)
+    except VersionConflict:
+        events = calls.history(engine, principal, instance_id)
+        last = step_label(program, events[-1].trigger, lang) if events else "?"
+        form.open = True
+        return _instance_page(request, principal, instance_id, failed=form,
+                              conflict=i18n.tr(lang, "inst.conflict", step=last), status=409)
+    except WorkflowError as e:
+        status = problems.status_of(e)
+        if status in (401,):
+            return to_login()
+        form.error = i18n.error_text(lang, type(e).__name__, str(e))
+        form.open = True
+        return _instance_page(request, principal, instance_id, failed=form, status=status)
+    return RedirectResponse(f"/instances/{instance_id}?recorded={trigger}", status_code=303)
+
+
+@router.get("/instances/{instance_id}/diagram.svg")
+def diagram_svg(request: Request, instance_id: int) -> Response:
+    principal = caller(request)
+    if principal is None:
+        return to_login()
+    engine = engine_of(request)
+    lang = i18n.lang_of(request.query_params.get("lang"))
+    try:
+        inst = calls.get(engine, principal, instance_id)
+        text = calls.diagram(engine, principal, inst.program, "dot", lang, instance_id)
+    except WorkflowError as e:
+        return error_page(request, principal, e)
+    dot = shutil.which("dot")
+    if dot is None:
+        return Response(text, media_type="text/plain; charset=utf-8", status_code=404)
+    done = subprocess.run([dot, "-Tsvg"], input=text.encode(), capture_output=True,
+                          timeout=20, check=False)
+    if done.returncode != 0:
+        return Response("diagram failed", media_type="text/plain", status_code=500)
+    return Response(done.stdout, media_type="image/svg+xml",
+                    headers={"Cache-Control": "private, max-age=60"})

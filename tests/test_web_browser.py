@@ -1,0 +1,230 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright against a `workflow serve`
+subprocess (a coordinator's kickoff, an auditor's exports and verify), with screenshots at
+1280 and 360 px into artifacts/screenshots/ and axe-core run on every page."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openpyxl import load_workbook
+
+from helpers import KICKOFF, LOPBURI, OFFICER
+from service_helpers import PASSWORD, make_world
+from workflow import Engine
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("WORKFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"]
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "artifacts" / "screenshots"
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+WORKFLOW = [sys.executable, "-c", "from workflow.cli.main import main; main()"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A `workflow serve` on a database with the service tests' accounts (udomrat: officer in
+    Lopburi; other: officer in Bangkok; aud: auditor in Lopburi; admin) and two instances."""
+    world = make_world(engine.url)
+    world.engine.grant("admin", OFFICER, area="16", by="test")
+    world.engine.grant("admin", "coordinator", area="16", by="test")
+    leader = world.engine.start("leader-development", area=LOPBURI, fiscal_year=2564,
+                                actor="udomrat", role=OFFICER, title="ตำบลนำร่อง บางขันหมาก")
+    khok = world.engine.start("khok-nong-na", area="160118", fiscal_year=2564,
+                              actor="udomrat", role=OFFICER)
+    world.engine.close()
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([*WORKFLOW, "--db", engine.url, "serve", "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield {"base": base, "leader": leader.id, "khok": khok.id, "url": engine.url,
+               "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def log_in(page: Any, base: str, name: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("#name", name)
+    page.fill("#password", PASSWORD)
+    page.click("button.primary")
+    page.wait_for_url(f"{base}/")
+
+
+def test_coordinator_records_a_kickoff(site: dict[str, Any], browser: Any) -> None:
+    """Log in, find the instance in My work, record a kickoff without its venue (the message
+    shows next to the field), then with it; the timeline shows the BE date."""
+    base = site["base"]
+    page = browser.new_page(viewport={"width": 360, "height": 800})
+    log_in(page, base, "udomrat")
+    page.click(f"a[href='/instances/{site['leader']}']")
+    page.wait_for_url(f"{base}/instances/{site['leader']}")
+    page.click("#act-kickoff > summary")
+    page.fill("#f-kickoff-date-d", "17")
+    page.select_option("#f-kickoff-date-m", "2")
+    page.fill("#f-kickoff-date-y", "2564")
+    page.fill("#f-kickoff-chair", KICKOFF["chair"])
+    page.click("#act-kickoff button.primary")
+    error = page.locator("#f-kickoff-venue-err")
+    assert error.inner_text() == "จำเป็นต้องกรอก"
+    assert page.locator("#f-kickoff-chair").input_value() == KICKOFF["chair"]
+    page.fill("#f-kickoff-venue", KICKOFF["venue"])
+    page.click("#act-kickoff button.primary")
+    page.wait_for_url(f"{base}/instances/{site['leader']}?recorded=kickoff")
+    assert "Kick off" in page.locator("#state").inner_text()
+    assert "17 ก.พ. 2564" in page.locator("#timeline").inner_text()
+    with Engine(site["url"]) as eng:
+        last = eng.history(site["leader"])[-1]
+        assert last.trigger == "kickoff" and last.actor == "udomrat"
+        assert last.auth is not None and last.auth.startswith("session:")
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+def test_auditor_filters_exports_and_verifies(site: dict[str, Any], browser: Any,
+                                              tmp_path: Path) -> None:
+    """The auditor filters the log by program, downloads CSV and XLSX (Thai intact, one column
+    per evidence field) and runs verify."""
+    with Engine(site["url"]) as eng:
+        eng.fire(site["leader"], "kickoff", actor="udomrat", role=OFFICER,
+                 evidence={**KICKOFF, "participants": 35})
+    base = site["base"]
+    page = browser.new_page(accept_downloads=True)
+    log_in(page, base, "aud")
+    page.goto(f"{base}/audit")
+    page.select_option("#a-program", "leader-development")
+    page.click("form[aria-label] button[type=submit]")
+    page.wait_for_url(f"{base}/audit?*program=leader-development*")
+    assert "ประชุมสร้างความเข้าใจ" in page.locator("table.audit").inner_text()
+    with page.expect_download() as got:
+        page.click("#dl-csv")
+    csv_path = tmp_path / "audit.csv"
+    got.value.save_as(csv_path)
+    assert KICKOFF["venue"] in csv_path.read_text(encoding="utf-8-sig")
+    with page.expect_download() as got:
+        page.click("#dl-xlsx")
+    xlsx_path = tmp_path / "audit.xlsx"
+    got.value.save_as(xlsx_path)
+    sheet = load_workbook(io.BytesIO(xlsx_path.read_bytes())).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    header = list(rows[0])
+    assert {"evidence.venue", "evidence.chair", "evidence.participants"} <= set(header)
+    events = [r for r in rows[1:] if r[header.index("instance")] is not None]  # not grants
+    assert events and all(r[header.index("program")] == "leader-development" for r in events)
+    kick = next(r for r in rows[1:] if r[header.index("trigger")] == "kickoff")
+    assert kick[header.index("evidence.venue")] == KICKOFF["venue"]
+    page.goto(f"{base}/audit/verify")
+    page.click("#run-verify")
+    assert "ถูกต้องทั้งหมด" in page.locator("#verify-result").inner_text()
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+def test_other_province_sees_a_403_page(site: dict[str, Any], browser: Any) -> None:
+    """An officer of Bangkok cannot open the Lopburi instance: a 403 page, a denial kept."""
+    page = browser.new_page()
+    log_in(page, site["base"], "other")
+    assert f"/instances/{site['leader']}" not in page.content()
+    response = page.goto(f"{site['base']}/instances/{site['leader']}")
+    assert response is not None and response.status == 403
+    assert "ไม่มีสิทธิ์" in page.locator("h1").inner_text()
+    with Engine(site["url"]) as eng:
+        assert any(d.actor == "other" and d.instance == site["leader"] for d in eng.denials())
+
+
+def _axe(page: Any) -> list[dict[str, Any]]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    return [v for v in result if v.get("impact") in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+def test_every_page_screenshots_and_axe(site: dict[str, Any], browser: Any) -> None:
+    """Each page at 1280 and 360 px: no horizontal overflow, Thai rendered with a Thai font,
+    a screenshot kept, and no serious or critical axe-core violation."""
+    base = site["base"]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "work": "/", "instance": f"/instances/{site['leader']}",
+        "khok": f"/instances/{site['khok']}", "start": "/start", "report": "/report",
+        "list": "/list?program=leader-development", "audit": "/audit",
+        "verify": "/audit/verify", "admin": "/admin",
+    }
+    found: dict[str, list[str]] = {}
+    for width in (1280, 360):
+        context = browser.new_context(viewport={"width": width, "height": 900},
+                                      bypass_csp=True)  # lets the test inject axe
+        page = context.new_page()
+        page.goto(f"{base}/login")
+        page.screenshot(path=str(SHOTS / f"login-{width}.png"), full_page=True)
+        found.update({f"login@{width}": [v["id"] for v in _axe(page)]})
+        log_in(page, base, "admin")
+        for name, path in paths.items():
+            response = page.goto(base + path)
+            assert response is not None and response.status == 200, path
+            if name == "instance":
+                page.click("#act-kickoff > summary")
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"{path} overflows at {width}px by {overflow}px"
+            assert page.evaluate("document.fonts.check('16px Loma, Garuda, sans-serif', 'ก')")
+            page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+            bad = _axe(page)
+            if bad:
+                found[f"{name}@{width}"] = [
+                    f"{v['id']}: {v['nodes'][0]['html'][:120]}" for v in bad]
+        context.close()
+    found = {k: v for k, v in found.items() if v}
+    assert not found, found
+    assert shutil.which("fc-list") is None or subprocess.run(
+        ["fc-list", ":lang=th", "family"], capture_output=True, text=True).stdout.strip()
