@@ -321,3 +321,4 @@ def test_admin_page_is_for_admins(world: World, client: TestClient) -> None:
     assert client.post("/admin/disable", data={"name": "somchai"}).status_code == 403
     r = client.post("/admin/disable", data={"csrf_token": csrf, "name": "somchai"})
     assert r.status_code == 200 and world.accounts.get("somchai").disabled
+

@@ -37,6 +37,11 @@ def demo(c: Context) -> None:
         if safe_url(c.db) != c.db:
             say("(the password is shown as ***: give it with WORKFLOW_DB or a ~/.pgpass file)")
     first = result.instances[0]
+    say("Demo accounts for the web pages (`workflow serve`, then http://127.0.0.1:8000/) -")
+    say("DEMO ONLY: the passwords are printed here; never load the demo into a real database:")
+    for name, password in result.accounts:
+        shown = password if password else "(made by an earlier run; `workflow users passwd`)"
+        say(f"  {name:<14} {shown}")
     say("Try next:")
     for line in (
         f"workflow{db} list",

@@ -7,6 +7,7 @@ earlier stages are recorded with a note saying the document does not give them.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,12 +188,34 @@ GRANTS: list[tuple[str, str, str | None, str | None]] = [
 ]
 
 
+#: Accounts for trying the web pages on the demo database, and their grants. DEMO ONLY: their
+#: passwords are printed on the terminal; never run `workflow demo` on a real database.
+DEMO_ACCOUNTS: list[tuple[str, str, bool, list[tuple[str, str | None]]]] = [
+    (
+        "demo-officer",
+        "เจ้าหน้าที่ทดลอง (demo only)",
+        False,
+        [
+            ("provincial_officer", None),
+            ("coordinator", None),
+            ("inspector", None),
+            ("committee", "one-plan"),
+        ],
+    ),
+    ("demo-auditor", "ผู้ตรวจสอบทดลอง (demo only)", False, [("auditor", None)]),
+    ("demo-admin", "ผู้ดูแลระบบทดลอง (demo only)", True, []),
+]
+
+
 @dataclass(frozen=True)
 class DemoResult:
     instances: tuple[int, ...]
     new_events: int  # stages recorded by this run (0 when the demo was already loaded)
     featured: int
     featured_story: str
+    #: (account, password) of each demo account this run created; (account, None) for one that
+    #: existed already (its password was printed when it was created).
+    accounts: tuple[tuple[str, str | None], ...] = ()
 
 
 def load(engine: Engine) -> DemoResult:
@@ -229,4 +252,22 @@ def load(engine: Engine) -> DemoResult:
             )
             new += 0 if result.replayed else 1
         ids.append(inst.id)
-    return DemoResult(tuple(ids), new, ids[1], STORIES[1]["story"])
+    return DemoResult(tuple(ids), new, ids[1], STORIES[1]["story"], _demo_accounts(engine))
+
+
+def _demo_accounts(engine: Engine) -> tuple[tuple[str, str | None], ...]:
+    """Create the demo accounts that do not exist yet, each with a fresh random password."""
+    existing = {a.name for a in engine.accounts.list()}
+    made: list[tuple[str, str | None]] = []
+    for name, display, admin, grants in DEMO_ACCOUNTS:
+        for role, program in grants:
+            engine.grant(name, role, program=program, by="workflow demo")
+        if name in existing:
+            made.append((name, None))
+            continue
+        password = secrets.token_urlsafe(12)
+        engine.accounts.add(
+            name, password, by="workflow demo", admin=admin, display_name=display
+        )
+        made.append((name, password))
+    return tuple(made)
