@@ -35,14 +35,17 @@ from typing import Any
 from workflow.audit import merkle
 from workflow.audit.chain import now_utc
 from workflow.audit.note import (
+    COSIGNATURE,
     Checkpoint,
     NoteError,
     Signer,
     Verifier,
+    add_signature,
     open_checkpoint,
+    parse_note,
     sign_checkpoint,
 )
-from workflow.errors import UsageError
+from workflow.errors import UsageError, WorkflowError
 from workflow.storage import auditlog as q
 from workflow.storage.store import Store
 
@@ -98,6 +101,13 @@ def _compact_range(conn: Any, size: int) -> merkle.CompactRange:
     if missing:
         raise TreeDamaged(f"the audit log's stored tree lacks node {missing[0]} (altered?)")
     return merkle.CompactRange(size, [found[n] for n in edge])
+
+
+class ProofFailed(WorkflowError):
+    """The log cannot prove what was asked: it no longer matches the checkpoint (history
+    was rewritten), or the instance's events differ from the entries the log holds."""
+
+    exit_code = 1
 
 
 class TreeDamaged(UsageError):
@@ -345,3 +355,57 @@ def _scan_leaves(conn: Any) -> tuple[LogProblem | None, bytes]:
                 "the tree's leaf hash does not match the log's entry (the tree was altered)",
             )
     return bad, compact.root()
+
+
+# --------------------------------------------------------------------------- witnesses
+
+
+def cosign(
+    store: Store,
+    checkpoint_text: str,
+    witness: Signer,
+    last: str | None = None,
+    log_key: Verifier | None = None,
+) -> str:
+    """A witness's cosignature (``cosignature/v1``) added to a checkpoint, after checking,
+    on this database, that the checkpoint is this log's tree at its size and (``last``: the
+    checkpoint the witness cosigned before) that it is consistent with ``last``: never
+    smaller, never a fork. ProofFailed (exit 1) otherwise; nothing is signed."""
+    try:
+        opened = open_checkpoint(checkpoint_text, log_key)
+        before = Checkpoint.parse(parse_note(last).text) if last else None
+    except NoteError as e:
+        raise UsageError(f"checkpoint: {e}") from None
+    cp = opened.checkpoint
+    if before is not None and before.origin != cp.origin:
+        raise UsageError(
+            f"this witness cosigned checkpoints of {before.origin!r}, not {cp.origin!r}"
+        )
+    integrate(store)
+    with store.snapshot() as conn:
+        size = q.tree_size(conn)
+        if cp.size > size:
+            raise ProofFailed(f"the checkpoint covers {cp.size} entries, the log holds {size}")
+        try:
+            root = head(conn, cp.size).root
+        except TreeDamaged as e:
+            raise ProofFailed(str(e)) from None
+        if root != cp.root:
+            raise ProofFailed(
+                f"the checkpoint's root is not this log's at size {cp.size} "
+                "(another log, or history was rewritten)"
+            )
+        if before is not None:
+            if cp.size < before.size:
+                raise ProofFailed(
+                    f"the checkpoint (size {cp.size}) is older than the one this witness "
+                    f"cosigned last (size {before.size})"
+                )
+            proof = consistency_proof(conn, before.size, cp.size)
+            if not is_consistent(before, TreeHead(cp.size, cp.root), proof):
+                raise ProofFailed(
+                    f"the checkpoint is not consistent with the one this witness cosigned "
+                    f"last (size {before.size}): the log forked or history was rewritten"
+                )
+    cosigner = Signer(witness.name, COSIGNATURE, witness.seed)
+    return add_signature(opened.note, cosigner.sign(cp.text()))
