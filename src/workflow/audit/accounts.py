@@ -67,7 +67,9 @@ def link_problem(row: Any, expected: int, prev: str, last_at: str) -> str | None
     return None
 
 
-def chain_problems(rows: Iterable[Any], head: tuple[int, str] | None = None) -> list[VerifyProblem]:
+def chain_problems(
+    rows: Iterable[Any], head: tuple[int, str] | None = None
+) -> list[VerifyProblem]:
     """The first broken link of the account chain (rows in ``seq`` order), as a problem
     naming its seq; with ``head`` (seq, hash) from a digest, also whether that record is
     still there unchanged (a shortened or rewritten chain)."""

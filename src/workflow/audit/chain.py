@@ -274,7 +274,9 @@ class Digest:
             grants = _pair(data.get("grants", {"seq": 0, "hash": GENESIS}), "seq", "grants")
             denials = _pair(data["denials"], "seq", "denials") if "denials" in data else None
             keys = _pair(data["keys"], "count", "keys") if "keys" in data else None
-            accounts = _pair(data["accounts"], "seq", "accounts") if "accounts" in data else None
+            accounts = (
+                _pair(data["accounts"], "seq", "accounts") if "accounts" in data else None
+            )
             taken_at = data.get("taken_at", "")
             if not isinstance(taken_at, str):
                 raise ValueError("taken_at is not text")
