@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,27 +309,10 @@ def verify_checkpoint(
     )
 
 
-def _leaf_pairs(conn: Any, stop: int | None = None) -> Iterator[tuple[int, str, Any, str, Any]]:
-    """(leaf index, source, source id, entry hash, stored leaf hash) in leaf order."""
-    import sqlalchemy as sa
-
-    sql = (
-        "SELECT l.leaf_index, l.source, l.source_id, l.entry_hash, n.hash FROM "
-        "workflow_audit_log l LEFT JOIN workflow_audit_nodes n ON n.id = l.leaf_index"
-        + (" WHERE l.leaf_index < :stop" if stop is not None else "")
-        + " ORDER BY l.leaf_index"
-    )
-    result = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        sa.text(sql), {"stop": stop}
-    )
-    for r in result:
-        yield int(r[0]), r[1], r[2], r[3], r[4]
-
-
 def _first_rewritten_leaf(conn: Any, size: int) -> LogProblem | None:
     """Where the stored leaf hashes still show history (the tree's level 0 untouched), the
     first leaf whose entry hash was replaced in the log."""
-    for leaf, source, source_id, entry, stored in _leaf_pairs(conn, size):
+    for leaf, source, source_id, entry, stored in q.leaf_pairs(conn, size):
         if stored is not None and bytes(stored) != merkle.leaf_hash(entry_bytes(entry)):
             return LogProblem(
                 leaf,
@@ -345,7 +327,7 @@ def _scan_leaves(conn: Any) -> tuple[LogProblem | None, bytes]:
     the root re-computed from the log's entries alone."""
     compact = merkle.CompactRange()
     bad: LogProblem | None = None
-    for leaf, source, source_id, entry, stored in _leaf_pairs(conn):
+    for leaf, source, source_id, entry, stored in q.leaf_pairs(conn):
         computed = merkle.leaf_hash(entry_bytes(entry))
         compact.append(computed)
         if bad is None and (stored is None or bytes(stored) != computed):

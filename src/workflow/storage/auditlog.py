@@ -228,3 +228,21 @@ def describe(conn: Connection, source: str, source_id: Any) -> str:
         return f"event id {source_id} (no longer stored)"
     what = {"grant": "grant event", "denial": "denial id", "account": "account event"}
     return f"{what.get(source, source)} {source_id}"
+
+
+def leaf_pairs(
+    conn: Connection, stop: int | None = None
+) -> Iterator[tuple[int, str, Any, str, Any]]:
+    """(leaf index, source, source id, entry hash, stored leaf hash or None) in leaf order,
+    streamed: the log's leaves beside the tree's level 0 (node id = leaf index)."""
+    sql = (
+        "SELECT l.leaf_index, l.source, l.source_id, l.entry_hash, n.hash FROM "
+        "workflow_audit_log l LEFT JOIN workflow_audit_nodes n ON n.id = l.leaf_index"
+        + (" WHERE l.leaf_index < :stop" if stop is not None else "")
+        + " ORDER BY l.leaf_index"
+    )
+    result = conn.execution_options(stream_results=True, yield_per=5000).execute(
+        sa.text(sql), {"stop": stop}
+    )
+    for r in result:
+        yield int(r[0]), r[1], r[2], r[3], r[4]

@@ -39,31 +39,16 @@ SOURCES = (
 
 
 def upgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
-    op.create_table(
-        QUEUE,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-        sa.Column("source", sa.String(8), nullable=False),
-        sa.Column("source_id", sa.BigInteger, nullable=False),
-        sa.Column("entry_hash", sa.Text, nullable=False),
-    )
-    op.create_table(
-        LOG,
-        sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("source", sa.String(8), nullable=False),
-        sa.Column("source_id", sa.BigInteger, nullable=False),
-        sa.Column("entry_hash", sa.Text, nullable=False),
-        sa.Column("integrated_at", sa.String(32), nullable=False),
-    )
-    op.create_index("ix_audit_log_source", LOG, ["source", "source_id"], unique=True)
-    op.create_table(
-        NODES,
-        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    )
+    conn = op.get_bind()
+    postgres = conn.dialect.name == "postgresql"
+    # Idempotent: a database whose version row was set back by hand may hold all this
+    # already; then nothing is created twice and no entry is queued twice.
+    if QUEUE not in set(sa.inspect(conn).get_table_names()):
+        _create_tables()
     for table in (LOG, NODES):
         _append_only(table, postgres)
     for source, table, column in SOURCES:
+        _drop_trigger(f"{table}_audit_queue", table, postgres)
         if postgres:
             op.execute(
                 f"""
@@ -93,15 +78,48 @@ def upgrade() -> None:
     )
     op.execute(
         f"INSERT INTO {QUEUE} (source, source_id, entry_hash) "
-        f"SELECT source, source_id, hash FROM ({union}) AS entries "
-        "ORDER BY at, rank, source_id"
+        f"SELECT source, source_id, hash FROM ({union}) AS entries WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {LOG} l WHERE l.source = entries.source AND "
+        "l.source_id = entries.source_id) AND NOT EXISTS "
+        f"(SELECT 1 FROM {QUEUE} q WHERE q.source = entries.source AND "
+        "q.source_id = entries.source_id) ORDER BY at, rank, source_id"
     )
+
+
+def _create_tables() -> None:
+    op.create_table(
+        QUEUE,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("source", sa.String(8), nullable=False),
+        sa.Column("source_id", sa.BigInteger, nullable=False),
+        sa.Column("entry_hash", sa.Text, nullable=False),
+    )
+    op.create_table(
+        LOG,
+        sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("source", sa.String(8), nullable=False),
+        sa.Column("source_id", sa.BigInteger, nullable=False),
+        sa.Column("entry_hash", sa.Text, nullable=False),
+        sa.Column("integrated_at", sa.String(32), nullable=False),
+    )
+    op.create_index("ix_audit_log_source", LOG, ["source", "source_id"], unique=True)
+    op.create_table(
+        NODES,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    )
+
+
+def _drop_trigger(name: str, table: str, postgres: bool) -> None:
+    op.execute(f"DROP TRIGGER IF EXISTS {name}" + (f" ON {table}" if postgres else ""))
 
 
 def _append_only(table: str, postgres: bool) -> None:
     """Refuse UPDATE, DELETE (and on PostgreSQL TRUNCATE), as for the other audit tables."""
     if postgres:
         # workflow_refuse_change() exists since 0001.
+        _drop_trigger(f"{table}_append_only", table, postgres)
+        _drop_trigger(f"{table}_no_truncate", table, postgres)
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION workflow_refuse_change()"
@@ -112,6 +130,7 @@ def _append_only(table: str, postgres: bool) -> None:
         )
     else:
         for action in ("UPDATE", "DELETE"):
+            _drop_trigger(f"{table}_no_{action.lower()}", table, postgres)
             op.execute(
                 f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
                 f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
