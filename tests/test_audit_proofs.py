@@ -566,3 +566,40 @@ def test_command_line(trail: Log, tmp_path: Path) -> None:
     assert v.returncode == 0, v.stdout
     assert json.loads(v.stdout)["checkpoint"]["ok"]
     assert parse_note((tmp_path / "cpw").read_text()).signatures[1][0] == "w.example/1"
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
+def test_service_publishes_checkpoints_and_proofs(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service_helpers import API, client_for, make_world, start_body
+
+    world = make_world(engine.url)
+    try:
+        with client_for(world) as client:
+            r = client.post(f"{API}/instances", json=start_body(), headers=world.auth("udomrat"))
+            assert r.status_code == 201, r.text
+            inst = r.json()["id"]
+            r = client.get(f"{API}/audit/checkpoint", headers=world.auth("aud"))
+            assert r.status_code == 503  # no key configured: said, never a key in the database
+            (tmp_path / "log.key").write_text(LOG_KEY.skey() + "\n")
+            monkeypatch.setenv("WORKFLOW_AUDIT_KEY", str(tmp_path / "log.key"))
+            r = client.get(f"{API}/audit/checkpoint", headers=world.auth("aud"))
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+            assert parse_note(r.text).signed_by(LOG_KEY.verifier) == 0
+            assert (
+                client.get(f"{API}/audit/checkpoint", headers=world.auth("udomrat")).status_code
+                == 403
+            )
+            r = client.get(f"{API}/instances/{inst}/proof", headers=world.auth("udomrat"))
+            assert r.status_code == 200, r.text
+            assert proofs.check(r.json(), LOG_KEY.verifier).ok
+            assert (
+                client.get(f"{API}/instances/{inst}/proof", headers=world.auth("other")).status_code
+                == 403
+            )
+    finally:
+        world.engine.close()
