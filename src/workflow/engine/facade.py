@@ -33,6 +33,8 @@ from workflow.storage.store import Store, Timeouts, os_user
 
 if TYPE_CHECKING:
     from workflow.accounts import Accounts
+    from workflow.audit.log import ConsistencyResult
+    from workflow.audit.note import Signer, Verifier
 
 DEFAULT_URL = "sqlite:///workflow.db"
 
@@ -371,3 +373,48 @@ class Engine:
         """Re-compute every chain and check every record against it, and against ``digest``
         if given (``workflow.audit.verify.verify``, which says what is checked)."""
         return _verify.verify(self.store, digest)
+
+    # ------------------------------------------------------------------ audit proofs
+    # The log of every audit entry, checkpoints and proofs: workflow.audit.log and
+    # workflow.audit.bundle (imported on first use: they load `cryptography`).
+
+    def integrate_log(self) -> int:
+        """Move committed audit entries into the log; return how many
+        (``workflow.audit.log.integrate``)."""
+        from workflow.audit import log
+
+        return log.integrate(self.store)
+
+    def checkpoint(self, signer: Signer, origin: str | None = None) -> str:
+        """A signed checkpoint (C2SP note) of the whole log (``workflow.audit.log``)."""
+        from workflow.audit import log
+
+        return log.checkpoint(self.store, signer, origin)
+
+    def prove(self, instance_id: int, checkpoint: str) -> dict[str, Any]:
+        """A proof bundle of the instance's events to ``checkpoint``
+        (``workflow.audit.bundle.prove``)."""
+        from workflow.audit import bundle
+
+        return bundle.prove(self.store, instance_id, checkpoint)
+
+    def verify_checkpoint(
+        self, checkpoint: str | bytes, public_key: Verifier | None = None
+    ) -> ConsistencyResult:
+        """Whether the current log extends the checkpoint's tree
+        (``workflow.audit.log.verify_checkpoint``)."""
+        from workflow.audit import log
+
+        return log.verify_checkpoint(self.store, checkpoint, public_key)
+
+    def cosign(
+        self,
+        checkpoint: str,
+        witness: Signer,
+        last: str | None = None,
+        log_key: Verifier | None = None,
+    ) -> str:
+        """A witness's cosignature added to ``checkpoint`` (``workflow.audit.log.cosign``)."""
+        from workflow.audit import log
+
+        return log.cosign(self.store, checkpoint, witness, last, log_key)

@@ -336,6 +336,19 @@ def audit_digest(caller: Caller, engine: EngineDep) -> dict[str, Any]:
     return calls.digest(engine, caller)
 
 
+@router.get("/audit/checkpoint", summary="The latest signed checkpoint of the audit log (text)",
+            response_class=PlainTextResponse, responses=READ_ERRORS)
+def audit_checkpoint(caller: Caller, engine: EngineDep) -> PlainTextResponse:
+    return PlainTextResponse(calls.checkpoint(engine, caller))
+
+
+@router.get("/instances/{instance}/proof",
+            summary="A proof bundle: the instance's events with inclusion proofs",
+            responses=READ_ERRORS)
+def instance_proof(caller: Caller, engine: EngineDep, instance: InstanceId) -> dict[str, Any]:
+    return calls.proof(engine, caller, instance)
+
+
 @router.get("/audit/denials", summary="Refused attempts (auditor or admin)",
             response_model=Page, responses=READ_ERRORS)
 def audit_denials(caller: Caller, engine: EngineDep, limit: Limit = DEFAULT_LIMIT,

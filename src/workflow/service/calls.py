@@ -169,6 +169,39 @@ def list_instances(
     return items[:limit], len(items) > limit
 
 
+#: The file of the log's private key the service signs checkpoints with (never in the
+#: database): ``workflow audit keygen --out PREFIX`` writes PREFIX.key.
+AUDIT_KEY_ENV = "WORKFLOW_AUDIT_KEY"
+
+
+def _audit_signer() -> Any:
+    import os
+
+    from workflow.audit.note import NoteError, Signer
+    from workflow.errors import StorageError
+
+    path = os.environ.get(AUDIT_KEY_ENV, "").strip()
+    if not path:
+        raise StorageError(f"no checkpoint key: set {AUDIT_KEY_ENV} to the log's PREFIX.key")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Signer.parse(f.read(64 * 1024))
+    except (OSError, UnicodeError, NoteError) as e:
+        raise StorageError(f"the checkpoint key {AUDIT_KEY_ENV} cannot be read ({e})") from None
+
+
+def checkpoint(engine: Engine, caller: Caller) -> str:
+    """The latest signed checkpoint of the log (auditors and admins, as every audit read)."""
+    require_auditor(engine, caller, "audit checkpoint")
+    return engine.checkpoint(_audit_signer())
+
+
+def proof(engine: Engine, caller: Caller, instance: int) -> dict[str, Any]:
+    """A proof bundle of an instance the caller may read, to a checkpoint signed now."""
+    history(engine, caller, instance)  # refused unless the caller's grants cover it
+    return engine.prove(instance, engine.checkpoint(_audit_signer()))
+
+
 def history(engine: Engine, caller: Caller, instance: int) -> builtins.list[Event]:
     return engine.history(instance, viewer=_viewer(caller))
 
