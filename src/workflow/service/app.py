@@ -106,7 +106,7 @@ def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = Fal
     @app.get("/api/v1/openapi.json", include_in_schema=False,
              dependencies=[Depends(api_principal)])
     def openapi() -> dict[str, Any]:
-        return app.openapi()
+        return api.openapi_document(app)
 
     @app.middleware("http")
     async def log_and_harden(
