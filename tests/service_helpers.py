@@ -1,14 +1,21 @@
-"""Shared set-up of the service tests: accounts, grants and tokens on a fresh database, and an
-in-process client of the app."""
+"""Shared set-up of the service tests: accounts, grants and tokens on a fresh database, an
+in-process client of the app, and a real `workflow serve` subprocess on a free 127.0.0.1 port."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
@@ -78,3 +85,54 @@ def kickoff_body(**over: Any) -> dict[str, Any]:
     body = {"trigger": "kickoff", "role": OFFICER, "evidence": dict(KICKOFF)}
     body.update(over)
     return body
+
+
+# --------------------------------------------------------------------------- a real server
+
+#: The console script, as installed (`workflow ...`).
+WORKFLOW = [sys.executable, "-c", "from workflow.cli.main import main; main()"]
+
+
+def cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*WORKFLOW, "--db", url, *args],
+                          input=stdin, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "WORKFLOW_DB": url})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(url: str, log: Path, *, workers: int = 2, args: tuple[str, ...] = (),
+            startup: float = 60) -> Iterator[str]:
+    """The base URL of a `workflow serve --workers N` subprocess on ``url``, listening on a
+    free port of 127.0.0.1 and writing its log to ``log``; stopped (SIGTERM, then SIGKILL)
+    when the block ends."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*WORKFLOW, "--db", url, *args, "serve", "--port", str(port), "--workers",
+             str(workers)], stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            try:
+                if httpx.get(f"{base}{API}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -4,10 +4,6 @@ accounts and tokens made by the CLI, a start and a fire, and no secret in any lo
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,56 +12,19 @@ import httpx
 import pytest
 
 from helpers import KICKOFF, LOPBURI, OFFICER
+from service_helpers import cli, serving
 from workflow import Engine
 
 PASSWORD = "a long enough password"
-#: The console script, as installed (`workflow ...`).
-WORKFLOW = [sys.executable, "-c", "from workflow.cli.main import main; main()"]
-
-
-def cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*WORKFLOW, "--db", url, *args],
-                          input=stdin, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "WORKFLOW_DB": url})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def served(engine: Engine, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """(base URL, database URL, log file) of a `workflow serve --workers 2` on the engine's
     database."""
-    url = engine.url
-    port = free_port()
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*WORKFLOW, "--db", url, "serve", "--port",
-             str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield base, url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(engine.url, log, workers=2) as base:
+        yield base, engine.url, log
 
 
 def test_serve_start_and_fire_with_a_token(served: tuple[str, str, Path]) -> None:

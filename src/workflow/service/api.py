@@ -14,7 +14,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,10 +22,15 @@ from workflow.engine.facade import Engine
 from workflow.errors import UsageError
 from workflow.service import calls
 from workflow.service.auth import CSRF_HEADER, api_principal
-from workflow.service.problems import MEDIA_TYPE
+from workflow.service.problems import MEDIA_TYPE, TITLES
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+
+
+class ProblemField(BaseModel):
+    field: str
+    reason: str
 
 
 class Problem(BaseModel):
@@ -35,15 +40,56 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    code: str
-    exit_code: int
+    code: str = Field(description="The error class (workflow.errors), e.g. VersionConflict")
+    exit_code: int = Field(description="The command line's exit code for the same error")
+    problems: list[ProblemField] | None = Field(
+        default=None, description="EvidenceInvalid: every field and what is wrong with it")
+    denial_unrecorded: str | None = Field(
+        default=None, description="A 403 whose denial could not be recorded: why")
+
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Problem responses, as ``application/problem+json`` (see :func:`openapi_document`)."""
     return {
-        s: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": "problem"}
+        s: {"description": TITLES.get(s, "problem"),
+            "content": {MEDIA_TYPE: {"schema": PROBLEM_REF}}}
         for s in statuses
     }
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document as the service answers: FastAPI's, with every error response
+    (status 400 and up) declared as what is really sent, ``application/problem+json`` with
+    the ``Problem`` schema. FastAPI on its own adds the route's media type with an empty
+    schema to each of them, and a 422 ``HTTPValidationError`` the service never sends (an
+    unreadable request is a 400 problem here)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    spec = app.openapi()
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in problem.pop("$defs", {}).items():
+        schemas[name] = sub
+    schemas["Problem"] = problem
+    for path, operations in spec.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if path == f"{router.prefix}/health":
+                for status in [s for s in responses if s != "200"]:
+                    del responses[status]  # no credentials, no database: always 200
+                continue
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = {MEDIA_TYPE: {"schema": dict(PROBLEM_REF)}}
+                    if response.get("description") in (None, "", "Validation Error", "problem"):
+                        response["description"] = TITLES.get(int(status), "problem")
+    app.openapi_schema = spec
+    return spec
 
 
 READ_ERRORS = _problems(400, 401, 403, 404, 503)
@@ -179,7 +225,9 @@ def program_diagram(
 class StartBody(BaseModel):
     """Start a program; the actor is the authenticated account."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"program": "leader-development", "area": "160117", "fiscal_year": 2566,
+         "role": "provincial_officer"}]})
     program: str = Field(max_length=200)
     area: str = Field(max_length=200, description="DOPA code, or a Thai/English name")
     fiscal_year: int | str = Field(description="Buddhist-Era fiscal year, e.g. 2564")
@@ -191,7 +239,9 @@ class StartBody(BaseModel):
 class FireBody(BaseModel):
     """Fire one transition; the actor is the authenticated account."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"trigger": "kickoff", "role": "provincial_officer",
+         "evidence": {"date": "2566-02-17", "venue": "ศาลาประชาคม", "chair": "นายอำเภอ"}}]})
     trigger: str = Field(max_length=200)
     role: str = Field(max_length=200)
     evidence: dict[str, Any] = Field(default_factory=dict)
@@ -374,7 +424,8 @@ def report(
 class GrantBody(BaseModel):
     """A grant: ``actor`` (an account name) may act as ``role`` in ``area`` on ``program``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"actor": "udomrat", "role": "provincial_officer", "area": "16"}]})
     actor: str = Field(max_length=200)
     role: str = Field(max_length=200)
     area: str | None = Field(default=None, max_length=200)

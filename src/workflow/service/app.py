@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -49,11 +50,31 @@ _PAGE_HEADERS = {
 }
 
 
+def thread_limit(engine: Engine) -> int | None:
+    """How many requests a worker may run at once: the routes are plain functions, run in
+    anyio's thread pool (40 threads by default), and the Store keeps two connections per
+    thread (a read one and a write one) between transactions. With more threads than the
+    database pool can give two connections each, a request waits for a connection no other
+    thread will ever return, and fails after SQLAlchemy's pool timeout (30 s, a 503). So the
+    threads are as many as the pool can serve, one connection kept spare for a transaction
+    opened inside another. None: the pool has no fixed bound (leave the default)."""
+    pool: Any = engine.store.engine.pool
+    size = getattr(pool, "size", None)
+    overflow = getattr(pool, "_max_overflow", None)
+    if not callable(size) or not isinstance(overflow, int) or overflow < 0:
+        return None
+    capacity = int(size()) + overflow
+    return max(1, (capacity - 1) // 2)
+
+
 def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = False) -> FastAPI:
     """The service on ``engine``; ``accounts`` defaults to the engine's accounts library."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        limit = thread_limit(engine)
+        if limit is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = limit
         try:
             yield
         finally:
@@ -85,7 +106,7 @@ def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = Fal
     @app.get("/api/v1/openapi.json", include_in_schema=False,
              dependencies=[Depends(api_principal)])
     def openapi() -> dict[str, Any]:
-        return app.openapi()
+        return api.openapi_document(app)
 
     @app.middleware("http")
     async def log_and_harden(
