@@ -52,19 +52,11 @@ _PAGE_HEADERS = {
 
 def thread_limit(engine: Engine) -> int | None:
     """How many requests a worker may run at once: the routes are plain functions, run in
-    anyio's thread pool (40 threads by default), and the Store keeps two connections per
-    thread (a read one and a write one) between transactions. With more threads than the
-    database pool can give two connections each, a request waits for a connection no other
-    thread will ever return, and fails after SQLAlchemy's pool timeout (30 s, a 503). So the
-    threads are as many as the pool can serve, one connection kept spare for a transaction
-    opened inside another. None: the pool has no fixed bound (leave the default)."""
-    pool: Any = engine.store.engine.pool
-    size = getattr(pool, "size", None)
-    overflow = getattr(pool, "_max_overflow", None)
-    if not callable(size) or not isinstance(overflow, int) or overflow < 0:
-        return None
-    capacity = int(size()) + overflow
-    return max(1, (capacity - 1) // 2)
+    anyio's thread pool (40 threads by default), more than the database pool can serve (a
+    request would then wait for a connection and fail after the pool's timeout, a 503). So
+    the threads are as many as the Store can serve (``Store.thread_capacity``); None leaves
+    the default."""
+    return engine.store.thread_capacity()
 
 
 def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = False) -> FastAPI:

@@ -348,6 +348,19 @@ class Store(_AccessQueries):
         self._discard()
         self.engine.dispose()
 
+    def thread_capacity(self) -> int | None:
+        """How many threads may use this Store at once without waiting for a connection.
+
+        Each thread keeps two connections between transactions (see ``_checkout``), so a
+        thread beyond the pool's size plus overflow, halved, would wait for a connection no
+        other thread returns and fail after the pool's timeout. One connection stays spare for
+        a transaction opened inside another. None: the pool has no fixed bound."""
+        pool: Any = self.engine.pool
+        if not isinstance(pool, sa.pool.QueuePool):
+            return None
+        capacity = pool.size() + max(0, pool._max_overflow)  # no public reader of overflow
+        return max(1, (capacity - 1) // 2)
+
     # -- connections and faults
 
     def _translate(self, e: BaseException, waiting_for: str | None = None) -> WorkflowError:
