@@ -142,6 +142,16 @@ def dump_tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
         eng.dispose()
 
 
+def pop_denials(dump: dict[str, list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """Take out of a table dump (``dump_tables``) what recording refusals adds, and return
+    the denial rows: a denial is recorded on purpose (CONTRACT §5), with its entry in the
+    audit log's queue (migration 0008), while everything else must stay as it was."""
+    queue = dump.get("workflow_audit_queue")
+    if queue is not None:
+        dump["workflow_audit_queue"] = [r for r in queue if r[1] != "denial"]
+    return dump.pop("workflow_denials", [])
+
+
 def execute(url: str, *statements: str | sa.TextClause, params: Mapping[str, Any] | None = None
             ) -> None:
     """Run raw statements in one committed transaction (what an intruder with SQL does)."""

@@ -107,7 +107,7 @@ def free_port() -> int:
 
 @contextmanager
 def serving(url: str, log: Path, *, workers: int = 2, args: tuple[str, ...] = (),
-            startup: float = 60) -> Iterator[str]:
+            startup: float = 60, env: dict[str, str] | None = None) -> Iterator[str]:
     """The base URL of a `workflow serve --workers N` subprocess on ``url``, listening on a
     free port of 127.0.0.1 and writing its log to ``log``; stopped (SIGTERM, then SIGKILL)
     when the block ends."""
@@ -115,7 +115,8 @@ def serving(url: str, log: Path, *, workers: int = 2, args: tuple[str, ...] = ()
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*WORKFLOW, "--db", url, *args, "serve", "--port", str(port), "--workers",
-             str(workers)], stdout=out, stderr=subprocess.STDOUT)
+             str(workers)], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup

@@ -584,7 +584,7 @@ def test_service_publishes_checkpoints_and_proofs(
             assert r.status_code == 201, r.text
             inst = r.json()["id"]
             r = client.get(f"{API}/audit/checkpoint", headers=world.auth("aud"))
-            assert r.status_code == 503  # no key configured: said, never a key in the database
+            assert r.status_code == 404  # no key configured: nothing published (no key in the DB)
             (tmp_path / "log.key").write_text(LOG_KEY.skey() + "\n")
             monkeypatch.setenv("WORKFLOW_AUDIT_KEY", str(tmp_path / "log.key"))
             r = client.get(f"{API}/audit/checkpoint", headers=world.auth("aud"))

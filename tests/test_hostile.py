@@ -39,7 +39,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import dump_tables, lopburi_story, start_khok
+from helpers import dump_tables, lopburi_story, pop_denials, start_khok
 from reliability import Run, assert_one_error_line, record, run_cli, scaled
 from workflow import Engine
 from workflow.programs.registry import bundled_files
@@ -380,7 +380,9 @@ def kicked_off_world(tmp_path: Path) -> Iterator[World]:
 
 
 def _without_denials(dump: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    return {k: v for k, v in dump.items() if k != "workflow_denials"}
+    rest = dict(dump)
+    pop_denials(rest)
+    return rest
 
 
 @pytest.mark.slow

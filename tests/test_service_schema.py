@@ -26,7 +26,7 @@ from schemathesis.checks import (
 )
 
 from helpers import OFFICER
-from service_helpers import API, make_world, serving
+from service_helpers import API, cli, make_world, serving
 from workflow import Engine
 from workflow.engine.demo import load
 
@@ -43,8 +43,11 @@ def served_demo(engine: Engine, tmp_path: Path) -> Iterator[tuple[str, dict[str,
     world = make_world(engine.url)
     # Some generated starts may succeed (201, then 409 for the same again).
     world.engine.grant("admin", OFFICER, area="16", by="test")
+    # The log's key, so that the checkpoint and proof routes answer with what they publish.
+    assert cli(engine.url, "audit", "keygen", "--out", str(tmp_path / "log")).returncode == 0
+    key = {"WORKFLOW_AUDIT_KEY": str(tmp_path / "log.key")}
     try:
-        with serving(engine.url, tmp_path / "serve.log", workers=1) as base:
+        with serving(engine.url, tmp_path / "serve.log", workers=1, env=key) as base:
             yield base, world.auth("admin")
         text = (tmp_path / "serve.log").read_text()
         assert "Traceback" not in text, text[-4000:]

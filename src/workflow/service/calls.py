@@ -178,11 +178,15 @@ def _audit_signer() -> Any:
     import os
 
     from workflow.audit.note import NoteError, Signer
-    from workflow.errors import StorageError
+    from workflow.errors import NotFound, StorageError
 
     path = os.environ.get(AUDIT_KEY_ENV, "").strip()
     if not path:
-        raise StorageError(f"no checkpoint key: set {AUDIT_KEY_ENV} to the log's PREFIX.key")
+        # Nothing is published (a 404), rather than a fault: signing is the operator's choice.
+        raise NotFound(
+            f"this server publishes no checkpoints (its operator sets {AUDIT_KEY_ENV} to the "
+            "log's PREFIX.key to sign them)"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             return Signer.parse(f.read(64 * 1024))
