@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from workflow.engine.facade import Engine
     from workflow.engine.requests import FireRequest, StartRequest
     from workflow.errors import (
+        AmendRefused,
         AreaNotFound,
         ClockWentBack,
         Conflict,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         DefinitionChanged,
         DefinitionError,
         DuplicateInstance,
+        EventNotFound,
         EvidenceInvalid,
         GrantNotFound,
         GuardFailed,
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "AccessRequest": "workflow.access.policy",
     "AllowAll": "workflow.access.policy",
+    "AmendRefused": "workflow.errors",
     "Area": "workflow.areas",
     "AreaNotFound": "workflow.errors",
     "ClockWentBack": "workflow.errors",
@@ -74,6 +77,7 @@ _LAZY: dict[str, str] = {
     "DuplicateInstance": "workflow.errors",
     "Engine": "workflow.engine.facade",
     "Event": "workflow.records",
+    "EventNotFound": "workflow.errors",
     "EvidenceInvalid": "workflow.errors",
     "FireRequest": "workflow.engine.requests",
     "FireResult": "workflow.records",
@@ -129,6 +133,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccessRequest",
     "AllowAll",
+    "AmendRefused",
     "Area",
     "AreaNotFound",
     "ClockWentBack",
@@ -141,6 +146,7 @@ __all__ = [
     "DuplicateInstance",
     "Engine",
     "Event",
+    "EventNotFound",
     "EvidenceInvalid",
     "FireRequest",
     "FireResult",

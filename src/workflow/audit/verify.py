@@ -23,6 +23,7 @@ from typing import Any
 from workflow.access.policy import AUDITOR, StoredGrants
 from workflow.audit import accounts as _accounts_audit
 from workflow.audit import chain as _audit
+from workflow.audit import evolution as _evolution
 from workflow.audit.chain import Chain, Digest
 from workflow.errors import DatabaseUnavailable, UsageError
 from workflow.records import NonBundled, VerifyProblem, VerifyResult
@@ -211,6 +212,7 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
         problems.extend(grant_problems)
         keys = list(store.stream_keys(conn))
         checks = _EventChecks(timeline, keys)
+        checks.stored_hashes = frozenset(d.content_hash for d in definitions.values())
         pairs = _audit.merge_by_instance(
             store.stream_instances(conn),
             _audit.chains(store.stream_events(conn), wanted, found, checks),
@@ -221,7 +223,8 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
             if inst is not None:
                 instances += 1
             try:
-                problem = _check_instance(inst, chain, definitions)
+                evolved = checks.evolved.pop(chain.instance, None) if chain else None
+                problem = _check_instance(inst, chain, definitions, evolved)
             except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
                 ident = inst.id if inst is not None else chain.instance if chain else None
                 problem = VerifyProblem(
@@ -312,8 +315,34 @@ class _EventChecks:
         self.seen: set[tuple[Any, Any]] = set()
         self.bad_keys: list[VerifyProblem] = []
         self._scope: tuple[Any, str | None, str | None] = (None, None, None)
+        #: The definition hashes stored (a migration must name one of them).
+        self.stored_hashes: frozenset[str] | None = None
+        #: instance -> (program version, definition hash) after its last start or migration.
+        self.evolved: dict[Any, tuple[int | None, str | None]] = {}
+        self._amendments: tuple[Any, _evolution.Amendments] = (None, _evolution.Amendments())
 
     def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
+        amended = self._amended(chain, row)
+        granted = self._granted(chain, row)
+        return amended or granted
+
+    def _amended(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
+        """What the workflow.audit.evolution replay says of the row (corrections, reverts,
+        migrations), and the definition the instance runs on after it."""
+        if self._amendments[0] != chain.instance:
+            self._amendments = (
+                chain.instance,
+                _evolution.Amendments(stored_hashes=self.stored_hashes),
+            )
+        replay = self._amendments[1]
+        try:
+            reason = replay.add(row)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            reason = f"a stored value is malformed ({type(e).__name__})"
+        self.evolved[chain.instance] = (replay.program_version, replay.definition_hash)
+        return reason
+
+    def _granted(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         instance, seq, at = row[1], row[2], row[9]
         if not isinstance(at, str):
             return None  # malformed: the chain check reports it
@@ -414,7 +443,10 @@ def _grant_item(scope: object) -> tuple[str, str, str, str] | None:
 
 
 def _check_instance(
-    inst: InstanceRow | None, chain: _audit.Chain | None, definitions: Mapping[int, Any]
+    inst: InstanceRow | None,
+    chain: _audit.Chain | None,
+    definitions: Mapping[int, Any],
+    evolved: tuple[int | None, str | None] | None = None,
 ) -> VerifyProblem | None:
     if inst is None:
         assert chain is not None
@@ -437,9 +469,14 @@ def _check_instance(
         return VerifyProblem(
             inst.id, chain.last_seq, "the last event's configuration is not a list of states"
         )
+    # A migrated instance runs on the version its last migrate event moved it to.
+    version, definition_hash = evolved or (identity.get("program_version"), None)
+    if version != inst.program_version:
+        return VerifyProblem(
+            inst.id, 0, "instance program_version differs from its start and migrate events"
+        )
     expected = {
         "program": inst.program,
-        "program_version": inst.program_version,
         "area": inst.area_code,
         "fiscal_year": inst.fiscal_year,
         "title": inst.title,
@@ -470,7 +507,13 @@ def _check_instance(
         inst.program_version,
     ):
         return VerifyProblem(inst.id, 0, "instance refers to a missing or different definition")
-    if chain.definition_hashes != {definition.content_hash}:
+    if definition_hash is not None and definition_hash != definition.content_hash:
+        return VerifyProblem(
+            inst.id,
+            0,
+            "the instance's definition is not the one its last start or migrate event names",
+        )
+    if evolved is None and chain.definition_hashes != {definition.content_hash}:
         return VerifyProblem(
             inst.id,
             0,

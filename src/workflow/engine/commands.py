@@ -502,6 +502,12 @@ class Commands:
             raise IdempotencyConflict(key)
         return found
 
+    def evidence_check(
+        self, transition: Any, typed: Mapping[str, Any], row: InstanceRow
+    ) -> None:
+        """The evidence rules beyond a field's type that need the instance (a correction
+        runs them on the evidence as corrected)."""
+
     # ------------------------------------------------------------------ grants
 
     def grant(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from workflow.access.policy import Denial, Grant, Policy, StoredGrants
 from workflow.audit import verify as _verify
 from workflow.audit.chain import Digest
+from workflow.engine.amend import KEEP, Amendments
 from workflow.engine.commands import Commands
 from workflow.engine.compiled import Programs
 from workflow.engine.queries import Queries
@@ -75,6 +76,7 @@ class Engine:
         self._writer = writer
         self._queries = Queries(self.store, compiled, self.registry, self.policy, writer.deny)
         self._accounts: Accounts | None = None
+        self._amend = Amendments(writer, compiled, self.policy)
 
     def close(self) -> None:
         self.store.dispose()
@@ -193,6 +195,51 @@ class Engine:
         fires one by one.
         """
         return self._commands.fire_many(requests)
+
+    # ------------------------------------------------------------------ mending (engine/amend.py)
+
+    def comment(
+        self, instance_id: int, *, actor: str, role: str, text: str, auth: str | None = None
+    ) -> FireResult:
+        """Append a ``comment`` event (the text is its note); the state is unchanged."""
+        return self._amend.comment(instance_id, actor=actor, role=role, text=text, auth=auth)
+
+    def correct(
+        self,
+        instance_id: int,
+        seq: int,
+        *,
+        actor: str,
+        role: str,
+        reason: str,
+        evidence: Mapping[str, object] | None = None,
+        note: object = KEEP,
+        auth: str | None = None,
+    ) -> FireResult:
+        """Append a ``correct`` event amending event ``seq``'s evidence (field -> new value;
+        "" removes an optional field) and/or note; the original stays in the trail and
+        :meth:`history` shows both. Roles: the program's ``corrections``."""
+        return self._amend.correct(
+            instance_id, seq, actor=actor, role=role, reason=reason, evidence=evidence,
+            note=note, auth=auth, check=self._commands.evidence_check,
+        )
+
+    def revert(
+        self,
+        instance_id: int,
+        *,
+        actor: str,
+        role: str,
+        reason: str,
+        expect_version: int | None = None,
+        auth: str | None = None,
+    ) -> FireResult:
+        """Append a ``revert`` event returning the instance to its configuration before its
+        last state change (refused from a final state unless the program allows it)."""
+        return self._amend.revert(
+            instance_id, actor=actor, role=role, reason=reason,
+            expect_version=expect_version, auth=auth,
+        )
 
     # ------------------------------------------------------------------ access
 

@@ -19,6 +19,7 @@ from workflow import areas as _areas
 from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Denial, Grant, Policy
 from workflow.engine import requests as _req
+from workflow.engine.amend import corrected
 from workflow.engine.compiled import Programs, config_tuple, event_of
 from workflow.errors import (
     InstanceNotFound,
@@ -247,7 +248,7 @@ class Queries:
             rows = self.store.events_of(conn, number)
             if not rows and self.store.get_instance(conn, number) is None:
                 raise InstanceNotFound(instance_id)
-            return [event_of(r) for r in rows]
+            return corrected([event_of(r) for r in rows])
 
         return self._read(work, viewer, "history")
 

@@ -23,6 +23,7 @@ from workflow.programs.model import (
     COMPARISON_OPS,
     EVIDENCE_TYPES,
     CompareGuard,
+    Corrections,
     EvidenceField,
     EvidenceType,
     FunctionGuard,
@@ -93,6 +94,7 @@ PROGRAM_KEYS = {
     "initial",
     "states",
     "transitions",
+    "corrections",
 }
 STATE_KEYS = {"th", "en", "final", "parallel", "description"}
 REGION_KEYS = {"th", "en", "initial", "states"}
@@ -390,6 +392,11 @@ class _Parser:
                     if t is not None:
                         transitions.append(t)
 
+        corrections = (
+            self.corrections(doc["corrections"], line("corrections"), roles)
+            if "corrections" in doc
+            else Corrections(tuple(r for r in ("provincial_officer",) if r in roles) or ())
+        )
         program = Program(
             id=pid,
             version=version,
@@ -404,11 +411,36 @@ class _Parser:
             source_file=self.file,
             source_text=source_text,
             content_hash=hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
+            corrections=corrections,
         )
         if not self.problems:
             # Meaning checks need a structurally sound program; report them once it is.
             self.meaning(program)
         return program
+
+    def corrections(self, value: Any, line: int, roles: dict[str, int]) -> Corrections:
+        """``corrections: {roles: [...], revert_final: bool}``: who may correct, revert and
+        migrate an instance of this program (default: provincial_officer)."""
+        node = self.mapping(value, line, "`corrections`")
+        if node is None:
+            return Corrections()
+        self.keys(node, {"roles", "revert_final"}, "`corrections`")
+        chosen: list[str] = []
+        for role, role_line in self.string_list(
+            node.get("roles", _LList()), _line_of(node, "roles", line), "corrections roles"
+        ):
+            if role not in roles:
+                self.problem(
+                    role_line, "E030", f"correction role {role!r} is not declared in `roles`"
+                )
+            chosen.append(role)
+        revert_final = node.get("revert_final", False)
+        if not isinstance(revert_final, bool):
+            self.problem(
+                _line_of(node, "revert_final", line), "E012", "`revert_final` must be true or false"
+            )
+            revert_final = False
+        return Corrections(tuple(chosen), revert_final)
 
     def states(self, node: _LDict, prefix: str) -> tuple[State, ...]:
         out: list[State] = []

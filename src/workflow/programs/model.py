@@ -150,6 +150,15 @@ class Transition:
         return None
 
 
+@dataclass(frozen=True)
+class Corrections:
+    """Who may correct an instance's record (``correct``, ``revert``, ``migrate``), and whether
+    a step into a final state may be taken back (``revert_final``)."""
+
+    roles: tuple[str, ...] = ("provincial_officer",)
+    revert_final: bool = False
+
+
 #: The ``source`` of a program shipped with workflow (any other source is a file path).
 BUNDLED = "bundled"
 
@@ -174,6 +183,8 @@ class Program:
     #: Where the program came from: ``bundled`` (shipped with workflow), or the path of the
     #: extra definition file it was read from; "" when loaded from text by hand.
     source: str = ""
+    #: ``corrections: {roles: [...], revert_final: false}`` (default: provincial_officer).
+    corrections: Corrections = field(default_factory=Corrections)
 
     @property
     def bundled(self) -> bool:
