@@ -36,7 +36,7 @@ def _verify_grants(
 ) -> tuple[list[VerifyProblem], _Timeline | None]:
     """Re-compute the grant chain, replay it in order against the grants in force, and
     return what it says each actor held when (None if the chain itself is broken)."""
-    held: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+    held: dict[tuple[str, str, str, str], tuple[str, str, str | None]] = {}
     timeline: _Timeline = {}
     open_grants: dict[tuple[str, str, str, str], list[Any]] = {}
     prev, expected, last_at = _audit.GENESIS, 1, ""
@@ -55,17 +55,23 @@ def _verify_grants(
             return [VerifyProblem(None, seq, f"grants: {reason}")], None
         hashes[row.seq] = row.hash
         if row.action == "grant":
-            held[item] = (row.by, row.at)
-            interval: list[Any] = [item[2], item[3], row.at, None]
+            until = _grant_until(row.scope)
+            held[item] = (row.by, row.at, until)
+            if item in open_grants:  # granted again (renewed): the earlier one ends now
+                earlier = open_grants.pop(item)
+                earlier[3] = row.at if earlier[3] is None else min(earlier[3], row.at)
+            # An expiring grant covers nothing from its end on.
+            interval: list[Any] = [item[2], item[3], row.at, until]
             open_grants[item] = interval
             timeline.setdefault((item[0], item[1]), []).append(interval)
         else:
             held.pop(item, None)
             if item in open_grants:
-                open_grants.pop(item)[3] = row.at
+                ended = open_grants.pop(item)
+                ended[3] = row.at if ended[3] is None else min(ended[3], row.at)
         prev, expected, last_at = row.hash, row.seq + 1, row.at
     stored = {
-        (g.actor, g.role, g.area_code, g.program): (g.granted_by, g.granted_at)
+        (g.actor, g.role, g.area_code, g.program): (g.granted_by, g.granted_at, g.expires_at)
         for g in store.all_grants(conn)
     }
     problems: list[VerifyProblem] = []
@@ -430,6 +436,15 @@ def _chain_link_problem(
     except (TypeError, ValueError, UnicodeError) as e:
         return f"record {row.seq!r} holds a malformed value ({type(e).__name__})"
     return None
+
+
+def _grant_until(scope: object) -> str | None:
+    """The end a grant event's scope records (``until``), or None."""
+    try:
+        until = json.loads(scope).get("until")  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return until if isinstance(until, str) else None
 
 
 def _grant_item(scope: object) -> tuple[str, str, str, str] | None:

@@ -511,13 +511,22 @@ class Commands:
     # ------------------------------------------------------------------ grants
 
     def grant(
-        self, actor: str, role: str, area: str | None, program: str | None, by: str | None
+        self,
+        actor: str,
+        role: str,
+        area: str | None,
+        program: str | None,
+        by: str | None,
+        until: Any = None,
     ) -> Grant:
         """Grant (see ``Engine.grant``): one grant event, or none if already held."""
         item = _grants.scope(self.registry, actor, role, area, program)
         granted_by = _rules.name(by, "by") if by else self.writer.os_user
+        ends = _grants.expiry(until)
         row = self.writer.run(
-            lambda unit: _grants.grant_in(self.store, unit.conn, item, granted_by, unit.os_user)
+            lambda unit: _grants.grant_in(
+                self.store, unit.conn, item, granted_by, unit.os_user, ends
+            )
         )
         return _grants.grant_of(row)
 

@@ -251,11 +251,14 @@ class Engine:
         area: str | None = None,
         program: str | None = None,
         by: str | None = None,
+        until: str | dt.date | None = None,
     ) -> Grant:
         """Let ``actor`` act as ``role`` in ``area`` (and inside it) on ``program``;
         recorded as a hash-chained grant event. Granting what is already held changes nothing,
-        also when two identical grants run at once (one event, both return the grant)."""
-        return self._commands.grant(actor, role, area, program, by)
+        also when two identical grants run at once (one event, both return the grant).
+        ``until`` (a date, CE or BE) ends the grant at the end of that day, Thai time; an
+        expired grant refuses like a revoked one (grant it again to renew it)."""
+        return self._commands.grant(actor, role, area, program, by, until)
 
     def revoke(
         self,

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 from workflow import areas as _areas
 from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Denial, Grant, Policy
+from workflow.audit import chain as _audit
 from workflow.engine import requests as _req
 from workflow.engine.amend import corrected
 from workflow.engine.compiled import Programs, config_tuple, event_of
@@ -72,7 +73,12 @@ class Queries:
         """What ``viewer`` may read, as (area prefix, program) pairs; None: everything."""
         if viewer is None:
             return None
-        return [(g.area_code, g.program) for g in self.store.grants_for(conn, viewer)]
+        now = _audit.now_utc()
+        return [
+            (g.area_code, g.program)
+            for g in self.store.grants_for(conn, viewer)
+            if g.expires_at is None or now < g.expires_at  # an expired grant reads nothing
+        ]
 
     def _row_for(self, conn: Any, instance_id: int, viewer: str | None) -> InstanceRow:
         """The instance row, or InstanceNotFound; a row outside the viewer's scopes is
