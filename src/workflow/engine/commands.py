@@ -39,7 +39,7 @@ from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import FireResult
 from workflow.runtime import text as _rules
-from workflow.runtime.evidence import check_fiscal_year
+from workflow.runtime.evidence import check_fiscal_year, check_within
 from workflow.runtime.evidence import validate as _evidence_validate
 from workflow.runtime.machine import Configuration, GuardFunction, compile_program
 from workflow.storage.store import EventRow, InstanceRow, KeyRow, chunks
@@ -387,6 +387,7 @@ class Commands:
                 "fiscal_year": row.fiscal_year,
             },
         )
+        check_within(step.transition, step.evidence, row.fiscal_year)
         at = _audit.now_utc()
         if at < row.updated_at:
             # updated_at is the time of the instance's last event (verify checks it is).
@@ -506,7 +507,8 @@ class Commands:
         self, transition: Any, typed: Mapping[str, Any], row: InstanceRow
     ) -> None:
         """The evidence rules beyond a field's type that need the instance (a correction
-        runs them on the evidence as corrected)."""
+        runs them on the evidence as corrected): dates ``within: fiscal_year``."""
+        check_within(transition, typed, row.fiscal_year)
 
     # ------------------------------------------------------------------ grants
 

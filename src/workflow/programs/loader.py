@@ -108,7 +108,9 @@ TRANSITION_KEYS = {
     "guards",
     "description",
 }
-FIELD_KEYS = {"type", "required", "label", "min", "max", "choices", "max_length"}
+FIELD_KEYS = {"type", "required", "label", "min", "max", "choices", "max_length", "within"}
+#: What a date field may be declared ``within``.
+WITHIN = ("fiscal_year",)
 LABEL_KEYS = {"th", "en"}
 
 
@@ -742,9 +744,19 @@ class _Parser:
                 )
             else:
                 max_length = ml
+        within = node.get("within")
+        if within is not None and (etype != "date" or within not in WITHIN):
+            self.problem(
+                _line_of(node, "within", line),
+                "E041",
+                f"`within` of {name!r} applies to date fields and must be one of "
+                f"{', '.join(WITHIN)}",
+            )
+            within = None
         return EvidenceField(
             name=name,
             type=etype,
+            within=within,
             required=required,
             label=label,
             min=lo,

@@ -48,6 +48,8 @@ class EvidenceField:
     choices: tuple[str, ...] = ()
     max_length: int = 2000
     line: int = 0
+    #: ``within: fiscal_year`` on a date: it must fall in the instance's fiscal year.
+    within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class Program:
                                 "min": f.min,
                                 "max": f.max,
                                 "choices": list(f.choices) or None,
+                                "within": f.within,
                             }.items()
                             if v is not None
                         }

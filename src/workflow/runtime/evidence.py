@@ -207,3 +207,33 @@ def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise UsageError(f"--set {name} given twice")
         out[name] = value
     return out
+
+
+def fiscal_year_bounds(year: int) -> tuple[dt.date, dt.date]:
+    """The first and last day of Buddhist-Era fiscal year ``year`` (1 Oct to 30 Sep)."""
+    return dt.date(year - BE_OFFSET - 1, 10, 1), dt.date(year - BE_OFFSET, 9, 30)
+
+
+def check_within(
+    transition: Transition, typed: Mapping[str, EvidenceValue], fiscal_year: int
+) -> None:
+    """Refuse (:class:`EvidenceInvalid`) a date declared ``within: fiscal_year`` that falls
+    outside the instance's fiscal year, naming the year's bounds in BE."""
+    first, last = fiscal_year_bounds(fiscal_year)
+    problems = []
+    for f in transition.evidence:
+        value = typed.get(f.name)
+        if f.within != "fiscal_year" or not isinstance(value, str):
+            continue
+        day = dt.date.fromisoformat(value)
+        if not first <= day <= last:
+            problems.append(
+                (
+                    f.name,
+                    f"{to_be(value)} is outside fiscal year {fiscal_year} "
+                    f"({to_be(first.isoformat())} to {to_be(last.isoformat())})",
+                )
+            )
+    if problems:
+        raise EvidenceInvalid.of(transition.trigger, problems)
+
