@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from helpers import (
     COORDINATOR,
     OFFICER,
@@ -17,7 +18,6 @@ from helpers import (
     lopburi_story,
     start_khok,
 )
-
 from workflow import (
     AmendRefused,
     Engine,

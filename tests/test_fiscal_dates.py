@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import LOPBURI, OFFICER, dump_tables
 
+from helpers import LOPBURI, OFFICER, dump_tables
 from workflow import Engine, EvidenceInvalid
 from workflow.programs.loader import check_text
 from workflow.runtime.evidence import fiscal_year_bounds

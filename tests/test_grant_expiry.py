@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from helpers import KICKOFF, LOPBURI, OFFICER
 
+from helpers import KICKOFF, LOPBURI, OFFICER
 from workflow import Engine, PermissionDenied, UsageError
 from workflow.access import grants as _grants
 from workflow.access import policy as _policy

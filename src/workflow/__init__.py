@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from workflow.access.policy import AccessRequest, AllowAll, Denial, Grant, Policy, StoredGrants
     from workflow.areas import Area
     from workflow.audit.chain import Digest
+    from workflow.engine.evolution import MigrationItem, MigrationResult
     from workflow.engine.facade import Engine
     from workflow.engine.requests import FireRequest, StartRequest
     from workflow.errors import (
@@ -89,6 +90,8 @@ _LAZY: dict[str, str] = {
     "Instance": "workflow.records",
     "InstanceNotFound": "workflow.errors",
     "KeyRecordMismatch": "workflow.errors",
+    "MigrationItem": "workflow.engine.evolution",
+    "MigrationResult": "workflow.engine.evolution",
     "NotFound": "workflow.errors",
     "PermissionDenied": "workflow.errors",
     "Policy": "workflow.access.policy",
@@ -158,6 +161,8 @@ __all__ = [
     "Instance",
     "InstanceNotFound",
     "KeyRecordMismatch",
+    "MigrationItem",
+    "MigrationResult",
     "NonBundled",
     "NotFound",
     "PermissionDenied",

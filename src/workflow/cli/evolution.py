@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import click
 
 from workflow.cli.context import Context, json_option, pass_ctx
-from workflow.cli.render import emit_json, say, show_config
+from workflow.cli.render import emit_json, say, show_config, table
 
 if TYPE_CHECKING:
+    from workflow.engine.evolution import MigrationResult
     from workflow.records import FireResult
 
 
@@ -118,4 +119,101 @@ def revert(
     _done(result, as_json)
 
 
-COMMANDS = (comment, correct, revert)
+@click.command()
+@click.argument("program")
+@click.option("--to-version", type=int, required=True, help="The version to move to.")
+@click.option("--from-version", type=int, help="Only instances on this version.")
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="A state of the old version and its state in the new one (dotted paths; a prefix "
+    "maps everything under it, e.g. a parallel region); repeatable. Default: same ids.",
+)
+@click.option("--area", help="Only instances in this area and inside it (code or name).")
+@click.option("--fiscal-year", help="Only instances of this Buddhist-Era fiscal year.")
+@click.option("--state", help="Only instances in this top-level state.")
+@_actor
+@_role
+@click.option("--dry-run", is_flag=True, help="Print the plan per instance; change nothing.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
+    help="Instances migrated per transaction.",
+)
+@json_option
+@pass_ctx
+def migrate(
+    c: Context,
+    program: str,
+    to_version: int,
+    from_version: int | None,
+    mapping: tuple[str, ...],
+    area: str | None,
+    fiscal_year: str | None,
+    state: str | None,
+    actor: str,
+    role: str,
+    dry_run: bool,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Move the running instances of PROGRAM to --to-version: each gets a `migrate` event.
+    The plan is checked for every instance first; if any has a problem nothing changes
+    (exit 4; with --dry-run, exit 1)."""
+    import sys
+
+    from rich.progress import Progress
+
+    engine = c.engine()
+    with Progress(transient=True, disable=as_json or dry_run or not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"migrating {program}", total=None)
+        result = engine.migrate(
+            program,
+            to_version,
+            actor=actor,
+            role=role,
+            from_version=from_version,
+            mapping=list(mapping),
+            area=area,
+            fiscal_year=fiscal_year,
+            state=state,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=lambda n: bar.advance(task, n),
+        )
+    _plan(result, as_json)
+    if dry_run and not result.ok:
+        raise SystemExit(1)
+
+
+def _plan(result: MigrationResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    if result.items:
+        table(
+            None,
+            ["id", "from", "to", "ok", "problem"],
+            [
+                (
+                    i.id,
+                    f"v{i.from_version} {show_config(i.from_)}",
+                    f"v{i.to_version} {show_config(i.to)}" if i.to else "-",
+                    "yes" if i.ok else "NO",
+                    i.problem or "",
+                )
+                for i in result.items
+            ],
+        )
+    if result.dry_run:
+        bad = sum(1 for i in result.items if not i.ok)
+        say(
+            f"dry run: {len(result.items)} instance(s) of {result.program} would move to "
+            f"v{result.to_version}; {bad} with a problem; nothing changed"
+        )
+    else:
+        say(f"migrated {result.migrated} instance(s) of {result.program} to v{result.to_version}")
+
+
+COMMANDS = (comment, correct, revert, migrate)

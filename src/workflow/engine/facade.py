@@ -22,6 +22,7 @@ from workflow.audit.chain import Digest
 from workflow.engine.amend import KEEP, Amendments
 from workflow.engine.commands import Commands
 from workflow.engine.compiled import Programs
+from workflow.engine.evolution import MigrationResult, Migrations
 from workflow.engine.queries import Queries
 from workflow.engine.requests import FireRequest, StartRequest
 from workflow.engine.unit_of_work import Writer
@@ -77,6 +78,7 @@ class Engine:
         self._queries = Queries(self.store, compiled, self.registry, self.policy, writer.deny)
         self._accounts: Accounts | None = None
         self._amend = Amendments(writer, compiled, self.policy)
+        self._migrations = Migrations(writer, compiled, self.registry, self.policy)
 
     def close(self) -> None:
         self.store.dispose()
@@ -239,6 +241,35 @@ class Engine:
         return self._amend.revert(
             instance_id, actor=actor, role=role, reason=reason,
             expect_version=expect_version, auth=auth,
+        )
+
+    def migrate(
+        self,
+        program: str,
+        to_version: int,
+        *,
+        actor: str,
+        role: str,
+        from_version: int | None = None,
+        mapping: Mapping[str, str] | Sequence[str] | None = None,
+        area: str | None = None,
+        fiscal_year: int | str | None = None,
+        state: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[int], None] | None = None,
+        auth: str | None = None,
+    ) -> MigrationResult:
+        """Move ``program``'s running instances (selected by ``from_version``, ``area``,
+        ``fiscal_year``, ``state``) to version ``to_version``: planned for every instance
+        first (``mapping`` OLD -> NEW state paths; a prefix maps all under it), refused with
+        nothing changed if any plan has a problem, then one ``migrate`` event per instance,
+        ``batch_size`` instances per transaction. ``dry_run`` only plans. Instances already
+        on ``to_version`` are left alone (a rerun is harmless). See engine/evolution.py."""
+        return self._migrations.migrate(
+            program, to_version, actor=actor, role=role, from_version=from_version,
+            mapping=mapping, area=area, fiscal_year=fiscal_year, state=state,
+            dry_run=dry_run, batch_size=batch_size, progress=progress, auth=auth,
         )
 
     # ------------------------------------------------------------------ access

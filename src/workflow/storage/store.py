@@ -722,6 +722,17 @@ class Store(_AccessQueries):
         )
         return bool(cur.rowcount == 1)
 
+    def set_definition(
+        self, conn: Connection, instance_id: int, program_version: int, definition_id: int
+    ) -> None:
+        """Move a (locked) instance to another stored version of its program (a migration;
+        its migrate event moves its state and version in the same transaction)."""
+        conn.execute(
+            instances_t.update()
+            .where(instances_t.c.id == instance_id)
+            .values(program_version=program_version, definition_id=definition_id)
+        )
+
     def lock_instances(self, conn: Connection, ids: Sequence[int]) -> dict[int, InstanceRow]:
         """Several instance rows, locked (in id order, so two batches cannot deadlock)."""
         out: dict[int, InstanceRow] = {}
