@@ -112,3 +112,30 @@ def test_migrations_over_http(backend: str, world: World, tmp_path: Path) -> Non
         assert client.get(f"{API}/instances/{old.id}",
                           headers=world.auth("udomrat")).json()["program_version"] == 2
         assert iid != old.id
+
+
+def test_multipart_fire_with_files(backend: str, world: World, tmp_path: Path) -> None:
+    """A fire with a file part: 201, the evidence records the file; a PDF where an image is
+    wanted is 422; the file comes back through the library."""
+    from test_attachments import JPEG, PDF, PROGRAM
+
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "files.yaml").write_text(PROGRAM, encoding="utf-8")
+    world.engine.close()
+    world.engine = Engine(backend, [tmp_path / "defs"])
+    me = world.auth("udomrat")
+    with client_for(world) as client:
+        r = client.post(f"{API}/instances", json=start_body(program="kickoff-files"), headers=me)
+        iid = r.json()["id"]
+        url = f"{API}/instances/{iid}/events/multipart"
+        form = {"trigger": "kickoff", "role": OFFICER, "evidence": '{"date": "2564-03-01"}'}
+        r = client.post(url, data=form, files={"photo": ("kickoff.jpg", PDF)}, headers=me)
+        assert r.status_code == 422, r.text
+        r = client.post(url, data=form, files={"photo": ("kickoff.jpg", JPEG, "text/plain")},
+                        headers=me)
+        assert r.status_code == 201, r.text
+        photo = r.json()["event"]["evidence"]["photo"]
+        assert photo["media_type"] == "image/jpeg" and photo["bytes"] == len(JPEG)
+        r = client.post(url, data={**form, "actor": "x"}, headers=me)
+        assert r.status_code == 400
+    assert world.engine.attachment(iid, 2, "photo")[1] == JPEG

@@ -27,7 +27,9 @@ from workflow.audit import evolution as _evolution
 from workflow.audit.chain import Chain, Digest
 from workflow.errors import DatabaseUnavailable, UsageError
 from workflow.records import NonBundled, VerifyProblem, VerifyResult
+from workflow.runtime import attachments as _files
 from workflow.storage import accounts as _accounts_store
+from workflow.storage import attachments as _stored_files
 from workflow.storage.store import InstanceRow, KeyRow, Store
 
 
@@ -241,6 +243,7 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
             if problem is not None:
                 problems.append(problem)
         problems.extend(checks.key_problems())
+        problems.extend(checks.file_problems(store, conn))
         problems.extend(_verify_denials(store, conn, digest))
         problems.extend(_verify_accounts(conn, digest))
         if digest is not None and digest.keys is not None:
@@ -321,6 +324,8 @@ class _EventChecks:
         self.seen: set[tuple[Any, Any]] = set()
         self.bad_keys: list[VerifyProblem] = []
         self._scope: tuple[Any, str | None, str | None] = (None, None, None)
+        #: (instance, seq, field, sha256, bytes) of every file evidence names.
+        self.files: list[tuple[Any, Any, str, str, int]] = []
         #: The definition hashes stored (a migration must name one of them).
         self.stored_hashes: frozenset[str] | None = None
         #: instance -> (program version, definition hash) after its last start or migration.
@@ -330,7 +335,39 @@ class _EventChecks:
     def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         amended = self._amended(chain, row)
         granted = self._granted(chain, row)
+        evidence = row[10]
+        if isinstance(evidence, str) and '"sha256"' in evidence:
+            self._files(row[1], row[2], evidence)
         return amended or granted
+
+    def _files(self, instance: Any, seq: Any, evidence: str) -> None:
+        """Note the files an event's evidence names (re-hashed after the scan)."""
+        try:
+            value = json.loads(evidence)
+        except ValueError:
+            return
+        if not isinstance(value, dict):
+            return
+        if isinstance(value.get("changes"), dict):  # a correction: its new values
+            value = {k: c.get("new") for k, c in value["changes"].items() if isinstance(c, dict)}
+        for name, described in _files.references(value):
+            self.files.append((instance, seq, name, described["sha256"], described["bytes"]))
+
+    def file_problems(self, store: Store, conn: Any) -> list[VerifyProblem]:
+        """Each named file re-hashed: missing or changed ones, by the event naming them."""
+        out, seen = [], {}
+        for instance, seq, name, sha256, size in self.files:
+            if sha256 not in seen:
+                seen[sha256] = _stored_files.problem(store, conn, sha256, size)
+            if seen[sha256] is not None:
+                out.append(
+                    VerifyProblem(
+                        instance if type(instance) is int else None,
+                        seq if type(seq) is int else None,
+                        f"evidence {name}: {seen[sha256]}",
+                    )
+                )
+        return out
 
     def _amended(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         """What the workflow.audit.evolution replay says of the row (corrections, reverts,

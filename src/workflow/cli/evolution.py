@@ -7,6 +7,9 @@ plan). See docs/evolution.md.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -62,6 +65,10 @@ def comment(c: Context, instance: int, actor: str, role: str, text: str, as_json
     help="The corrected value of an evidence field (FIELD= removes an optional one); "
     "repeatable.",
 )
+@click.option(
+    "--attach", "files", multiple=True, metavar="FIELD=PATH",
+    help="The corrected file of a file field; repeatable.",
+)
 @click.option("--note", help="The corrected note of event SEQ.")
 @json_option
 @pass_ctx
@@ -73,6 +80,7 @@ def correct(
     role: str,
     reason: str,
     assignments: tuple[str, ...],
+    files: tuple[str, ...],
     note: str | None,
     as_json: bool,
 ) -> None:
@@ -81,7 +89,8 @@ def correct(
     from workflow.engine.amend import KEEP
     from workflow.runtime.evidence import parse_assignments
 
-    evidence = parse_assignments(assignments)
+    evidence: dict[str, object] = dict(parse_assignments(assignments))
+    evidence.update(read_attachments(files, evidence))
     result = c.engine().correct(
         instance,
         seq,
@@ -161,8 +170,6 @@ def migrate(
     """Move the running instances of PROGRAM to --to-version: each gets a `migrate` event.
     The plan is checked for every instance first; if any has a problem nothing changes
     (exit 4; with --dry-run, exit 1)."""
-    import sys
-
     from rich.progress import Progress
 
     engine = c.engine()
@@ -216,4 +223,52 @@ def _plan(result: MigrationResult, as_json: bool) -> None:
         say(f"migrated {result.migrated} instance(s) of {result.program} to v{result.to_version}")
 
 
-COMMANDS = (comment, correct, revert, migrate)
+def read_attachments(items: tuple[str, ...], taken: Mapping[str, object]) -> dict[str, object]:
+    """``--attach FIELD=PATH`` pairs as uploads (the file read whole, regular files only)."""
+    from workflow.errors import UsageError
+    from workflow.runtime.attachments import MAX_BYTES, Upload
+    from workflow.runtime.files import read_regular_file
+    from workflow.runtime.text import ID_MAX, identifier
+
+    out: dict[str, object] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path:
+            raise UsageError(f"--attach expects FIELD=PATH, got {item!r}")
+        name = identifier(name, "evidence field name", ID_MAX)
+        if name in out or name in taken:
+            raise UsageError(f"evidence field {name} given twice")
+        out[name] = Upload(Path(path).name, read_regular_file(path, MAX_BYTES))
+    return out
+
+
+@click.group()
+def attachments() -> None:
+    """Files recorded as evidence (type file)."""
+
+
+@attachments.command("get")
+@click.argument("instance", type=int)
+@click.argument("seq", type=int)
+@click.argument("field")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True),
+    help="Write the file here (default: standard output).",
+)
+@pass_ctx
+def attachments_get(c: Context, instance: int, seq: int, field: str, output: str | None) -> None:
+    """The file event SEQ of INSTANCE recorded as evidence FIELD (re-hashed first)."""
+    value, data = c.engine().attachment(instance, seq, field)
+    if output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    Path(output).write_bytes(data)
+    click.echo(
+        f"wrote {output}: {value['name']}, {value['media_type']}, {value['bytes']} bytes",
+        err=True,
+    )
+
+
+COMMANDS = (comment, correct, revert, migrate, attachments)

@@ -24,6 +24,7 @@ from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Policy
 from workflow.audit import chain as _audit
 from workflow.audit import evolution as _evo
+from workflow.engine import attachments as _files
 from workflow.engine.compiled import Loaded, Programs, config_tuple, event_of
 from workflow.engine.requests import auth as _auth
 from workflow.engine.requests import instance_id as _instance_id
@@ -141,6 +142,7 @@ class Amendments:
             typed: dict[str, EvidenceValue] = {}
             if given:
                 typed = self._typed(loaded, target, merged, row, check)
+                _files.keep_uploads(self.store, unit.conn, typed, given, _audit.now_utc())
             changes = {
                 name: {"old": current.get(name), "new": typed.get(name)}
                 for name in given

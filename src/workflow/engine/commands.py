@@ -18,6 +18,7 @@ from workflow import areas as _areas
 from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Grant, Policy
 from workflow.audit import chain as _audit
+from workflow.engine import attachments as _files
 from workflow.engine.compiled import Programs, config_text, config_tuple, event_of
 from workflow.engine.requests import FireRequest, StartRequest, fingerprint
 from workflow.engine.requests import auth as _auth
@@ -392,6 +393,8 @@ class Commands:
         if at < row.updated_at:
             # updated_at is the time of the instance's last event (verify checks it is).
             raise ClockWentBack(f"last event of instance {row.id}", row.updated_at, at)
+        if step.transition.has_files:
+            _files.keep(self.store, conn, step.transition, step.evidence, req.evidence, at)
         event = unit.event(
             instance=row.id,
             seq=row.version + 1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from workflow.access.policy import Denial, Grant, Policy, StoredGrants
 from workflow.audit import verify as _verify
 from workflow.audit.chain import Digest
+from workflow.engine import attachments as _files
 from workflow.engine.amend import KEEP, Amendments
 from workflow.engine.commands import Commands
 from workflow.engine.compiled import Programs
@@ -31,6 +33,7 @@ from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import Event, FireResult, Instance, Report, VerifyResult
 from workflow.runtime.machine import GuardFunction
+from workflow.storage import attachments as _attachments
 from workflow.storage.store import Store, Timeouts, os_user
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class Engine:
         allow_override: Sequence[str] = (),
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        attachments: str | Path | None = None,
     ) -> None:
         self.url = url
         self.policy: Policy = policy if policy is not None else StoredGrants()
@@ -71,6 +75,12 @@ class Engine:
         self.registry = Registry(definitions, allow_override=allow_override)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
         self.store = Store(url, Timeouts.make(lock_timeout, statement_timeout))
+        # Files given as evidence: ``attachments`` (or WORKFLOW_ATTACHMENTS) is a directory;
+        # by default beside a SQLite file, in the database otherwise (storage/attachments.py).
+        where = attachments or os.environ.get("WORKFLOW_ATTACHMENTS") or None
+        self.store.attachments_dir = (
+            Path(where) if where else _attachments.default_directory(url)
+        )
         compiled = Programs(self.store, self.registry)
         writer = Writer(self.store, self.policy, os_user())
         self._commands = Commands(writer, compiled, self.registry, self.policy, self.guards)
@@ -271,6 +281,15 @@ class Engine:
             mapping=mapping, area=area, fiscal_year=fiscal_year, state=state,
             dry_run=dry_run, batch_size=batch_size, progress=progress, auth=auth,
         )
+
+    def attachment(
+        self, instance_id: int, seq: int, field: str, *, viewer: str | None = None
+    ) -> tuple[Mapping[str, Any], bytes]:
+        """The file event ``seq`` recorded as evidence ``field`` (as corrected, if it was):
+        its value (``sha256``, ``name``, ``media_type``, ``bytes``) and content, re-hashed;
+        ``viewer`` as for :meth:`get`."""
+        events = self.history(instance_id, viewer=viewer)
+        return _files.attachment(self.store, events, instance_id, seq, field)
 
     # ------------------------------------------------------------------ access
 

@@ -37,6 +37,7 @@ from workflow.programs.model import (
     Transition,
     walk_states,
 )
+from workflow.runtime.attachments import MAX_BYTES as MAX_FILE_BYTES
 from workflow.runtime.evidence import convert as _evidence_convert
 from workflow.runtime.files import MAX_DEFINITION_BYTES, FileRefused, read_regular_file
 from workflow.runtime.text import (
@@ -108,7 +109,12 @@ TRANSITION_KEYS = {
     "guards",
     "description",
 }
-FIELD_KEYS = {"type", "required", "label", "min", "max", "choices", "max_length", "within"}
+FIELD_KEYS = {
+    "type", "required", "label", "min", "max", "choices", "max_length", "within",
+    "max_bytes", "media_types",
+}
+#: What a media type in ``media_types`` looks like (``image/jpeg``, ``image/*``).
+MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/(\*|[a-z0-9][a-z0-9.+-]*)")
 #: What a date field may be declared ``within``.
 WITHIN = ("fiscal_year",)
 LABEL_KEYS = {"th", "en"}
@@ -753,10 +759,13 @@ class _Parser:
                 f"{', '.join(WITHIN)}",
             )
             within = None
+        max_bytes, media_types = self.file_limits(node, line, name, etype)
         return EvidenceField(
             name=name,
             type=etype,
             within=within,
+            max_bytes=max_bytes,
+            media_types=media_types,
             required=required,
             label=label,
             min=lo,
@@ -765,6 +774,41 @@ class _Parser:
             max_length=max_length,
             line=line,
         )
+
+    def file_limits(
+        self, node: _LDict, line: int, name: str, etype: str
+    ) -> tuple[int | None, tuple[str, ...]]:
+        """``max_bytes`` and ``media_types`` of a ``file`` field (E041 elsewhere)."""
+        max_bytes: int | None = None
+        media_types: tuple[str, ...] = ()
+        for key in ("max_bytes", "media_types"):
+            if key in node and etype != "file":
+                self.problem(
+                    _line_of(node, key, line), "E041", f"`{key}` applies to file fields ({name!r})"
+                )
+        if etype != "file":
+            return None, ()
+        if "max_bytes" in node:
+            v = node["max_bytes"]
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_FILE_BYTES:
+                self.problem(
+                    _line_of(node, "max_bytes", line),
+                    "E041",
+                    f"`max_bytes` of {name!r} must be a whole number from 1 to {MAX_FILE_BYTES}",
+                )
+            else:
+                max_bytes = v
+        if "media_types" in node:
+            items = self.string_list(
+                node["media_types"], _line_of(node, "media_types", line), "media_types"
+            )
+            for media_type, mline in items:
+                if not MEDIA_TYPE.fullmatch(media_type):
+                    self.problem(
+                        mline, "E041", f"media type {media_type!r} of {name!r} is not type/subtype"
+                    )
+            media_types = tuple(m for m, _ in items)
+        return max_bytes, media_types
 
     def guard(
         self,

@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice"]
-EVIDENCE_TYPES: tuple[str, ...] = ("text", "integer", "number", "date", "boolean", "choice")
+EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice", "file"]
+EVIDENCE_TYPES: tuple[str, ...] = (
+    "text", "integer", "number", "date", "boolean", "choice", "file"
+)
 COMPARISON_OPS: tuple[str, ...] = ("==", "!=", "<", "<=", ">", ">=")
 
 
@@ -50,6 +52,9 @@ class EvidenceField:
     line: int = 0
     #: ``within: fiscal_year`` on a date: it must fall in the instance's fiscal year.
     within: str | None = None
+    #: A ``file`` field's limits: its size, and the media types (sniffed) it accepts.
+    max_bytes: int | None = None
+    media_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,11 @@ class Transition:
     guards: tuple[Guard, ...] = ()
     description: Label | None = None
     line: int = 0
+
+    @property
+    def has_files(self) -> bool:
+        """Whether a field of this transition is a ``file``."""
+        return any(f.type == "file" for f in self.evidence)
 
     def field(self, name: str) -> EvidenceField | None:
         for f in self.evidence:
@@ -245,6 +255,8 @@ class Program:
                                 "max": f.max,
                                 "choices": list(f.choices) or None,
                                 "within": f.within,
+                                "max_bytes": f.max_bytes,
+                                "media_types": list(f.media_types) or None,
                             }.items()
                             if v is not None
                         }

@@ -14,13 +14,15 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from typing import Any
 
 from workflow.errors import EvidenceInvalid, UsageError
 from workflow.programs.model import EvidenceField, Transition
+from workflow.runtime.attachments import Upload, describe, is_described
 from workflow.runtime.text import ID_MAX, identifier
 
-#: The JSON-compatible values evidence is stored as.
-EvidenceValue = str | int | float | bool
+#: The JSON-compatible values evidence is stored as (a file: its description, a mapping).
+EvidenceValue = str | int | float | bool | dict[str, Any]
 
 BE_OFFSET = 543
 BE_THRESHOLD = 2400
@@ -133,6 +135,13 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
         return int(number) if number.is_integer() and abs(number) <= 2**53 else number
     if t == "date":
         return parse_date(value).isoformat()
+    if t == "file":
+        if isinstance(value, Upload):
+            return describe(value, field.max_bytes, field.media_types)
+        if isinstance(value, Mapping) and is_described(value):
+            # already stored (a correction keeps it as it was)
+            return {str(k): v for k, v in value.items()}
+        raise ValueError("expected a file (--attach FIELD=PATH, or multipart)")
     if t == "boolean":
         if isinstance(value, bool):
             return value

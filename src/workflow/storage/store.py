@@ -314,6 +314,9 @@ class Store(_AccessQueries):
     def __init__(self, url: str, timeouts: Timeouts | None = None) -> None:
         self.url = url
         self.timeouts = timeouts if timeouts is not None else Timeouts.make()
+        #: Where attachment bytes are kept (None: in the database); the Engine sets it
+        #: (workflow.storage.attachments).
+        self.attachments_dir: Path | None = None
         self.safe_url = safe_url(url)
         self._secrets = url_secrets(url)
         try:
