@@ -292,3 +292,27 @@ def test_verify_catches_a_revert_to_another_configuration(engine: Engine) -> Non
     _rehash(engine.url, iid, 4, to_state='["planned"]')
     execute(engine.url, f"UPDATE workflow_instances SET state = 'planned' WHERE id = {iid}")
     assert any(p.seq == 4 and "revert" in p.reason for p in engine.verify().problems)
+
+
+def test_a_step_taken_back_did_not_happen(engine: Engine) -> None:
+    """After the award is reverted, lessons_learned (guard: an award happened) is refused
+    until an award is fired again."""
+    from workflow import GuardFailed
+
+    inst, _ = lopburi_story(engine)
+    leader_to(engine, inst.id, ["workshop", "report_progress", "evaluate", "award"])
+    engine.revert(inst.id, actor="u", role=OFFICER, reason="ผลยังไม่ประกาศ")
+    leader_fire(engine, inst.id, "summarize")
+    with pytest.raises(GuardFailed):
+        leader_fire(engine, inst.id, "lessons_learned")
+    assert "lessons_learned" not in engine.get(inst.id).available_triggers
+    assert engine.verify().ok
+
+
+def test_the_amending_triggers_are_reserved() -> None:
+    """A program cannot declare a trigger named comment, correct, revert or migrate (E015)."""
+    from workflow.programs.loader import check_text
+    from workflow.programs.registry import Registry
+
+    text = Registry().get("one-plan").source_text.replace("trigger: submit", "trigger: revert")
+    assert "E015" in {p.code for p in check_text(text)[1]}

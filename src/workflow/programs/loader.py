@@ -81,7 +81,8 @@ CODES: dict[str, str] = {
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-RESERVED_TRIGGERS = frozenset({"start"})
+#: Triggers the engine records itself (an instance's first event; the amending events).
+RESERVED_TRIGGERS = frozenset({"start", "comment", "correct", "revert", "migrate"})
 READ_ONLY_ROLE = "auditor"
 
 PROGRAM_KEYS = {
@@ -574,7 +575,7 @@ class _Parser:
             self.problem(
                 kline("trigger"),
                 "E015",
-                f"trigger {trigger!r} is reserved (an instance's first event)",
+                f"trigger {trigger!r} is reserved (the engine records it itself)",
             )
         what = f"transition {trigger!r}"
 

@@ -52,6 +52,7 @@ Every name the rest of the package imported from here before the split (rows, ta
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -678,9 +679,26 @@ class Store(_AccessQueries):
         return InstanceRow(*row) if row else None
 
     def triggers_of(self, conn: Connection, instance_id: int) -> set[str]:
+        """The triggers that happened on an instance (what ``happened`` guards ask); a step a
+        ``revert`` event took back (its ``of_seq``) did not happen."""
         cur = self._cursor(conn)
         cur.execute(self._q["triggers"], {"id": instance_id})
-        return {r[0] for r in cur.fetchall()}
+        found = {r[0] for r in cur.fetchall()}
+        if "revert" not in found:
+            return found
+        rows = conn.execute(
+            sa.select(events_t.c.seq, events_t.c.trigger, events_t.c.evidence).where(
+                events_t.c.instance_id == instance_id
+            )
+        ).all()
+        taken_back = set()
+        for _, trigger, evidence in rows:
+            if trigger == "revert":
+                try:
+                    taken_back.add(json.loads(evidence).get("of_seq"))
+                except (TypeError, ValueError, AttributeError):
+                    continue
+        return {trigger for seq, trigger, _ in rows if seq not in taken_back}
 
     def find_duplicate(
         self, conn: Connection, program: str, area: str, fiscal_year: int
