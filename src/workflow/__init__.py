@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from workflow.accounts import Account, Accounts, Principal, Token
     from workflow.areas import Area
     from workflow.audit.chain import Digest
+    from workflow.engine.evolution import MigrationItem, MigrationResult
     from workflow.engine.facade import Engine
     from workflow.engine.requests import FireRequest, StartRequest
     from workflow.errors import (
         AccountExists,
         AccountNotFound,
+        AmendRefused,
         AreaNotFound,
         ClockWentBack,
         Conflict,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         DefinitionChanged,
         DefinitionError,
         DuplicateInstance,
+        EventNotFound,
         EvidenceInvalid,
         GrantNotFound,
         GuardFailed,
@@ -72,6 +75,7 @@ _LAZY: dict[str, str] = {
     "AccountNotFound": "workflow.errors",
     "Accounts": "workflow.accounts",
     "AllowAll": "workflow.access.policy",
+    "AmendRefused": "workflow.errors",
     "Area": "workflow.areas",
     "AreaNotFound": "workflow.errors",
     "ClockWentBack": "workflow.errors",
@@ -84,6 +88,7 @@ _LAZY: dict[str, str] = {
     "DuplicateInstance": "workflow.errors",
     "Engine": "workflow.engine.facade",
     "Event": "workflow.records",
+    "EventNotFound": "workflow.errors",
     "EvidenceInvalid": "workflow.errors",
     "FireRequest": "workflow.engine.requests",
     "FireResult": "workflow.records",
@@ -95,6 +100,8 @@ _LAZY: dict[str, str] = {
     "Instance": "workflow.records",
     "InstanceNotFound": "workflow.errors",
     "KeyRecordMismatch": "workflow.errors",
+    "MigrationItem": "workflow.engine.evolution",
+    "MigrationResult": "workflow.engine.evolution",
     "NonBundled": "workflow.records",
     "NotAuthenticated": "workflow.errors",
     "NotFound": "workflow.errors",
@@ -148,6 +155,7 @@ __all__ = [
     "AccountNotFound",
     "Accounts",
     "AllowAll",
+    "AmendRefused",
     "Area",
     "AreaNotFound",
     "ClockWentBack",
@@ -160,6 +168,7 @@ __all__ = [
     "DuplicateInstance",
     "Engine",
     "Event",
+    "EventNotFound",
     "EvidenceInvalid",
     "FireRequest",
     "FireResult",
@@ -171,6 +180,8 @@ __all__ = [
     "Instance",
     "InstanceNotFound",
     "KeyRecordMismatch",
+    "MigrationItem",
+    "MigrationResult",
     "NonBundled",
     "NotAuthenticated",
     "NotFound",

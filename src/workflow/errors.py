@@ -172,6 +172,13 @@ class GrantNotFound(NotFound):
         super().__init__(f"{actor!r} holds no grant {role}{scope}")
 
 
+class EventNotFound(NotFound):
+    def __init__(self, instance: int, seq: object) -> None:
+        self.instance = instance
+        self.seq = seq
+        super().__init__(f"instance {instance} has no event {seq}")
+
+
 class AccountNotFound(NotFound):
     def __init__(self, name: str) -> None:
         self.name = name
@@ -231,6 +238,10 @@ class EvidenceInvalid(Refused):
     def of(cls, trigger: str, problems: Sequence[tuple[str, str]]) -> EvidenceInvalid:
         """One error for every problem found (at least one)."""
         return cls(trigger, problems[0][0], problems[0][1], problems=problems)
+
+
+class AmendRefused(Refused):
+    """A comment, correction, revert or migration that cannot be made as asked."""
 
 
 class GuardFailed(Refused):

@@ -88,6 +88,11 @@ class Event:
     #: How the caller was authenticated when the event came through the service
     #: (``token:ID`` or ``session:...``; covered by the hash, ``wf2``); None otherwise.
     auth: str | None = None
+    #: When later ``correct`` events amended this one (history only): their seqs, and the
+    #: evidence and note as corrected (``evidence`` and ``note`` stay as first recorded).
+    corrected_by: tuple[int, ...] = ()
+    corrected_evidence: Mapping[str, EvidenceValue] | None = None
+    corrected_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -113,6 +118,12 @@ class Event:
             out["program"] = self.program
         if self.area is not None:
             out["area"] = self.area
+        if self.corrected_by:
+            out["corrected"] = {
+                "by": list(self.corrected_by),
+                "evidence": dict(self.corrected_evidence or {}),
+                "note": self.corrected_note,
+            }
         return out
 
 

@@ -10,6 +10,7 @@ engine and a coming HTTP service cannot grant or deny two different ways.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -20,6 +21,7 @@ from workflow.errors import ClockWentBack, GrantNotFound, PermissionDenied, Usag
 from workflow.programs.registry import Registry
 from workflow.records import Event
 from workflow.runtime import text as _rules
+from workflow.runtime.evidence import parse_date
 from workflow.storage.store import DenialRow, GrantEventRow, GrantRow, Store
 
 
@@ -32,7 +34,25 @@ def grant_of(row: GrantRow) -> Grant:
         program=row.program or None,
         granted_by=row.granted_by,
         granted_at=row.granted_at,
+        expires_at=row.expires_at,
     )
+
+
+#: Thai time (UTC+7, no daylight saving): a grant ``--until DATE`` ends at midnight after it.
+_BANGKOK = dt.timedelta(hours=7)
+
+
+def expiry(until: str | dt.date | None) -> str | None:
+    """When a grant given ``--until DATE`` (CE or BE) ends: the end of that day in Thailand,
+    as a stored time (ISO UTC)."""
+    if until is None or until == "":
+        return None
+    try:
+        day = parse_date(until)
+    except ValueError as e:
+        raise UsageError(f"--until: {e}") from None
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()) - _BANGKOK
+    return end.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
 def denial_of(r: DenialRow) -> Denial:
@@ -132,20 +152,32 @@ def authorize(
 
 
 def grant_in(
-    store: Store, conn: Any, item: tuple[str, str, str, str], by: str, os_user: str
+    store: Store,
+    conn: Any,
+    item: tuple[str, str, str, str],
+    by: str,
+    os_user: str,
+    expires_at: str | None = None,
 ) -> GrantRow:
-    """Grant ``item`` (actor, role, area, program) in the caller's transaction; what is
-    already held is returned unchanged (no second event)."""
+    """Grant ``item`` (actor, role, area, program) in the caller's transaction, until
+    ``expires_at`` (None: no end); what is already held with the same end is returned
+    unchanged (no second event). Granting it again with another end (or after it expired)
+    replaces the grant: a new grant event, whose scope carries the new end."""
     actor, role, code, prog = item
     # The chain lock first: a concurrent grant or revoke of the same grant has then
     # committed, and what is read below is what this change acts on.
     head = store.lock_grant_chain(conn)
     existing = store.find_grant(conn, actor, role, code, prog)
     if existing is not None:
-        return existing
-    at = _append_event(store, conn, head, "grant", item, by, os_user)
-    values = dict(
-        actor=actor, role=role, area_code=code, program=prog, granted_by=by, granted_at=at
+        if existing.expires_at == expires_at and not grant_of(existing).expired():
+            return existing
+        store.delete_grant(conn, existing.id)
+    at = _append_event(store, conn, head, "grant", item, by, os_user, expires_at)
+    if expires_at is not None and expires_at <= at:
+        raise UsageError(f"--until: the grant would have ended already ({expires_at})")
+    values: dict[str, Any] = dict(
+        actor=actor, role=role, area_code=code, program=prog, granted_by=by, granted_at=at,
+        expires_at=expires_at,
     )
     store.insert_grant(conn, values)
     return GrantRow(0, **values)
@@ -176,6 +208,7 @@ def _append_event(
     item: tuple[str, str, str, str],
     by: str,
     os_user: str,
+    expires_at: str | None = None,
 ) -> str:
     """Append the next grant event after ``head`` (the caller holds the chain lock); return
     its time, read now that the chain is locked (so concurrent grant changes get times in
@@ -184,9 +217,12 @@ def _append_event(
     at = _audit.now_utc()
     if head is not None and at < head.at:
         raise ClockWentBack("last grant event", head.at, at)
-    scope_json = _audit.canonical_json(
-        {"actor": actor, "role": role, "area": area or None, "program": program or None}
-    )
+    scope: dict[str, Any] = {
+        "actor": actor, "role": role, "area": area or None, "program": program or None
+    }
+    if expires_at is not None:
+        scope["until"] = expires_at  # only then: older grant events keep their hashes
+    scope_json = _audit.canonical_json(scope)
     row = GrantEventRow(
         seq=head.seq + 1 if head else 1,
         action=action,

@@ -40,10 +40,18 @@ class Grant:
     program: str | None
     granted_by: str
     granted_at: str
+    #: When the grant stops covering anything (``--until DATE``: the end of that day, Thai
+    #: time; ISO UTC); None for a grant without an end.
+    expires_at: str | None = None
+
+    def expired(self, now: str | None = None) -> bool:
+        """Whether the grant has ended (an expired grant refuses like a revoked one)."""
+        return self.expires_at is not None and (now or _now()) >= self.expires_at
 
     def covers(self, request: AccessRequest) -> bool:
         return (
-            self.role == request.role
+            not self.expired()
+            and self.role == request.role
             and (self.area is None or request.area.startswith(self.area))
             and (self.program is None or self.program == request.program)
         )
@@ -56,7 +64,15 @@ class Grant:
             "program": self.program,
             "granted_by": self.granted_by,
             "granted_at": self.granted_at,
+            "expires_at": self.expires_at,
         }
+
+
+def _now() -> str:
+    """Now, as every stored time is written (``workflow.audit.chain.now_utc``)."""
+    from workflow.audit.chain import now_utc
+
+    return now_utc()
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,11 @@ class StoredGrants:
         held = [g for g in grants if g.role == request.role]
         if not held:
             return f"holds no grant for role {request.role!r}"
+        live = [g for g in held if not g.expired()]
+        if not live:
+            ended = max(g.expires_at or "" for g in held)
+            return f"grant for role {request.role!r} expired at {ended}"
+        held = live
         scopes = ", ".join(_scope(g) for g in held)
         return (
             f"grants for {request.role!r} ({scopes}) do not cover area {request.area} "

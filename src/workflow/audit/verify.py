@@ -23,10 +23,13 @@ from typing import Any
 from workflow.access.policy import AUDITOR, StoredGrants
 from workflow.audit import accounts as _accounts_audit
 from workflow.audit import chain as _audit
+from workflow.audit import evolution as _evolution
 from workflow.audit.chain import Chain, Digest
 from workflow.errors import DatabaseUnavailable, UsageError
 from workflow.records import NonBundled, VerifyProblem, VerifyResult
+from workflow.runtime import attachments as _files
 from workflow.storage import accounts as _accounts_store
+from workflow.storage import attachments as _stored_files
 from workflow.storage.store import InstanceRow, KeyRow, Store
 
 
@@ -35,7 +38,7 @@ def _verify_grants(
 ) -> tuple[list[VerifyProblem], _Timeline | None]:
     """Re-compute the grant chain, replay it in order against the grants in force, and
     return what it says each actor held when (None if the chain itself is broken)."""
-    held: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+    held: dict[tuple[str, str, str, str], tuple[str, str, str | None]] = {}
     timeline: _Timeline = {}
     open_grants: dict[tuple[str, str, str, str], list[Any]] = {}
     prev, expected, last_at = _audit.GENESIS, 1, ""
@@ -54,17 +57,23 @@ def _verify_grants(
             return [VerifyProblem(None, seq, f"grants: {reason}")], None
         hashes[row.seq] = row.hash
         if row.action == "grant":
-            held[item] = (row.by, row.at)
-            interval: list[Any] = [item[2], item[3], row.at, None]
+            until = _grant_until(row.scope)
+            held[item] = (row.by, row.at, until)
+            if item in open_grants:  # granted again (renewed): the earlier one ends now
+                earlier = open_grants.pop(item)
+                earlier[3] = row.at if earlier[3] is None else min(earlier[3], row.at)
+            # An expiring grant covers nothing from its end on.
+            interval: list[Any] = [item[2], item[3], row.at, until]
             open_grants[item] = interval
             timeline.setdefault((item[0], item[1]), []).append(interval)
         else:
             held.pop(item, None)
             if item in open_grants:
-                open_grants.pop(item)[3] = row.at
+                ended = open_grants.pop(item)
+                ended[3] = row.at if ended[3] is None else min(ended[3], row.at)
         prev, expected, last_at = row.hash, row.seq + 1, row.at
     stored = {
-        (g.actor, g.role, g.area_code, g.program): (g.granted_by, g.granted_at)
+        (g.actor, g.role, g.area_code, g.program): (g.granted_by, g.granted_at, g.expires_at)
         for g in store.all_grants(conn)
     }
     problems: list[VerifyProblem] = []
@@ -211,6 +220,7 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
         problems.extend(grant_problems)
         keys = list(store.stream_keys(conn))
         checks = _EventChecks(timeline, keys)
+        checks.stored_hashes = frozenset(d.content_hash for d in definitions.values())
         pairs = _audit.merge_by_instance(
             store.stream_instances(conn),
             _audit.chains(store.stream_events(conn), wanted, found, checks),
@@ -221,7 +231,8 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
             if inst is not None:
                 instances += 1
             try:
-                problem = _check_instance(inst, chain, definitions)
+                evolved = checks.evolved.pop(chain.instance, None) if chain else None
+                problem = _check_instance(inst, chain, definitions, evolved)
             except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
                 ident = inst.id if inst is not None else chain.instance if chain else None
                 problem = VerifyProblem(
@@ -232,6 +243,7 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
             if problem is not None:
                 problems.append(problem)
         problems.extend(checks.key_problems())
+        problems.extend(checks.file_problems(store, conn))
         problems.extend(_verify_denials(store, conn, digest))
         problems.extend(_verify_accounts(conn, digest))
         if digest is not None and digest.keys is not None:
@@ -312,8 +324,68 @@ class _EventChecks:
         self.seen: set[tuple[Any, Any]] = set()
         self.bad_keys: list[VerifyProblem] = []
         self._scope: tuple[Any, str | None, str | None] = (None, None, None)
+        #: (instance, seq, field, sha256, bytes) of every file evidence names.
+        self.files: list[tuple[Any, Any, str, str, int]] = []
+        #: The definition hashes stored (a migration must name one of them).
+        self.stored_hashes: frozenset[str] | None = None
+        #: instance -> (program version, definition hash) after its last start or migration.
+        self.evolved: dict[Any, tuple[int | None, str | None]] = {}
+        self._amendments: tuple[Any, _evolution.Amendments] = (None, _evolution.Amendments())
 
     def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
+        amended = self._amended(chain, row)
+        granted = self._granted(chain, row)
+        evidence = row[10]
+        if isinstance(evidence, str) and '"sha256"' in evidence:
+            self._files(row[1], row[2], evidence)
+        return amended or granted
+
+    def _files(self, instance: Any, seq: Any, evidence: str) -> None:
+        """Note the files an event's evidence names (re-hashed after the scan)."""
+        try:
+            value = json.loads(evidence)
+        except ValueError:
+            return
+        if not isinstance(value, dict):
+            return
+        if isinstance(value.get("changes"), dict):  # a correction: its new values
+            value = {k: c.get("new") for k, c in value["changes"].items() if isinstance(c, dict)}
+        for name, described in _files.references(value):
+            self.files.append((instance, seq, name, described["sha256"], described["bytes"]))
+
+    def file_problems(self, store: Store, conn: Any) -> list[VerifyProblem]:
+        """Each named file re-hashed: missing or changed ones, by the event naming them."""
+        out, seen = [], {}
+        for instance, seq, name, sha256, size in self.files:
+            if sha256 not in seen:
+                seen[sha256] = _stored_files.problem(store, conn, sha256, size)
+            if seen[sha256] is not None:
+                out.append(
+                    VerifyProblem(
+                        instance if type(instance) is int else None,
+                        seq if type(seq) is int else None,
+                        f"evidence {name}: {seen[sha256]}",
+                    )
+                )
+        return out
+
+    def _amended(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
+        """What the workflow.audit.evolution replay says of the row (corrections, reverts,
+        migrations), and the definition the instance runs on after it."""
+        if self._amendments[0] != chain.instance:
+            self._amendments = (
+                chain.instance,
+                _evolution.Amendments(stored_hashes=self.stored_hashes),
+            )
+        replay = self._amendments[1]
+        try:
+            reason = replay.add(row)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            reason = f"a stored value is malformed ({type(e).__name__})"
+        self.evolved[chain.instance] = (replay.program_version, replay.definition_hash)
+        return reason
+
+    def _granted(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         instance, seq, at = row[1], row[2], row[9]
         if not isinstance(at, str):
             return None  # malformed: the chain check reports it
@@ -403,6 +475,15 @@ def _chain_link_problem(
     return None
 
 
+def _grant_until(scope: object) -> str | None:
+    """The end a grant event's scope records (``until``), or None."""
+    try:
+        until = json.loads(scope).get("until")  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return until if isinstance(until, str) else None
+
+
 def _grant_item(scope: object) -> tuple[str, str, str, str] | None:
     """(actor, role, area, program) of a grant event's scope ('' for everywhere / all)."""
     try:
@@ -414,7 +495,10 @@ def _grant_item(scope: object) -> tuple[str, str, str, str] | None:
 
 
 def _check_instance(
-    inst: InstanceRow | None, chain: _audit.Chain | None, definitions: Mapping[int, Any]
+    inst: InstanceRow | None,
+    chain: _audit.Chain | None,
+    definitions: Mapping[int, Any],
+    evolved: tuple[int | None, str | None] | None = None,
 ) -> VerifyProblem | None:
     if inst is None:
         assert chain is not None
@@ -437,9 +521,14 @@ def _check_instance(
         return VerifyProblem(
             inst.id, chain.last_seq, "the last event's configuration is not a list of states"
         )
+    # A migrated instance runs on the version its last migrate event moved it to.
+    version, definition_hash = evolved or (identity.get("program_version"), None)
+    if version != inst.program_version:
+        return VerifyProblem(
+            inst.id, 0, "instance program_version differs from its start and migrate events"
+        )
     expected = {
         "program": inst.program,
-        "program_version": inst.program_version,
         "area": inst.area_code,
         "fiscal_year": inst.fiscal_year,
         "title": inst.title,
@@ -470,7 +559,13 @@ def _check_instance(
         inst.program_version,
     ):
         return VerifyProblem(inst.id, 0, "instance refers to a missing or different definition")
-    if chain.definition_hashes != {definition.content_hash}:
+    if definition_hash is not None and definition_hash != definition.content_hash:
+        return VerifyProblem(
+            inst.id,
+            0,
+            "the instance's definition is not the one its last start or migrate event names",
+        )
+    if evolved is None and chain.definition_hashes != {definition.content_hash}:
         return VerifyProblem(
             inst.id,
             0,

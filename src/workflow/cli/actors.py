@@ -35,6 +35,11 @@ def _scope_options(f: F) -> F:
 @click.argument("name")
 @click.argument("role")
 @_scope_options
+@click.option(
+    "--until",
+    metavar="DATE",
+    help="The grant expires at the end of DATE (CE or BE, Thai time); grant again to renew.",
+)
 @json_option
 @pass_ctx
 def actors_grant(
@@ -44,14 +49,16 @@ def actors_grant(
     by: str | None,
     area: str | None,
     program: str | None,
+    until: str | None,
     as_json: bool,
 ) -> None:
     """Let NAME act as ROLE (in --area and inside it, on --program)."""
-    g = c.engine().grant(name, role, area=area, program=program, by=by)
+    g = c.engine().grant(name, role, area=area, program=program, by=by, until=until)
     if as_json:
         emit_json(g.to_dict())
     else:
-        say(f"granted {g.actor!r} {g.role} {_grant_scope(g)}")
+        ends = f" until {show_time(g.expires_at, False)} UTC" if g.expires_at else ""
+        say(f"granted {g.actor!r} {g.role} {_grant_scope(g)}{ends}")
 
 
 @actors.command("revoke")
@@ -97,7 +104,7 @@ def actors_list(c: Context, actor: str | None, as_json: bool) -> None:
         return
     table(
         None,
-        ["actor", "role", "area", "program", "granted by", "granted at (UTC)"],
+        ["actor", "role", "area", "program", "granted by", "granted at (UTC)", "ends (UTC)"],
         [
             (
                 g.actor,
@@ -106,6 +113,9 @@ def actors_list(c: Context, actor: str | None, as_json: bool) -> None:
                 g.program or "(all)",
                 g.granted_by,
                 show_time(g.granted_at, False),
+                (show_time(g.expires_at, False) + (" (expired)" if g.expired() else ""))
+                if g.expires_at
+                else "",
             )
             for g in grants
         ],

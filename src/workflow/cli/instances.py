@@ -148,6 +148,13 @@ def bulk_start(
     metavar="FIELD=VALUE",
     help="Evidence; repeatable. Dates YYYY-MM-DD, CE or BE (2564-02-17).",
 )
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    metavar="FIELD=PATH",
+    help="A file as the evidence FIELD (type file); repeatable.",
+)
 @click.option("--note", help="A free-text note recorded with the event.")
 @click.option(
     "--expect-version",
@@ -170,6 +177,7 @@ def fire(
     actor: str,
     role: str,
     assignments: tuple[str, ...],
+    attachments: tuple[str, ...],
     note: str | None,
     expect_version: int | None,
     key: str | None,
@@ -177,9 +185,11 @@ def fire(
     as_json: bool,
 ) -> None:
     """Fire TRIGGER on INSTANCE with its evidence."""
+    from workflow.cli.evolution import read_attachments
     from workflow.runtime.evidence import parse_assignments
 
-    evidence = parse_assignments(assignments)
+    evidence: dict[str, object] = dict(parse_assignments(assignments))
+    evidence.update(read_attachments(attachments, evidence))
     result = c.engine().fire(
         instance,
         trigger,

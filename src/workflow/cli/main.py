@@ -28,6 +28,7 @@ from workflow.cli.actors import actors
 from workflow.cli.audit import audit
 from workflow.cli.context import Context, Errors
 from workflow.cli.demo import demo
+from workflow.cli.evolution import COMMANDS as EVOLUTION_COMMANDS
 from workflow.cli.instances import bulk_start, fire, history, list_, show, start
 from workflow.cli.programs import programs
 from workflow.cli.report import report
@@ -110,6 +111,7 @@ for command in (
     actors,
     audit,
     *SERVICE_COMMANDS,
+    *EVOLUTION_COMMANDS,
 ):
     cli.add_command(command)
 

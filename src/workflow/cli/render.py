@@ -230,6 +230,26 @@ def show_config(config: Sequence[str] | None) -> str:
     return top + "{" + ", ".join(p.split(".", 1)[1] for p in config) + "}"
 
 
+def _evidence_cell(e: Event, be: bool) -> list[str]:
+    """An event's evidence; a corrected one shows the values as corrected, then what was
+    first recorded (which stays in the trail)."""
+    if not e.corrected_by:
+        return show_evidence(dict(e.evidence), be)
+    seqs = ", ".join(f"#{s}" for s in e.corrected_by)
+    return [
+        *show_evidence(dict(e.corrected_evidence or {}), be),
+        f"(corrected by {seqs}; first recorded: "
+        + " ".join(show_evidence(dict(e.evidence), be))
+        + ")",
+    ]
+
+
+def _note_cell(e: Event) -> str:
+    if e.corrected_by and e.corrected_note != e.note:
+        return f"{e.corrected_note or ''} (first recorded: {e.note or '-'})"
+    return e.note or ""
+
+
 def render_history(events: Sequence[Event], be: bool) -> None:
     event_view(
         ["seq", "at (UTC)", "trigger", "from", "to", "actor", "role", "evidence", "note"],
@@ -242,8 +262,8 @@ def render_history(events: Sequence[Event], be: bool) -> None:
                 show_config(e.to),
                 e.actor,
                 e.role,
-                show_evidence(dict(e.evidence), be),
-                e.note or "",
+                _evidence_cell(e, be),
+                _note_cell(e),
             )
             for e in events
         ],

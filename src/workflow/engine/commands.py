@@ -18,6 +18,7 @@ from workflow import areas as _areas
 from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Grant, Policy
 from workflow.audit import chain as _audit
+from workflow.engine import attachments as _files
 from workflow.engine.compiled import Programs, config_text, config_tuple, event_of
 from workflow.engine.requests import FireRequest, StartRequest, fingerprint
 from workflow.engine.requests import auth as _auth
@@ -39,7 +40,7 @@ from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import FireResult
 from workflow.runtime import text as _rules
-from workflow.runtime.evidence import check_fiscal_year
+from workflow.runtime.evidence import check_fiscal_year, check_within
 from workflow.runtime.evidence import validate as _evidence_validate
 from workflow.runtime.machine import Configuration, GuardFunction, compile_program
 from workflow.storage.store import EventRow, InstanceRow, KeyRow, chunks
@@ -387,10 +388,13 @@ class Commands:
                 "fiscal_year": row.fiscal_year,
             },
         )
+        check_within(step.transition, step.evidence, row.fiscal_year)
         at = _audit.now_utc()
         if at < row.updated_at:
             # updated_at is the time of the instance's last event (verify checks it is).
             raise ClockWentBack(f"last event of instance {row.id}", row.updated_at, at)
+        if step.transition.has_files:
+            _files.keep(self.store, conn, step.transition, step.evidence, req.evidence, at)
         event = unit.event(
             instance=row.id,
             seq=row.version + 1,
@@ -502,16 +506,32 @@ class Commands:
             raise IdempotencyConflict(key)
         return found
 
+    def evidence_check(
+        self, transition: Any, typed: Mapping[str, Any], row: InstanceRow
+    ) -> None:
+        """The evidence rules beyond a field's type that need the instance (a correction
+        runs them on the evidence as corrected): dates ``within: fiscal_year``."""
+        check_within(transition, typed, row.fiscal_year)
+
     # ------------------------------------------------------------------ grants
 
     def grant(
-        self, actor: str, role: str, area: str | None, program: str | None, by: str | None
+        self,
+        actor: str,
+        role: str,
+        area: str | None,
+        program: str | None,
+        by: str | None,
+        until: Any = None,
     ) -> Grant:
         """Grant (see ``Engine.grant``): one grant event, or none if already held."""
         item = _grants.scope(self.registry, actor, role, area, program)
         granted_by = _rules.name(by, "by") if by else self.writer.os_user
+        ends = _grants.expiry(until)
         row = self.writer.run(
-            lambda unit: _grants.grant_in(self.store, unit.conn, item, granted_by, unit.os_user)
+            lambda unit: _grants.grant_in(
+                self.store, unit.conn, item, granted_by, unit.os_user, ends
+            )
         )
         return _grants.grant_of(row)
 

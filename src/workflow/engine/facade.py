@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,8 +20,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from workflow.access.policy import Denial, Grant, Policy, StoredGrants
 from workflow.audit import verify as _verify
 from workflow.audit.chain import Digest
+from workflow.engine import attachments as _files
+from workflow.engine.amend import KEEP, Amendments
 from workflow.engine.commands import Commands
 from workflow.engine.compiled import Programs
+from workflow.engine.evolution import MigrationResult, Migrations
 from workflow.engine.queries import Queries
 from workflow.engine.requests import FireRequest, StartRequest
 from workflow.engine.unit_of_work import Writer
@@ -29,6 +33,7 @@ from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import Event, FireResult, Instance, Report, VerifyResult
 from workflow.runtime.machine import GuardFunction
+from workflow.storage import attachments as _attachments
 from workflow.storage.store import Store, Timeouts, os_user
 
 if TYPE_CHECKING:
@@ -63,6 +68,7 @@ class Engine:
         allow_override: Sequence[str] = (),
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        attachments: str | Path | None = None,
     ) -> None:
         self.url = url
         self.policy: Policy = policy if policy is not None else StoredGrants()
@@ -71,12 +77,20 @@ class Engine:
         self.registry = Registry(definitions, allow_override=allow_override)
         self.guards: dict[str, GuardFunction] = dict(guards or {})
         self.store = Store(url, Timeouts.make(lock_timeout, statement_timeout))
+        # Files given as evidence: ``attachments`` (or WORKFLOW_ATTACHMENTS) is a directory;
+        # by default beside a SQLite file, in the database otherwise (storage/attachments.py).
+        where = attachments or os.environ.get("WORKFLOW_ATTACHMENTS") or None
+        self.store.attachments_dir = (
+            Path(where) if where else _attachments.default_directory(url)
+        )
         compiled = Programs(self.store, self.registry)
         writer = Writer(self.store, self.policy, os_user())
         self._commands = Commands(writer, compiled, self.registry, self.policy, self.guards)
         self._writer = writer
         self._queries = Queries(self.store, compiled, self.registry, self.policy, writer.deny)
         self._accounts: Accounts | None = None
+        self._amend = Amendments(writer, compiled, self.policy)
+        self._migrations = Migrations(writer, compiled, self.registry, self.policy)
 
     def close(self) -> None:
         self.store.dispose()
@@ -196,6 +210,89 @@ class Engine:
         """
         return self._commands.fire_many(requests)
 
+    # ------------------------------------------------------------------ mending (engine/amend.py)
+
+    def comment(
+        self, instance_id: int, *, actor: str, role: str, text: str, auth: str | None = None
+    ) -> FireResult:
+        """Append a ``comment`` event (the text is its note); the state is unchanged."""
+        return self._amend.comment(instance_id, actor=actor, role=role, text=text, auth=auth)
+
+    def correct(
+        self,
+        instance_id: int,
+        seq: int,
+        *,
+        actor: str,
+        role: str,
+        reason: str,
+        evidence: Mapping[str, object] | None = None,
+        note: object = KEEP,
+        auth: str | None = None,
+    ) -> FireResult:
+        """Append a ``correct`` event amending event ``seq``'s evidence (field -> new value;
+        "" removes an optional field) and/or note; the original stays in the trail and
+        :meth:`history` shows both. Roles: the program's ``corrections``."""
+        return self._amend.correct(
+            instance_id, seq, actor=actor, role=role, reason=reason, evidence=evidence,
+            note=note, auth=auth, check=self._commands.evidence_check,
+        )
+
+    def revert(
+        self,
+        instance_id: int,
+        *,
+        actor: str,
+        role: str,
+        reason: str,
+        expect_version: int | None = None,
+        auth: str | None = None,
+    ) -> FireResult:
+        """Append a ``revert`` event returning the instance to its configuration before its
+        last state change (refused from a final state unless the program allows it)."""
+        return self._amend.revert(
+            instance_id, actor=actor, role=role, reason=reason,
+            expect_version=expect_version, auth=auth,
+        )
+
+    def migrate(
+        self,
+        program: str,
+        to_version: int,
+        *,
+        actor: str,
+        role: str,
+        from_version: int | None = None,
+        mapping: Mapping[str, str] | Sequence[str] | None = None,
+        area: str | None = None,
+        fiscal_year: int | str | None = None,
+        state: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[int], None] | None = None,
+        auth: str | None = None,
+    ) -> MigrationResult:
+        """Move ``program``'s running instances (selected by ``from_version``, ``area``,
+        ``fiscal_year``, ``state``) to version ``to_version``: planned for every instance
+        first (``mapping`` OLD -> NEW state paths; a prefix maps all under it), refused with
+        nothing changed if any plan has a problem, then one ``migrate`` event per instance,
+        ``batch_size`` instances per transaction. ``dry_run`` only plans. Instances already
+        on ``to_version`` are left alone (a rerun is harmless). See engine/evolution.py."""
+        return self._migrations.migrate(
+            program, to_version, actor=actor, role=role, from_version=from_version,
+            mapping=mapping, area=area, fiscal_year=fiscal_year, state=state,
+            dry_run=dry_run, batch_size=batch_size, progress=progress, auth=auth,
+        )
+
+    def attachment(
+        self, instance_id: int, seq: int, field: str, *, viewer: str | None = None
+    ) -> tuple[Mapping[str, Any], bytes]:
+        """The file event ``seq`` recorded as evidence ``field`` (as corrected, if it was):
+        its value (``sha256``, ``name``, ``media_type``, ``bytes``) and content, re-hashed;
+        ``viewer`` as for :meth:`get`."""
+        events = self.history(instance_id, viewer=viewer)
+        return _files.attachment(self.store, events, instance_id, seq, field)
+
     # ------------------------------------------------------------------ access
 
     def grant(
@@ -206,11 +303,14 @@ class Engine:
         area: str | None = None,
         program: str | None = None,
         by: str | None = None,
+        until: str | dt.date | None = None,
     ) -> Grant:
         """Let ``actor`` act as ``role`` in ``area`` (and inside it) on ``program``;
         recorded as a hash-chained grant event. Granting what is already held changes nothing,
-        also when two identical grants run at once (one event, both return the grant)."""
-        return self._commands.grant(actor, role, area, program, by)
+        also when two identical grants run at once (one event, both return the grant).
+        ``until`` (a date, CE or BE) ends the grant at the end of that day, Thai time; an
+        expired grant refuses like a revoked one (grant it again to renew it)."""
+        return self._commands.grant(actor, role, area, program, by, until)
 
     def revoke(
         self,

@@ -18,7 +18,9 @@ from typing import Any, NoReturn, TypeVar
 from workflow import areas as _areas
 from workflow.access import grants as _grants
 from workflow.access.policy import AUDITOR, AccessRequest, Denial, Grant, Policy
+from workflow.audit import chain as _audit
 from workflow.engine import requests as _req
+from workflow.engine.amend import corrected
 from workflow.engine.compiled import Programs, config_tuple, event_of
 from workflow.errors import (
     InstanceNotFound,
@@ -71,7 +73,12 @@ class Queries:
         """What ``viewer`` may read, as (area prefix, program) pairs; None: everything."""
         if viewer is None:
             return None
-        return [(g.area_code, g.program) for g in self.store.grants_for(conn, viewer)]
+        now = _audit.now_utc()
+        return [
+            (g.area_code, g.program)
+            for g in self.store.grants_for(conn, viewer)
+            if g.expires_at is None or now < g.expires_at  # an expired grant reads nothing
+        ]
 
     def _row_for(self, conn: Any, instance_id: int, viewer: str | None) -> InstanceRow:
         """The instance row, or InstanceNotFound; a row outside the viewer's scopes is
@@ -247,7 +254,7 @@ class Queries:
             rows = self.store.events_of(conn, number)
             if not rows and self.store.get_instance(conn, number) is None:
                 raise InstanceNotFound(instance_id)
-            return [event_of(r) for r in rows]
+            return corrected([event_of(r) for r in rows])
 
         return self._read(work, viewer, "history")
 

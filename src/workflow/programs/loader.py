@@ -23,6 +23,7 @@ from workflow.programs.model import (
     COMPARISON_OPS,
     EVIDENCE_TYPES,
     CompareGuard,
+    Corrections,
     EvidenceField,
     EvidenceType,
     FunctionGuard,
@@ -36,6 +37,7 @@ from workflow.programs.model import (
     Transition,
     walk_states,
 )
+from workflow.runtime.attachments import MAX_BYTES as MAX_FILE_BYTES
 from workflow.runtime.evidence import convert as _evidence_convert
 from workflow.runtime.files import MAX_DEFINITION_BYTES, FileRefused, read_regular_file
 from workflow.runtime.text import (
@@ -79,7 +81,8 @@ CODES: dict[str, str] = {
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-RESERVED_TRIGGERS = frozenset({"start"})
+#: Triggers the engine records itself (an instance's first event; the amending events).
+RESERVED_TRIGGERS = frozenset({"start", "comment", "correct", "revert", "migrate"})
 READ_ONLY_ROLE = "auditor"
 
 PROGRAM_KEYS = {
@@ -93,6 +96,7 @@ PROGRAM_KEYS = {
     "initial",
     "states",
     "transitions",
+    "corrections",
 }
 STATE_KEYS = {"th", "en", "final", "parallel", "description"}
 REGION_KEYS = {"th", "en", "initial", "states"}
@@ -106,7 +110,14 @@ TRANSITION_KEYS = {
     "guards",
     "description",
 }
-FIELD_KEYS = {"type", "required", "label", "min", "max", "choices", "max_length"}
+FIELD_KEYS = {
+    "type", "required", "label", "min", "max", "choices", "max_length", "within",
+    "max_bytes", "media_types",
+}
+#: What a media type in ``media_types`` looks like (``image/jpeg``, ``image/*``).
+MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/(\*|[a-z0-9][a-z0-9.+-]*)")
+#: What a date field may be declared ``within``.
+WITHIN = ("fiscal_year",)
 LABEL_KEYS = {"th", "en"}
 
 
@@ -390,6 +401,11 @@ class _Parser:
                     if t is not None:
                         transitions.append(t)
 
+        corrections = (
+            self.corrections(doc["corrections"], line("corrections"), roles)
+            if "corrections" in doc
+            else Corrections(tuple(r for r in ("provincial_officer",) if r in roles) or ())
+        )
         program = Program(
             id=pid,
             version=version,
@@ -404,11 +420,36 @@ class _Parser:
             source_file=self.file,
             source_text=source_text,
             content_hash=hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
+            corrections=corrections,
         )
         if not self.problems:
             # Meaning checks need a structurally sound program; report them once it is.
             self.meaning(program)
         return program
+
+    def corrections(self, value: Any, line: int, roles: dict[str, int]) -> Corrections:
+        """``corrections: {roles: [...], revert_final: bool}``: who may correct, revert and
+        migrate an instance of this program (default: provincial_officer)."""
+        node = self.mapping(value, line, "`corrections`")
+        if node is None:
+            return Corrections()
+        self.keys(node, {"roles", "revert_final"}, "`corrections`")
+        chosen: list[str] = []
+        for role, role_line in self.string_list(
+            node.get("roles", _LList()), _line_of(node, "roles", line), "corrections roles"
+        ):
+            if role not in roles:
+                self.problem(
+                    role_line, "E030", f"correction role {role!r} is not declared in `roles`"
+                )
+            chosen.append(role)
+        revert_final = node.get("revert_final", False)
+        if not isinstance(revert_final, bool):
+            self.problem(
+                _line_of(node, "revert_final", line), "E012", "`revert_final` must be true or false"
+            )
+            revert_final = False
+        return Corrections(tuple(chosen), revert_final)
 
     def states(self, node: _LDict, prefix: str) -> tuple[State, ...]:
         out: list[State] = []
@@ -534,7 +575,7 @@ class _Parser:
             self.problem(
                 kline("trigger"),
                 "E015",
-                f"trigger {trigger!r} is reserved (an instance's first event)",
+                f"trigger {trigger!r} is reserved (the engine records it itself)",
             )
         what = f"transition {trigger!r}"
 
@@ -710,9 +751,22 @@ class _Parser:
                 )
             else:
                 max_length = ml
+        within = node.get("within")
+        if within is not None and (etype != "date" or within not in WITHIN):
+            self.problem(
+                _line_of(node, "within", line),
+                "E041",
+                f"`within` of {name!r} applies to date fields and must be one of "
+                f"{', '.join(WITHIN)}",
+            )
+            within = None
+        max_bytes, media_types = self.file_limits(node, line, name, etype)
         return EvidenceField(
             name=name,
             type=etype,
+            within=within,
+            max_bytes=max_bytes,
+            media_types=media_types,
             required=required,
             label=label,
             min=lo,
@@ -721,6 +775,41 @@ class _Parser:
             max_length=max_length,
             line=line,
         )
+
+    def file_limits(
+        self, node: _LDict, line: int, name: str, etype: str
+    ) -> tuple[int | None, tuple[str, ...]]:
+        """``max_bytes`` and ``media_types`` of a ``file`` field (E041 elsewhere)."""
+        max_bytes: int | None = None
+        media_types: tuple[str, ...] = ()
+        for key in ("max_bytes", "media_types"):
+            if key in node and etype != "file":
+                self.problem(
+                    _line_of(node, key, line), "E041", f"`{key}` applies to file fields ({name!r})"
+                )
+        if etype != "file":
+            return None, ()
+        if "max_bytes" in node:
+            v = node["max_bytes"]
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_FILE_BYTES:
+                self.problem(
+                    _line_of(node, "max_bytes", line),
+                    "E041",
+                    f"`max_bytes` of {name!r} must be a whole number from 1 to {MAX_FILE_BYTES}",
+                )
+            else:
+                max_bytes = v
+        if "media_types" in node:
+            items = self.string_list(
+                node["media_types"], _line_of(node, "media_types", line), "media_types"
+            )
+            for media_type, mline in items:
+                if not MEDIA_TYPE.fullmatch(media_type):
+                    self.problem(
+                        mline, "E041", f"media type {media_type!r} of {name!r} is not type/subtype"
+                    )
+            media_types = tuple(m for m, _ in items)
+        return max_bytes, media_types
 
     def guard(
         self,

@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice"]
-EVIDENCE_TYPES: tuple[str, ...] = ("text", "integer", "number", "date", "boolean", "choice")
+EvidenceType = Literal["text", "integer", "number", "date", "boolean", "choice", "file"]
+EVIDENCE_TYPES: tuple[str, ...] = (
+    "text", "integer", "number", "date", "boolean", "choice", "file"
+)
 COMPARISON_OPS: tuple[str, ...] = ("==", "!=", "<", "<=", ">", ">=")
 
 
@@ -48,6 +50,11 @@ class EvidenceField:
     choices: tuple[str, ...] = ()
     max_length: int = 2000
     line: int = 0
+    #: ``within: fiscal_year`` on a date: it must fall in the instance's fiscal year.
+    within: str | None = None
+    #: A ``file`` field's limits: its size, and the media types (sniffed) it accepts.
+    max_bytes: int | None = None
+    media_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,11 +150,25 @@ class Transition:
     description: Label | None = None
     line: int = 0
 
+    @property
+    def has_files(self) -> bool:
+        """Whether a field of this transition is a ``file``."""
+        return any(f.type == "file" for f in self.evidence)
+
     def field(self, name: str) -> EvidenceField | None:
         for f in self.evidence:
             if f.name == name:
                 return f
         return None
+
+
+@dataclass(frozen=True)
+class Corrections:
+    """Who may correct an instance's record (``correct``, ``revert``, ``migrate``), and whether
+    a step into a final state may be taken back (``revert_final``)."""
+
+    roles: tuple[str, ...] = ("provincial_officer",)
+    revert_final: bool = False
 
 
 #: The ``source`` of a program shipped with workflow (any other source is a file path).
@@ -174,6 +195,8 @@ class Program:
     #: Where the program came from: ``bundled`` (shipped with workflow), or the path of the
     #: extra definition file it was read from; "" when loaded from text by hand.
     source: str = ""
+    #: ``corrections: {roles: [...], revert_final: false}`` (default: provincial_officer).
+    corrections: Corrections = field(default_factory=Corrections)
 
     @property
     def bundled(self) -> bool:
@@ -231,6 +254,9 @@ class Program:
                                 "min": f.min,
                                 "max": f.max,
                                 "choices": list(f.choices) or None,
+                                "within": f.within,
+                                "max_bytes": f.max_bytes,
+                                "media_types": list(f.media_types) or None,
                             }.items()
                             if v is not None
                         }

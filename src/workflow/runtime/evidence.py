@@ -14,13 +14,15 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from typing import Any
 
 from workflow.errors import EvidenceInvalid, UsageError
 from workflow.programs.model import EvidenceField, Transition
+from workflow.runtime.attachments import Upload, describe, is_described
 from workflow.runtime.text import ID_MAX, identifier
 
-#: The JSON-compatible values evidence is stored as.
-EvidenceValue = str | int | float | bool
+#: The JSON-compatible values evidence is stored as (a file: its description, a mapping).
+EvidenceValue = str | int | float | bool | dict[str, Any]
 
 BE_OFFSET = 543
 BE_THRESHOLD = 2400
@@ -133,6 +135,13 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
         return int(number) if number.is_integer() and abs(number) <= 2**53 else number
     if t == "date":
         return parse_date(value).isoformat()
+    if t == "file":
+        if isinstance(value, Upload):
+            return describe(value, field.max_bytes, field.media_types)
+        if isinstance(value, Mapping) and is_described(value):
+            # already stored (a correction keeps it as it was)
+            return {str(k): v for k, v in value.items()}
+        raise ValueError("expected a file (--attach FIELD=PATH, or multipart)")
     if t == "boolean":
         if isinstance(value, bool):
             return value
@@ -207,3 +216,33 @@ def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise UsageError(f"--set {name} given twice")
         out[name] = value
     return out
+
+
+def fiscal_year_bounds(year: int) -> tuple[dt.date, dt.date]:
+    """The first and last day of Buddhist-Era fiscal year ``year`` (1 Oct to 30 Sep)."""
+    return dt.date(year - BE_OFFSET - 1, 10, 1), dt.date(year - BE_OFFSET, 9, 30)
+
+
+def check_within(
+    transition: Transition, typed: Mapping[str, EvidenceValue], fiscal_year: int
+) -> None:
+    """Refuse (:class:`EvidenceInvalid`) a date declared ``within: fiscal_year`` that falls
+    outside the instance's fiscal year, naming the year's bounds in BE."""
+    first, last = fiscal_year_bounds(fiscal_year)
+    problems = []
+    for f in transition.evidence:
+        value = typed.get(f.name)
+        if f.within != "fiscal_year" or not isinstance(value, str):
+            continue
+        day = dt.date.fromisoformat(value)
+        if not first <= day <= last:
+            problems.append(
+                (
+                    f.name,
+                    f"{to_be(value)} is outside fiscal year {fiscal_year} "
+                    f"({to_be(first.isoformat())} to {to_be(last.isoformat())})",
+                )
+            )
+    if problems:
+        raise EvidenceInvalid.of(transition.trigger, problems)
+

@@ -223,6 +223,45 @@ class CompiledMachine:
             out.extend(self._enter(f"{path}.{r.name}.{r.initial}"))
         return tuple(out)
 
+    def enter(self, path: str) -> Configuration:
+        """The configuration of entering state ``path`` (every region at its initial)."""
+        return self._enter(path)
+
+    def configuration(self, leaves: Collection[str]) -> tuple[Configuration | None, str | None]:
+        """``leaves`` (dotted paths) as a configuration of this program, with every region
+        none of them is in entered at its initial state; or (None, why it is not one)."""
+        for p in leaves:
+            s = self._by_path.get(p)
+            if s is None:
+                return None, f"{p} is not a state of {self.program.id} v{self.program.version}"
+            if s.regions:
+                return None, f"{p} is a parallel state, not a leaf"
+        tops = sorted({p.split(".", 1)[0] for p in leaves})
+        if len(tops) != 1:
+            return None, f"active states in {len(tops)} top-level states ({', '.join(tops)})"
+        out: list[str] = []
+        problem = self._fill(tops[0], set(leaves), out)
+        return (None, problem) if problem else (self._normalise(tuple(out)), None)
+
+    def _fill(self, path: str, leaves: set[str], out: list[str]) -> str | None:
+        state = self._by_path[path]
+        if not state.regions:
+            out.append(path)
+            return None
+        for r in state.regions:
+            prefix = f"{path}.{r.name}."
+            inside = {p for p in leaves if p.startswith(prefix)}
+            if not inside:
+                out.extend(self._enter(f"{prefix}{r.initial}"))
+                continue
+            heads = sorted({prefix + p[len(prefix) :].split(".", 1)[0] for p in inside})
+            if len(heads) > 1:
+                return f"region {path}.{r.name} would be in {len(heads)} states at once"
+            problem = self._fill(heads[0], inside, out)
+            if problem:
+                return problem
+        return None
+
     # -- asking transitions
 
     def _run(self, config: Configuration, trigger: str, probe: _Probe) -> Configuration | None:

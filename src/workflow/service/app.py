@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import workflow
 from workflow.engine.facade import Engine
 from workflow.errors import WorkflowError
-from workflow.service import api, calls, pages, problems
+from workflow.service import api, api_evolution, calls, pages, problems
 from workflow.service.auth import api_principal
 
 STATIC = Path(__file__).parent / "static"
@@ -92,6 +92,7 @@ def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = Fal
     app.add_exception_handler(Exception, problems.internal_error_handler)
 
     app.include_router(api.router)
+    app.include_router(api_evolution.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -423,3 +423,40 @@ def token_create(engine: Engine, accounts: Accounts, caller: Caller, name: str,
 def token_revoke(engine: Engine, accounts: Accounts, caller: Caller, token_id: int) -> Any:
     require_admin(engine, caller, "revoke token")
     return accounts.revoke_token(token_id, by=name_of(caller))
+
+
+# --------------------------------------------------------------------------- evolution (issue 13)
+
+
+def comment(engine: Engine, caller: Caller, instance: int, *, role: str, text: str
+            ) -> FireResult:
+    return engine.comment(instance, actor=name_of(caller), role=role, text=text,
+                          auth=caller.via)
+
+
+def correct(engine: Engine, caller: Caller, instance: int, seq: int, *, role: str,
+            reason: str, evidence: Mapping[str, object] | None, note: object) -> FireResult:
+    return engine.correct(instance, seq, actor=name_of(caller), role=role, reason=reason,
+                          evidence=evidence, note=note, auth=caller.via)
+
+
+def revert(engine: Engine, caller: Caller, instance: int, *, role: str, reason: str,
+           expect_version: int | None) -> FireResult:
+    return engine.revert(instance, actor=name_of(caller), role=role, reason=reason,
+                         expect_version=expect_version, auth=caller.via)
+
+
+def migrate(engine: Engine, caller: Caller, program: str, to_version: int, *, role: str,
+            from_version: int | None, mapping: Mapping[str, str], area: str | None,
+            fiscal_year: int | str | None, state: str | None, dry_run: bool) -> Any:
+    """A migration as the caller; a dry run shows only the instances the caller may read."""
+    result = engine.migrate(
+        program, to_version, actor=name_of(caller), role=role, from_version=from_version,
+        mapping=mapping, area=area, fiscal_year=fiscal_year, state=state, dry_run=dry_run,
+        auth=caller.via,
+    )
+    viewer = _viewer(caller)
+    if dry_run and viewer is not None:
+        seen = {i.id for i in engine.list(program=program, viewer=viewer)}
+        result = dataclasses.replace(result, items=tuple(i for i in result.items if i.id in seen))
+    return result

@@ -82,6 +82,7 @@ class GrantRow(NamedTuple):
     program: str
     granted_by: str
     granted_at: str
+    expires_at: str | None = None
 
 
 class GrantEventRow(NamedTuple):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from workflow.runtime.text import AUTH_MAX, ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -127,10 +127,24 @@ class GrantTable(Base):
     program: Mapped[str] = mapped_column(sa.String(ID_MAX))
     granted_by: Mapped[str] = mapped_column(sa.Text)
     granted_at: Mapped[str] = mapped_column(sa.String(32))
+    #: The end of a grant given ``--until DATE`` (ISO UTC, as every stored time); NULL: none.
+    expires_at: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     __table_args__ = (
         sa.UniqueConstraint("actor", "role", "area_code", "program", name="uq_grant"),
         sa.Index("ix_grants_actor", "actor", "role"),
     )
+
+
+class AttachmentTable(Base):
+    """Files given as evidence of type ``file``, by the SHA-256 of their content (``content``
+    NULL when the bytes live in an attachments directory)."""
+
+    __tablename__ = "workflow_attachments"
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(sa.String(100))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    content: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    stored_at: Mapped[str] = mapped_column(sa.String(32))
 
 
 class GrantEventTable(Base):

@@ -52,6 +52,7 @@ Every name the rest of the package imported from here before the split (rows, ta
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -314,6 +315,9 @@ class Store(_AccessQueries):
     def __init__(self, url: str, timeouts: Timeouts | None = None) -> None:
         self.url = url
         self.timeouts = timeouts if timeouts is not None else Timeouts.make()
+        #: Where attachment bytes are kept (None: in the database); the Engine sets it
+        #: (workflow.storage.attachments).
+        self.attachments_dir: Path | None = None
         self.safe_url = safe_url(url)
         self._secrets = url_secrets(url)
         try:
@@ -688,9 +692,26 @@ class Store(_AccessQueries):
         return InstanceRow(*row) if row else None
 
     def triggers_of(self, conn: Connection, instance_id: int) -> set[str]:
+        """The triggers that happened on an instance (what ``happened`` guards ask); a step a
+        ``revert`` event took back (its ``of_seq``) did not happen."""
         cur = self._cursor(conn)
         cur.execute(self._q["triggers"], {"id": instance_id})
-        return {r[0] for r in cur.fetchall()}
+        found = {r[0] for r in cur.fetchall()}
+        if "revert" not in found:
+            return found
+        rows = conn.execute(
+            sa.select(events_t.c.seq, events_t.c.trigger, events_t.c.evidence).where(
+                events_t.c.instance_id == instance_id
+            )
+        ).all()
+        taken_back = set()
+        for _, trigger, evidence in rows:
+            if trigger == "revert":
+                try:
+                    taken_back.add(json.loads(evidence).get("of_seq"))
+                except (TypeError, ValueError, AttributeError):
+                    continue
+        return {trigger for seq, trigger, _ in rows if seq not in taken_back}
 
     def find_duplicate(
         self, conn: Connection, program: str, area: str, fiscal_year: int
@@ -734,6 +755,17 @@ class Store(_AccessQueries):
             },
         )
         return bool(cur.rowcount == 1)
+
+    def set_definition(
+        self, conn: Connection, instance_id: int, program_version: int, definition_id: int
+    ) -> None:
+        """Move a (locked) instance to another stored version of its program (a migration;
+        its migrate event moves its state and version in the same transaction)."""
+        conn.execute(
+            instances_t.update()
+            .where(instances_t.c.id == instance_id)
+            .values(program_version=program_version, definition_id=definition_id)
+        )
 
     def lock_instances(self, conn: Connection, ids: Sequence[int]) -> dict[int, InstanceRow]:
         """Several instance rows, locked (in id order, so two batches cannot deadlock)."""

@@ -1,0 +1,165 @@
+"""What the amending events mean for the trail: corrections, reverts, comments, migrations.
+
+A mistake is never mended by rewriting the trail; it is mended by a new event that says what it
+mends. This module holds the rules both sides need, so that writing and checking cannot drift
+apart: the engine (``engine/amend.py``, ``engine/evolution.py``) asks it which step a revert
+takes back, and verify (``audit/verify.py``) replays every chain through :class:`Amendments`
+and reports an amending event whose claims do not hold:
+
+- a ``correct`` event names an earlier event of its instance by ``of_seq`` and ``of_hash``: that
+  event must exist, be earlier, carry that hash, and be one that can be corrected;
+- a ``revert`` event returns the instance to the configuration before the last state change
+  not yet taken back (``of_seq`` names that change): its ``to`` must be that configuration;
+- a ``migrate`` event moves the instance from one stored definition to another: its evidence
+  names both hashes, the first must be the one the instance ran on, the event itself is
+  recorded under the second, and so is every event after it (until the next migration).
+
+Rows are ``storage.EventRow`` tuples (or objects with the same fields).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Events that record something about the instance's record rather than a step of the program.
+COMMENT, CORRECT, REVERT, MIGRATE = "comment", "correct", "revert", "migrate"
+AMENDING = frozenset({COMMENT, CORRECT, REVERT, MIGRATE})
+#: Events that are not steps a revert can take back (their from and to are the same, or they
+#: are not the program's steps at all).
+NOT_STEPS = frozenset({"start", COMMENT, CORRECT, REVERT, MIGRATE, "overdue"})
+#: Events whose evidence or note a correction may amend.
+UNCORRECTABLE = frozenset({"start", CORRECT, REVERT, MIGRATE, "overdue"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """A state change a revert could take back: its seq, hash and the configuration before."""
+
+    seq: int
+    hash: str
+    before: str
+
+
+def _field(row: Any, name: str, index: int) -> Any:
+    return row[index] if isinstance(row, tuple) else getattr(row, name)
+
+
+@dataclass
+class Amendments:
+    """Replays one instance's events, in order, keeping what the amending events refer to.
+
+    ``add(row)`` returns why the row's claims do not hold, or None.
+    """
+
+    hashes: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> (hash, trigger)
+    steps: list[Step] = field(default_factory=list)
+    definition_hash: str | None = None
+    program_version: int | None = None
+    stored_hashes: frozenset[str] | None = None
+
+    def add(self, row: Any) -> str | None:
+        seq = _field(row, "seq", 2)
+        trigger = _field(row, "trigger", 3)
+        before, after = _field(row, "from_state", 4), _field(row, "to_state", 5)
+        evidence_text = _field(row, "evidence", 10)
+        definition_hash = _field(row, "definition_hash", 12)
+        digest = _field(row, "hash", 15)
+        reason = None
+        if trigger == "start":
+            self.definition_hash = definition_hash
+            try:
+                version = json.loads(evidence_text).get("program_version")
+            except (TypeError, ValueError, AttributeError):
+                version = None
+            self.program_version = version if type(version) is int else None
+        elif trigger == MIGRATE:
+            reason = self._migrate(evidence_text, definition_hash)
+        elif definition_hash != self.definition_hash:
+            reason = (
+                "event recorded under a different definition than the instance ran on "
+                "(its last start or migration)"
+            )
+        if reason is None and trigger == CORRECT:
+            reason = self._correct(seq, evidence_text, before, after)
+        elif reason is None and trigger == REVERT:
+            reason = self._revert(evidence_text, before, after)
+        elif trigger == MIGRATE:
+            self.steps.clear()  # a step before a migration cannot be taken back
+        elif trigger not in NOT_STEPS and before is not None and before != after:
+            self.steps.append(Step(seq, digest, before))
+        if type(seq) is int:
+            self.hashes[seq] = (digest, trigger)
+        return reason
+
+    def _evidence(self, text: Any) -> Mapping[str, Any] | None:
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _correct(self, seq: Any, text: Any, before: Any, after: Any) -> str | None:
+        ev = self._evidence(text)
+        if ev is None:
+            return "correction evidence is not a JSON object"
+        if before != after:
+            return "a correction changed the instance's state"
+        of_seq, of_hash = ev.get("of_seq"), ev.get("of_hash")
+        if type(of_seq) is not int or type(seq) is not int or not 1 <= of_seq < seq:
+            return f"correction names no earlier event (of_seq {of_seq!r})"
+        named = self.hashes.get(of_seq)
+        if named is None or named[0] != of_hash:
+            return f"correction names event {of_seq} with a hash it does not have"
+        if named[1] in UNCORRECTABLE:
+            return f"correction names a {named[1]} event, which cannot be corrected"
+        changes, note = ev.get("changes"), ev.get("note")
+        if not isinstance(changes, dict) or not isinstance(ev.get("reason"), str):
+            return "correction evidence lacks its changes or reason"
+        if not changes and note is None:
+            return "correction changes nothing"
+        return None
+
+    def _revert(self, text: Any, before: Any, after: Any) -> str | None:
+        ev = self._evidence(text)
+        if ev is None:
+            return "revert evidence is not a JSON object"
+        if not self.steps:
+            return "revert with no step to take back"
+        step = self.steps.pop()
+        if ev.get("of_seq") != step.seq or ev.get("of_hash") != step.hash:
+            return f"revert names a step other than the last one not taken back (seq {step.seq})"
+        if after != step.before:
+            return (
+                "revert's configuration is not the one before the step it takes back "
+                f"(seq {step.seq})"
+            )
+        return None
+
+    def _migrate(self, text: Any, definition_hash: Any) -> str | None:
+        ev = self._evidence(text)
+        if ev is None:
+            return "migrate evidence is not a JSON object"
+        old, new = ev.get("from_definition"), ev.get("to_definition")
+        if old != self.definition_hash:
+            return "migrate event names a definition the instance did not run on"
+        if new != definition_hash:
+            return "migrate event is not recorded under the definition it migrates to"
+        if ev.get("from_version") != self.program_version or type(ev.get("to_version")) is not int:
+            return "migrate event's versions do not follow the instance's"
+        if self.stored_hashes is not None and new not in self.stored_hashes:
+            return "migrate event names a definition that is not stored"
+        self.definition_hash = new
+        self.program_version = ev["to_version"]
+        return None
+
+
+def steps_left(rows: Iterable[Any]) -> list[Step]:
+    """The state changes of an instance that a revert could still take back, oldest first
+    (the last is the one the next revert takes back)."""
+    replay = Amendments()
+    for row in rows:
+        replay.add(row)
+    return replay.steps
