@@ -202,6 +202,8 @@ class ReportRow:
     state: str
     count: int
     regions_done: Mapping[str, int] = field(default_factory=dict)
+    #: How many of them are past a due time (CONTRACT §10).
+    overdue: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -209,6 +211,7 @@ class ReportRow:
             "province": area_json(self.province),
             "state": self.state,
             "count": self.count,
+            "overdue": self.overdue,
         }
         if self.regions_done:
             out["regions_done"] = dict(self.regions_done)

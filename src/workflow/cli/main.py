@@ -29,6 +29,7 @@ from workflow.cli.audit import audit
 from workflow.cli.context import Context, Errors
 from workflow.cli.demo import demo
 from workflow.cli.instances import bulk_start, fire, history, list_, show, start
+from workflow.cli.notify import COMMANDS as NOTIFY_COMMANDS
 from workflow.cli.programs import programs
 from workflow.cli.report import report
 from workflow.cli.schema import init
@@ -110,6 +111,7 @@ for command in (
     actors,
     audit,
     *SERVICE_COMMANDS,
+    *NOTIFY_COMMANDS,
 ):
     cli.add_command(command)
 
