@@ -217,6 +217,7 @@ def claim(
         sa.select(outbox_t.c.id)
         .where(
             outbox_t.c.status == "pending",
+            outbox_t.c.hook_id.in_(sa.select(hooks_t.c.id).where(hooks_t.c.removed_at.is_(None))),
             outbox_t.c.next_at <= now,
             sa.or_(outbox_t.c.claimed_until.is_(None), outbox_t.c.claimed_until < now),
         )
