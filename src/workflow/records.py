@@ -44,6 +44,11 @@ class Instance:
     updated_at: str
     available_triggers: tuple[str, ...]
     final: bool
+    #: When the earliest active due state is due (CONTRACT §10), and whether one has passed.
+    due_at: str | None = None
+    overdue: bool = False
+    #: The roles an overdue instance is escalated to (its overdue states' ``escalate``).
+    escalate: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +65,8 @@ class Instance:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "available_triggers": list(self.available_triggers),
+            "due_at": self.due_at,
+            "overdue": self.overdue,
         }
 
 
@@ -206,6 +213,8 @@ class ReportRow:
     state: str
     count: int
     regions_done: Mapping[str, int] = field(default_factory=dict)
+    #: How many of them are past a due time (CONTRACT §10).
+    overdue: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -213,6 +222,7 @@ class ReportRow:
             "province": area_json(self.province),
             "state": self.state,
             "count": self.count,
+            "overdue": self.overdue,
         }
         if self.regions_done:
             out["regions_done"] = dict(self.regions_done)

@@ -35,6 +35,9 @@ def _render_instance(inst: Instance, be: bool) -> None:
         ("updated", show_time(inst.updated_at, be) + " UTC"),
         ("available", ", ".join(inst.available_triggers) or "(none)"),
     ]
+    if inst.due_at is not None:
+        late = " (OVERDUE)" if inst.overdue else ""
+        rows.append(("due", show_time(inst.due_at, be) + " UTC" + late))
     table(None, ["", ""], rows)
 
 
@@ -225,6 +228,11 @@ def show(
     """Current state, version and available triggers of INSTANCE."""
     engine = c.engine()
     inst = engine.get(instance)
+    escalated: tuple[str, ...] = ()
+    if actor is not None and inst.overdue:
+        from workflow.engine.work import escalated_roles
+
+        escalated = escalated_roles(engine, inst, actor)
     if role is not None or actor is not None:
         from dataclasses import replace
 
@@ -232,9 +240,15 @@ def show(
             inst, available_triggers=engine.available_triggers(instance, role=role, actor=actor)
         )
     if as_json:
-        emit_json(inst.to_dict())
+        out = inst.to_dict()
+        if actor is not None:
+            out["escalated_to"] = list(escalated)
+        emit_json(out)
     else:
         _render_instance(inst, be)
+        if escalated:
+            say(f"escalated: overdue since {inst.due_at}; {actor} sees it as "
+                f"{', '.join(escalated)}")
 
 
 @click.command("list")
@@ -243,6 +257,7 @@ def show(
 @click.option("--area", help="This area and everything inside it (code or name).")
 @click.option("--fiscal-year", help="Only this Buddhist-Era fiscal year.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
+@click.option("--overdue", is_flag=True, help="Only instances past a due time.")
 @json_option
 @pass_ctx
 def list_(
@@ -252,12 +267,19 @@ def list_(
     area: str | None,
     fiscal_year: str | None,
     limit: int | None,
+    overdue: bool,
     as_json: bool,
 ) -> None:
     """Instances, oldest first, with the contract's filters."""
     found = c.engine().list(
-        program=program, state=state, area=area, fiscal_year=fiscal_year, limit=limit
+        program=program,
+        state=state,
+        area=area,
+        fiscal_year=fiscal_year,
+        limit=None if overdue else limit,
     )
+    if overdue:
+        found = [i for i in found if i.overdue][:limit]
     if as_json:
         emit_json([i.to_dict() for i in found])
         return

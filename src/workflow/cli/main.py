@@ -30,6 +30,7 @@ from workflow.cli.context import Context, Errors
 from workflow.cli.demo import demo
 from workflow.cli.evolution import COMMANDS as EVOLUTION_COMMANDS
 from workflow.cli.instances import bulk_start, fire, history, list_, show, start
+from workflow.cli.notify import COMMANDS as NOTIFY_COMMANDS
 from workflow.cli.programs import programs
 from workflow.cli.report import report
 from workflow.cli.schema import init
@@ -112,6 +113,7 @@ for command in (
     audit,
     *SERVICE_COMMANDS,
     *EVOLUTION_COMMANDS,
+    *NOTIFY_COMMANDS,
 ):
     cli.add_command(command)
 

@@ -278,13 +278,14 @@ def render_report(report: Report, as_json: bool) -> None:
     fy = f" fiscal year {report.fiscal_year}" if report.fiscal_year else ""
     table(
         f"Instances by program, province and state{fy} (total {report.total})",
-        ["program", "province", "state", "count", "regions done"],
+        ["program", "province", "state", "count", "overdue", "regions done"],
         [
             (
                 r.program,
                 f"{r.province.code} {r.province.name_th} ({r.province.name_en})",
                 r.state,
                 r.count,
+                r.overdue,
                 ", ".join(f"{k} {v}" for k, v in r.regions_done.items()),
             )
             for r in report.rows

@@ -18,6 +18,7 @@ from typing import Any
 
 from workflow import areas as _areas
 from workflow.audit import chain as _audit
+from workflow.engine import deadlines as _deadlines
 from workflow.programs.model import Program
 from workflow.programs.registry import Registry
 from workflow.records import Event, Instance
@@ -109,6 +110,7 @@ class Programs:
         loaded = self.loaded(conn, row.definition_id)
         config = config_tuple(row.active)
         available = loaded.machine.available(config, happened=happened or (lambda: set()))
+        due_at, overdue, escalate = _deadlines.status(conn, loaded.program, row)
         return Instance(
             id=row.id,
             program=row.program,
@@ -123,6 +125,9 @@ class Programs:
             updated_at=row.updated_at,
             available_triggers=available,
             final=loaded.machine.is_final(config),
+            due_at=due_at,
+            overdue=overdue,
+            escalate=escalate,
         )
 
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from workflow.accounts import Accounts
     from workflow.audit.log import ConsistencyResult
     from workflow.audit.note import Signer, Verifier
+    from workflow.engine.deadlines import TickResult
+    from workflow.notify import Notifications
 
 DEFAULT_URL = "sqlite:///workflow.db"
 
@@ -91,6 +93,8 @@ class Engine:
         self._accounts: Accounts | None = None
         self._amend = Amendments(writer, compiled, self.policy)
         self._migrations = Migrations(writer, compiled, self.registry, self.policy)
+        self._compiled = compiled
+        self._notifications: Notifications | None = None
 
     def close(self) -> None:
         self.store.dispose()
@@ -461,6 +465,44 @@ class Engine:
 
             self._accounts = Accounts(self.store, throttle=Throttle.from_env())
         return self._accounts
+
+    # ------------------------------------------------------------------ deadlines, notifications
+
+    def tick(self, now: str | None = None) -> TickResult:
+        """Record one ``overdue`` event (actor and role ``system``) per instance entry into a
+        state past its due time that has none yet (``workflow.engine.deadlines``); ``now``
+        (ISO 8601) for tests. Safe to run at once on several hosts."""
+        from workflow.engine import deadlines
+
+        return deadlines.tick(self.store, self._writer, self._compiled, self.registry, now)
+
+    def on_commit(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback`` with each event a change of this Engine wrote, after its
+        transaction committed (never before, never for a rolled-back change). An exception
+        of the callback is logged, not raised: the change is done. Returns a function that
+        removes the callback."""
+        import logging
+
+        from workflow.engine.compiled import event_of
+
+        def listener(rows: builtins.list[Any]) -> None:
+            for row in rows:
+                try:
+                    callback(event_of(row))
+                except Exception:
+                    logging.getLogger("workflow").exception("on_commit callback failed")
+
+        self._writer.listeners.append(listener)
+        return lambda: self._writer.listeners.remove(listener)
+
+    @property
+    def notifications(self) -> Notifications:
+        """Hooks, the outbox and delivery (``workflow.notify``)."""
+        if self._notifications is None:
+            from workflow.notify import Notifications
+
+            self._notifications = Notifications(self)
+        return self._notifications
 
     # ------------------------------------------------------------------ audit
 

@@ -371,6 +371,7 @@ class Queries:
             for region, finished in done.items():
                 regions[region] = regions.get(region, 0) + (count if finished else 0)
             merged[(prog, province, state)] = (count_before + count, regions)
+        late = self._overdue_counts(program, year, viewer)
         rows = tuple(
             ReportRow(
                 program=prog,
@@ -378,10 +379,29 @@ class Queries:
                 state=state,
                 count=count,
                 regions_done=regions,
+                overdue=late.get((prog, province, state), 0),
             )
             for (prog, province, state), (count, regions) in sorted(merged.items())
         )
         return Report(fiscal_year=year, rows=rows)
+
+    def _overdue_counts(
+        self, program: str | None, year: int | None, viewer: str | None
+    ) -> dict[tuple[str, str, str], int]:
+        """Overdue instances per (program, province, state), of the programs with a due."""
+        from workflow.engine.deadlines import due_states
+
+        out: dict[tuple[str, str, str], int] = {}
+        for p in self.registry.programs():
+            if program is not None and p.id != program:
+                continue
+            if not any(due_states(v) for v in self.registry.versions(p.id)):
+                continue
+            for inst in self.list_instances(program=p.id, fiscal_year=year, viewer=viewer):
+                if inst.overdue:
+                    key = (inst.program, inst.area.code[:2], inst.state)
+                    out[key] = out.get(key, 0) + 1
+        return out
 
     def grants(self, actor: str | None = None) -> list[Grant]:
         """The grants in force (of one actor, or everyone's)."""

@@ -32,7 +32,9 @@ Refused = tuple[str, str, str, str | None, int | None, str | None]
 class UnitOfWork:
     """The writes of one transaction: built here, collected, written by :meth:`flush`."""
 
-    __slots__ = ("batch", "conn", "events", "keys", "moves", "os_user", "policy", "store")
+    __slots__ = (
+        "batch", "conn", "events", "keys", "moves", "os_user", "policy", "store", "written"
+    )
 
     def __init__(self, store: Store, conn: Any, os_user: str, policy: str, batch: bool) -> None:
         self.store = store
@@ -44,6 +46,8 @@ class UnitOfWork:
         #: instance id -> [the version read under the lock, the row as it is now]
         self.moves: dict[int, list[Any]] = {}
         self.keys: list[tuple[str, str, int, int, str, str]] = []
+        #: The events written so far, with their ids (for the after-commit listeners).
+        self.written: list[EventRow] = []
 
     def event(
         self,
@@ -90,8 +94,9 @@ class UnitOfWork:
         (``start(instance_id)``) and chain head; return the start event."""
         instance_id = self.store.insert_instance(self.conn, values)
         event = start(instance_id)
-        self.store.insert_event(self.conn, _values(event))
+        event = event._replace(id=self.store.insert_event(self.conn, _values(event)))
         self.store.set_head(self.conn, instance_id, event.hash)
+        self.written.append(event)
         return event
 
     def move(self, before: InstanceRow, after: InstanceRow, event: EventRow) -> None:
@@ -135,6 +140,7 @@ class UnitOfWork:
                     )
         for k in self.keys:
             store.insert_key(conn, *k)
+        self.written.extend(e._replace(id=i) for e, i in zip(self.events, ids, strict=True))
         self.events, self.moves, self.keys = [], {}, []
         return ids
 
@@ -152,6 +158,8 @@ class Writer:
         self.store = store
         self.policy = policy
         self.os_user = os_user
+        #: Called after each commit with the events it wrote (Engine.on_commit).
+        self.listeners: list[Callable[[list[EventRow]], None]] = []
 
     def run(
         self,
@@ -165,18 +173,25 @@ class Writer:
         re-read then sees their change and answers for it). A refusal for want of a
         permission is recorded against what ``refused`` says, then raised."""
 
+        units: list[UnitOfWork] = []
+
         def transaction(conn: Any) -> T:
             unit = UnitOfWork(self.store, conn, self.os_user, self.policy.name, batch)
+            units[:] = [unit]  # a retried transaction starts a new unit
             result = work(unit)
             unit.flush()
             return result
 
         try:
-            return self.store.run(transaction, write=True)
+            result = self.store.run(transaction, write=True)
         except (PermissionDenied, RoleNotAllowed) as e:
             if refused is None:
                 raise
             self.deny(*refused(e), e)
+        if self.listeners and units and units[0].written:
+            for listener in list(self.listeners):
+                listener(units[0].written)  # after the commit, never before
+        return result
 
     def deny(
         self,

@@ -21,7 +21,7 @@ from workflow.errors import ProgramNotFound
 from workflow.programs.model import Program, Transition
 from workflow.records import Instance
 
-__all__ = ["WorkItem", "my_work"]
+__all__ = ["WorkItem", "escalated_roles", "my_work"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,20 @@ class WorkItem:
     instance: Instance
     triggers: tuple[str, ...]
     roles: dict[str, tuple[str, ...]]  # trigger -> the actor's roles that may fire it
+    #: The actor's roles an overdue instance is escalated to (CONTRACT §10), if any.
+    escalated: tuple[str, ...] = ()
+
+
+def escalated_roles(
+    engine: Engine, inst: Instance, actor: str, grants: Sequence[Grant] | None = None
+) -> tuple[str, ...]:
+    """The roles of ``actor`` (by its grants, as the policy decides) that an overdue
+    instance's escalation names: those see it in their work."""
+    if not inst.overdue or not inst.escalate:
+        return ()
+    if grants is None:
+        grants = engine.grants(actor)
+    return tuple(_permitted(engine, inst, actor, list(inst.escalate), grants))
 
 
 def _applies(t: Transition, config: Sequence[str]) -> bool:
@@ -113,6 +127,10 @@ def my_work(
     definitions: dict[tuple[str, int], Program] = {}
     out: list[WorkItem] = []
     for inst in instances:
+        escalated = escalated_roles(engine, inst, actor, grants)
+        if escalated:
+            out.append(WorkItem(inst, inst.available_triggers, {}, escalated))
+            continue
         if not inst.available_triggers:
             continue
         key = (inst.program, inst.program_version)

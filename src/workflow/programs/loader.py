@@ -24,6 +24,7 @@ from workflow.programs.model import (
     EVIDENCE_TYPES,
     CompareGuard,
     Corrections,
+    Due,
     EvidenceField,
     EvidenceType,
     FunctionGuard,
@@ -77,12 +78,14 @@ CODES: dict[str, str] = {
     "E050": "version is not a positive integer",
     "E060": "program and version defined twice with different content",
     "E070": "an extra definitions directory carries a bundled program id (not allowed to override)",
+    "E080": "invalid `due` (days or fiscal_date) or `escalate` of a state",
 }
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-#: Triggers the engine records itself (an instance's first event; the amending events).
-RESERVED_TRIGGERS = frozenset({"start", "comment", "correct", "revert", "migrate"})
+#: Triggers the engine records itself (an instance's first event; the amending events;
+#: the clock's overdue events).
+RESERVED_TRIGGERS = frozenset({"start", "comment", "correct", "revert", "migrate", "overdue"})
 READ_ONLY_ROLE = "auditor"
 
 PROGRAM_KEYS = {
@@ -98,7 +101,7 @@ PROGRAM_KEYS = {
     "transitions",
     "corrections",
 }
-STATE_KEYS = {"th", "en", "final", "parallel", "description"}
+STATE_KEYS = {"th", "en", "final", "parallel", "description", "due", "escalate"}
 REGION_KEYS = {"th", "en", "initial", "states"}
 TRANSITION_KEYS = {
     "trigger",
@@ -119,6 +122,7 @@ MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/(\*|[a-z0-9][a-z0-9.+-]*)")
 #: What a date field may be declared ``within``.
 WITHIN = ("fiscal_year",)
 LABEL_KEYS = {"th", "en"}
+DUE_FORMS = "{days: N} or {fiscal_date: MM-DD}"
 
 
 # --------------------------------------------------------------------------- YAML with lines
@@ -186,6 +190,15 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LList:
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _valid_month_day(text: str) -> bool:
+    """Whether ``text`` is "MM-DD", a day that every year has (not 02-29)."""
+    if not re.fullmatch(r"\d\d-\d\d", text):
+        return False
+    month, day = int(text[:2]), int(text[3:])
+    days = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    return 1 <= month <= 12 and 1 <= day <= days[month - 1]
 
 
 def _line_of(container: Any, key: str | int, default: int) -> int:
@@ -498,6 +511,7 @@ class _Parser:
                             regions.append(region)
                     if not regions:
                         self.problem(pline, "E012", f"`parallel` of {path!r} holds no region")
+            due, escalate = self.deadline(snode, sline, path, final)
             out.append(
                 State(
                     name=name,
@@ -507,9 +521,53 @@ class _Parser:
                     regions=tuple(regions),
                     description=description,
                     line=sline,
+                    due=due,
+                    escalate=escalate,
                 )
             )
         return tuple(out)
+
+    def deadline(
+        self, snode: _LDict, sline: int, path: str, final: bool
+    ) -> tuple[Due | None, tuple[str, ...]]:
+        """A state's ``due`` and ``escalate`` (CONTRACT §10), each problem as E080."""
+        due: Due | None = None
+        if "due" in snode:
+            dline = _line_of(snode, "due", sline)
+            value = snode["due"]
+            if final:
+                self.problem(dline, "E080", f"final state {path!r} cannot be due")
+            elif not isinstance(value, dict) or len(value) != 1:
+                self.problem(dline, "E080", f"`due` of {path!r} must be {DUE_FORMS}")
+            elif "days" in value:
+                days = value["days"]
+                if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 3660:
+                    self.problem(dline, "E080", f"`due.days` of {path!r} must be 1 to 3660")
+                else:
+                    due = Due(days=days, line=dline)
+            elif "fiscal_date" in value:
+                text = value["fiscal_date"]
+                if not isinstance(text, str) or not _valid_month_day(text):
+                    self.problem(
+                        dline, "E080", f"`due.fiscal_date` of {path!r} must be a day \"MM-DD\""
+                    )
+                else:
+                    due = Due(fiscal_date=text, line=dline)
+            else:
+                self.problem(dline, "E080", f"`due` of {path!r} must be {DUE_FORMS}")
+        escalate: list[str] = []
+        if "escalate" in snode:
+            eline = _line_of(snode, "escalate", sline)
+            roles = snode["escalate"]
+            if not isinstance(roles, list) or not roles or not all(
+                isinstance(r, str) for r in roles
+            ):
+                self.problem(eline, "E080", f"`escalate` of {path!r} must be a list of roles")
+            else:
+                if "due" not in snode:
+                    self.problem(eline, "E080", f"`escalate` of {path!r} needs a `due`")
+                escalate = list(dict.fromkeys(roles))
+        return due, tuple(escalate)
 
     def region(self, name: str, value: Any, line: int, prefix: str) -> Region | None:
         self.ident(name, line, "region id")
@@ -905,6 +963,14 @@ class _Parser:
         by_path = {s.path: s for s in program.all_states()}
         if not program.states:
             return  # reported where `states` is
+        for state in by_path.values():
+            for role in state.escalate:
+                if role not in program.roles:
+                    self.problem(
+                        state.line,
+                        "E080",
+                        f"`escalate` of {state.path!r}: role {role!r} is not declared in `roles`",
+                    )
         triggers = set(program.triggers)
         for t in program.transitions:
             for g in t.guards:

@@ -120,6 +120,16 @@ class Region:
 
 
 @dataclass(frozen=True)
+class Due:
+    """When a state must be left (CONTRACT §10): ``days`` after entering it, or the day
+    ``fiscal_date`` ("MM-DD") of the instance's fiscal year."""
+
+    days: int | None = None
+    fiscal_date: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class State:
     """A state; ``path`` is its dotted path from the top (``activities.training.done``)."""
 
@@ -130,6 +140,8 @@ class State:
     regions: tuple[Region, ...] = ()
     description: Label | None = None
     line: int = 0
+    due: Due | None = None
+    escalate: tuple[str, ...] = ()
 
     @property
     def parallel(self) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from workflow.runtime.text import AUTH_MAX, ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 

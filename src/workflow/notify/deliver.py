@@ -1,0 +1,386 @@
+"""Hooks, the outbox and the delivery worker (CONTRACT §10).
+
+A delivery is leased (``claimed_by``/``claimed_until``) in a short transaction, sent outside
+any transaction, then marked delivered or failed in another short one, by the worker that
+holds the lease only. So two live workers never send one delivery twice (PostgreSQL: ``FOR
+UPDATE SKIP LOCKED`` while claiming; SQLite: its write lock), and a worker killed between
+sending and marking leaves one delivery to be sent again once its lease runs out: at most
+one resend per crash, which the receiver recognises by ``Workflow-Event-Id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import smtplib
+import socket
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from workflow.audit import chain as _audit
+from workflow.engine.compiled import event_of
+from workflow.engine.deadlines import parse_time, stamp
+from workflow.errors import NotFound, UsageError
+from workflow.storage import outbox as _db
+
+if TYPE_CHECKING:
+    from workflow.engine.facade import Engine
+
+SMTP_ENV = "WORKFLOW_SMTP_URL"
+DEFAULT_MAX_ATTEMPTS = 8
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``Workflow-Signature`` header value: ``sha256=`` and the hex HMAC-SHA256."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class HookNotFound(NotFound):
+    def __init__(self, what: str, ident: int) -> None:
+        super().__init__(f"no {what} {ident}")
+
+
+@dataclass(frozen=True)
+class Hook:
+    id: int
+    url: str
+    program: str | None
+    trigger: str | None
+    has_secret: bool
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "program": self.program,
+            "trigger": self.trigger,
+            "secret": self.has_secret,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row: an event to deliver to one hook."""
+
+    id: int
+    hook: int
+    event: int
+    status: str
+    attempts: int
+    next_at: str
+    last_error: str | None
+    created_at: str
+    delivered_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "hook": self.hook,
+            "event": self.event,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_at": self.next_at,
+            "last_error": self.last_error,
+            "created_at": self.created_at,
+            "delivered_at": self.delivered_at,
+        }
+
+
+@dataclass
+class DeliveryStats:
+    """What a delivery pass did."""
+
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    lost_lease: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "dead": self.dead,
+            "lost_lease": self.lost_lease,
+        }
+
+
+def _check_url(url: str) -> str:
+    url = url.strip()
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return url
+    if parsed.scheme == "mailto" and "@" in parsed.path and len(parsed.path) <= 254:
+        return url
+    raise UsageError(f"a hook is an http(s):// URL or mailto:ADDRESS, not {url!r}")
+
+
+class _Sender:
+    """Sends one payload to one hook; keeps an HTTP connection per host and one SMTP
+    session, reopened after an error."""
+
+    def __init__(self, timeout: float, smtp_url: str | None) -> None:
+        self.timeout = timeout
+        self.smtp_url = smtp_url
+        self._http: dict[tuple[str, str], http.client.HTTPConnection] = {}
+        self._smtp: smtplib.SMTP | None = None
+
+    def close(self) -> None:
+        for conn in self._http.values():
+            conn.close()
+        self._http.clear()
+        if self._smtp is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._smtp.quit()
+            self._smtp = None
+
+    def send(self, hook: _db.HookRow, event_hash: str, body: bytes, subject: str) -> None:
+        headers = {"Content-Type": "application/json", "Workflow-Event-Id": event_hash}
+        if hook.secret:
+            headers["Workflow-Signature"] = sign(hook.secret, body)
+        if hook.url.startswith("mailto:"):
+            self._mail(hook.url[len("mailto:") :], headers, body, subject)
+        else:
+            self._post(hook.url, headers, body)
+
+    def _post(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for attempt in (0, 1):
+            conn = self._http.get(key)
+            fresh = conn is None
+            if conn is None:
+                cls = (
+                    http.client.HTTPSConnection
+                    if parts.scheme == "https"
+                    else http.client.HTTPConnection
+                )
+                conn = self._http[key] = cls(parts.netloc, timeout=self.timeout)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self._http.pop(key, None)
+                if fresh or attempt:
+                    raise DeliveryFailed(f"{type(e).__name__}: {e}") from e
+                continue  # a kept connection the server closed: once more on a new one
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                self._http.pop(key, None)
+            if not 200 <= response.status < 300:
+                raise DeliveryFailed(f"HTTP {response.status} {response.reason}")
+            return
+
+    def _mail(self, to: str, headers: dict[str, str], body: bytes, subject: str) -> None:
+        if not self.smtp_url:
+            raise DeliveryFailed(f"no SMTP server: set {SMTP_ENV} (smtp://host:port?from=...)")
+        url = urllib.parse.urlsplit(self.smtp_url)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        message = EmailMessage()
+        message["From"] = query.get("from", "workflow@localhost")
+        message["To"] = urllib.parse.unquote(to)
+        message["Subject"] = subject
+        message["Message-ID"] = f"<{headers['Workflow-Event-Id']}@workflow>"
+        for name in ("Workflow-Event-Id", "Workflow-Signature"):
+            if name in headers:
+                message[name] = headers[name]
+        message.set_content(body.decode("utf-8"))
+        try:
+            if self._smtp is None:
+                cls = smtplib.SMTP_SSL if url.scheme == "smtps" else smtplib.SMTP
+                smtp = cls(url.hostname or "localhost", url.port or 0, timeout=self.timeout)
+                if query.get("starttls") == "1":
+                    smtp.starttls()
+                if url.username:
+                    smtp.login(
+                        urllib.parse.unquote(url.username),
+                        urllib.parse.unquote(url.password or ""),
+                    )
+                self._smtp = smtp
+            self._smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as e:
+            if self._smtp is not None:
+                self._smtp.close()
+            self._smtp = None
+            raise DeliveryFailed(f"{type(e).__name__}: {e}") from e
+
+
+class DeliveryFailed(Exception):
+    """A receiver did not take a delivery (retried later, or marked dead)."""
+
+
+class Notifications:
+    """Hooks, the outbox and delivery over one Engine's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.store = engine.store
+
+    # -- hooks
+
+    def add_hook(
+        self,
+        url: str,
+        *,
+        program: str | None = None,
+        trigger: str | None = None,
+        secret: str | None = None,
+    ) -> Hook:
+        """A new receiver of every event (of ``program``, with ``trigger``, if given)."""
+        url = _check_url(url)
+        if program is not None:
+            program = self.engine.program(program).id
+        now = _audit.now_utc()
+        hook_id = self.store.run(
+            lambda conn: _db.add_hook(conn, url, program, trigger, secret or None, now),
+            write=True,
+        )
+        return Hook(hook_id, url, program, trigger, bool(secret), now)
+
+    def hooks(self) -> list[Hook]:
+        rows = self.store.run(_db.hooks)
+        return [
+            Hook(r.id, r.url, r.program, r.trigger_name, bool(r.secret), r.created_at)
+            for r in rows
+        ]
+
+    def remove_hook(self, hook_id: int) -> None:
+        now = _audit.now_utc()
+        if not self.store.run(lambda conn: _db.remove_hook(conn, hook_id, now), write=True):
+            raise HookNotFound("hook", hook_id)
+
+    # -- the outbox
+
+    def outbox(self, dead: bool = False, limit: int = 1000) -> list[Delivery]:
+        """Deliveries not yet delivered (or only the dead ones), oldest first."""
+        rows = self.store.run(lambda conn: _db.outbox(conn, dead, limit))
+        return [
+            Delivery(
+                r.id, r.hook_id, r.event_id, r.status, r.attempts, r.next_at, r.last_error,
+                r.created_at, r.delivered_at,
+            )
+            for r in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        return self.store.run(_db.outbox_counts)
+
+    def retry(self, delivery_id: int) -> None:
+        now = _audit.now_utc()
+        if not self.store.run(lambda conn: _db.retry(conn, delivery_id, now), write=True):
+            raise HookNotFound("undelivered outbox entry", delivery_id)
+
+    # -- delivery
+
+    def deliver(
+        self,
+        *,
+        once: bool = True,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        batch: int = 50,
+        timeout: float = 10.0,
+        backoff: float = 2.0,
+        max_backoff: float = 3600.0,
+        idle: float = 1.0,
+        smtp_url: str | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> DeliveryStats:
+        """Deliver due outbox entries: one pass over what is due now (``once``), else keep
+        running until ``should_stop()``. A failed attempt waits ``backoff * 2**attempts``
+        seconds (at most ``max_backoff``) times a random factor 0.5-1.5; the
+        ``max_attempts``-th failure marks the delivery dead."""
+        if max_attempts < 1:
+            raise UsageError("--max-attempts must be at least 1")
+        worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        sender = _Sender(timeout, smtp_url if smtp_url is not None else os.environ.get(SMTP_ENV))
+        stats = DeliveryStats()
+        lease = dt.timedelta(seconds=timeout * (batch + 1) + 60)
+        try:
+            while True:
+                now = parse_time(_audit.now_utc())
+                claimed = self.store.run(
+                    partial(_db.claim, worker=worker, now=stamp(now), until=stamp(now + lease),
+                            limit=batch),
+                    write=True,
+                )
+                if not claimed:
+                    if once or should_stop():
+                        return stats
+                    time.sleep(idle)
+                    continue
+                instances: dict[int, dict[str, Any]] = {}
+                for row, hook, event_row in claimed:
+                    self._one(
+                        sender, worker, row, hook, event_row, instances, stats,
+                        max_attempts, backoff, max_backoff,
+                    )
+                if should_stop():
+                    return stats
+        finally:
+            sender.close()
+
+    def _one(
+        self,
+        sender: _Sender,
+        worker: str,
+        row: _db.OutboxRow,
+        hook: _db.HookRow,
+        event_row: Any,
+        instances: dict[int, dict[str, Any]],
+        stats: DeliveryStats,
+        max_attempts: int,
+        backoff: float,
+        max_backoff: float,
+    ) -> None:
+        event = event_of(event_row)
+        instance = instances.get(event_row.instance_id)
+        if instance is None:
+            instance = self.engine.get(event_row.instance_id).to_dict()
+            instances[event_row.instance_id] = instance
+        body = json.dumps(
+            {"event": event.to_dict(), "instance": instance},
+            ensure_ascii=False,
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        subject = f"[workflow] {instance['program']} #{event.instance}: {event.trigger}"
+        try:
+            sender.send(hook, event.hash, body, subject)
+        except DeliveryFailed as e:
+            error = str(e)
+            dead = row.attempts + 1 >= max_attempts
+            delay = min(backoff * 2**row.attempts, max_backoff) * random.uniform(0.5, 1.5)
+            later = stamp(parse_time(_audit.now_utc()) + dt.timedelta(seconds=delay))
+            kept = self.store.run(
+                lambda conn: _db.failed(conn, row.id, worker, later, error, dead), write=True
+            )
+            if not kept:
+                stats.lost_lease += 1
+            elif dead:
+                stats.dead += 1
+            else:
+                stats.failed += 1
+            stats.errors.append(error)
+            return
+        now = _audit.now_utc()
+        if self.store.run(lambda conn: _db.delivered(conn, row.id, worker, now), write=True):
+            stats.delivered += 1
+        else:
+            stats.lost_lease += 1
