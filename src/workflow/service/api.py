@@ -103,7 +103,12 @@ def engine_of(request: Request) -> Engine:
     return found
 
 
-EngineDep = Annotated[Engine, Depends(engine_of)]
+async def _engine(request: Request) -> Engine:
+    # async: a plain function would cost every request a trip through the thread pool.
+    return engine_of(request)
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                      max_length=500)]

@@ -15,16 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import workflow
 from workflow.engine.facade import Engine
@@ -101,29 +103,47 @@ def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = Fal
     def openapi() -> dict[str, Any]:
         return api.openapi_document(app)
 
-    @app.middleware("http")
-    async def log_and_harden(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    app.add_middleware(_LogAndHarden)
+    return app
+
+
+class _LogAndHarden:
+    """One access-log line per request, and the security headers on every response.
+
+    A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs every request
+    through a task group and a memory stream, which cost more than most routes do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         began = time.perf_counter()
         status = 500
+        under_api = scope["path"].startswith("/api/")
+
+        async def send_hardened(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                for k, v in _PAGE_HEADERS.items():
+                    headers.setdefault(k, v)
+                if under_api:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
+            await self.app(scope, receive, send_hardened)
         finally:
-            client = request.client.host if request.client else "-"
+            client = scope.get("client")
             access_log.info(
-                '%s %s "%s %s" %d %.1fms', client,
-                getattr(request.state, "account", "-"), request.method, request.url.path,
+                '%s %s "%s %s" %d %.1fms', client[0] if client else "-",
+                scope.get("state", {}).get("account", "-"), scope["method"], scope["path"],
                 status, (time.perf_counter() - began) * 1000,
             )
-        for k, v in _PAGE_HEADERS.items():
-            response.headers.setdefault(k, v)
-        if request.url.path.startswith("/api/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
-    return app
 
 
 def _float(name: str) -> float | None:
