@@ -146,6 +146,19 @@ JSON_FAILURES: dict[str, tuple[list[str], int, str]] = {
     "backup": (["backup", "/"], 2, "UsageError"),
     "audit check": (["audit", "check", "/nonexistent.json", "--public-key", "/nonexistent.pub"],
                     2, "UsageError"),
+    "comment": (["comment", "999", "--actor", "u", "--role", OFFICER, "--text", "t"], 3,
+                "InstanceNotFound"),
+    "correct": (["correct", "999", "2", "--actor", "u", "--role", OFFICER, "--reason", "x"], 2,
+                "UsageError"),
+    "revert": (["revert", "999", "--actor", "u", "--role", OFFICER, "--reason", "x"], 3,
+               "InstanceNotFound"),
+    "migrate": (["migrate", "no-such", "--to-version", "2", "--actor", "u", "--role", OFFICER],
+                3, "ProgramNotFound"),
+    "tick": (["tick", "--now", "yesterday"], 2, "UsageError"),
+    "deliver": (["deliver", "--once", "--max-attempts", "0"], 2, "UsageError"),
+    "hooks add": (["hooks", "add", "ftp://x"], 2, "UsageError"),
+    "hooks list": (["hooks", "list", "--bogus"], 2, "UsageError"),
+    "outbox list": (["outbox", "list", "--bogus"], 2, "UsageError"),
 }
 
 
