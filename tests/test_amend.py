@@ -12,11 +12,11 @@ from helpers import (
     COORDINATOR,
     OFFICER,
     dump_tables,
-    pop_denials,
     execute,
     leader_fire,
     leader_to,
     lopburi_story,
+    pop_denials,
     start_khok,
 )
 from workflow import (

@@ -19,8 +19,8 @@ from helpers import (
     LOPBURI,
     OFFICER,
     dump_tables,
-    pop_denials,
     leader_to,
+    pop_denials,
     start_khok,
     start_lopburi,
 )
