@@ -27,7 +27,7 @@ from workflow.cli.render import (
     table,
     write_bytes,
 )
-from workflow.errors import UsageError
+from workflow.errors import FileRefused, UsageError
 
 if TYPE_CHECKING:
     from workflow.audit.note import Signer, Verifier
@@ -266,30 +266,12 @@ _KEY_LIMIT = 64 * 1024
 
 def _read(path: str, what: str, limit: int) -> bytes:
     """A regular file's bytes, at most ``limit`` (UsageError, exit 2, otherwise)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise UsageError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    try:
-        import stat
+    from workflow.runtime.files import read_regular_file
 
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"cannot read {what} {path}: not a regular file")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as e:
-        raise UsageError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-    if size > limit:
-        raise UsageError(f"cannot read {what} {path}: larger than {limit} bytes")
-    return b"".join(chunks)
+    try:
+        return read_regular_file(path, limit)
+    except FileRefused as e:
+        raise UsageError(f"cannot read {what} {path}: {e.reason}") from None
 
 
 def _text(path: str, what: str, limit: int = _KEY_LIMIT) -> str:
