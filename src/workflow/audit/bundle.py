@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.audit import merkle
-from workflow.audit.chain import _ENCODER, AUTH_FORMAT, GENESIS, HASH_FORMAT
+from workflow.audit.chain import _ENCODER, _EVENT_FIELDS, AUTH_FORMAT, GENESIS, HASH_FORMAT
 from workflow.audit.log import ProofFailed, TreeDamaged, head, inclusion_proofs, integrate
 from workflow.audit.note import NoteError, Verifier, open_checkpoint
 from workflow.errors import InstanceNotFound, UsageError
@@ -47,23 +47,9 @@ __all__ = ["FORMAT", "CheckResult", "ProofFailed", "check", "event_hash_of", "lo
 FORMAT = "workflow-proof/1"
 #: A bundle file larger than this is refused (an instance of 10,000 events is ~15 MB).
 BUNDLE_LIMIT = 64 * 1024 * 1024
-#: The event fields a bundle carries, in the order of the hash encoding (``auth`` last).
-FIELDS = (
-    "instance",
-    "seq",
-    "trigger",
-    "from_state",
-    "to_state",
-    "actor",
-    "role",
-    "os_user",
-    "at",
-    "evidence",
-    "note",
-    "definition_hash",
-    "policy",
-    "prev_hash",
-)
+#: The event fields a bundle carries, in the order of the hash encoding (``auth`` apart):
+#: the stored event's, the instance named ``instance``.
+FIELDS = ("instance", *_EVENT_FIELDS[1:])
 
 
 def prove(store: Store, instance_id: int, checkpoint_text: str) -> dict[str, Any]:
