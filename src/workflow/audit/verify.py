@@ -15,9 +15,19 @@ and seq, and the scan goes on.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
+import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 from workflow.access.policy import AUDITOR, StoredGrants
@@ -170,7 +180,11 @@ def digest(store: Store) -> Digest:
     )
 
 
-def verify(store: Store, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
+def verify(
+    store: Store,
+    digest: Digest | Mapping[str, Any] | None = None,
+    jobs: int | None = None,
+) -> VerifyResult:
     """Re-compute every chain (events, grant events, denials, account events) and check
     the accounts and tokens against theirs, each instance
     against its last event, each event against the grants its actor held at that moment
@@ -179,28 +193,56 @@ def verify(store: Store, digest: Digest | Mapping[str, Any] | None = None) -> Ve
     there, unchanged.
 
     Nothing stored is trusted to be well-formed: a malformed value is a problem of its
-    instance and seq, and the scan goes on."""
+    instance and seq, and the scan goes on.
+
+    ``jobs``: how many processes re-hash the instances' chains, each over a range of
+    instance ids (1: all in this process; None: one per CPU when the database is big
+    enough to be worth starting them, see :data:`PARALLEL_FROM`). The answer is the same
+    whatever ``jobs`` is (see :class:`_Workers` for how the processes read one moment)."""
     if digest is not None and not isinstance(digest, Digest):
         try:
             digest = Digest.from_dict(digest)
         except ValueError as e:
             raise UsageError(str(e)) from None
-
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"jobs must be at least 1, not {jobs}")
+    workers = _Workers.start(store, jobs)
     try:
-        return _verify(store, digest, lenient=False)
-    except DatabaseUnavailable as e:
-        if not store.is_undecodable(e):
-            raise
-        # SQLite TEXT that is not UTF-8: read again, such values becoming problems.
-        return _verify(store, digest, lenient=True)
+        lenient = False
+        while True:
+            try:
+                for _attempt in range(_ATTEMPTS):
+                    result = _verify(store, digest, lenient, workers)
+                    if result is not None:
+                        return result
+                # Commits kept landing between the snapshots: one process, one snapshot.
+                result = _verify(store, digest, lenient, None)
+                assert result is not None
+                return result
+            except _Undecodable:
+                if lenient:
+                    raise DatabaseUnavailable(store.safe_url, "undecodable text") from None
+                lenient = True
+            except DatabaseUnavailable as e:
+                if lenient or not store.is_undecodable(e):
+                    raise
+                # SQLite TEXT that is not UTF-8: read again, such values becoming problems.
+                lenient = True
+    finally:
+        if workers is not None:
+            workers.stop()
 
 
-def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
+def _verify(
+    store: Store, digest: Digest | None, lenient: bool, parallel: _Workers | None
+) -> VerifyResult | None:
+    """One verify over one snapshot; None if the parallel workers could not be shown to
+    have read the same moment as this process (then the caller runs it again)."""
     problems: list[VerifyProblem] = []
-    events = instances = 0
     wanted = {int(k): s for k, (s, _) in digest.heads.items()} if digest else {}
-    found: dict[int, tuple[int, str]] = {}
     with store.snapshot(lenient) as conn:
+        if parallel is not None:
+            parallel.begin(conn, lenient)
         definitions = {d.id: d for d in store.all_definitions(conn)}
         for d in definitions.values():
             try:
@@ -219,31 +261,25 @@ def _verify(store: Store, digest: Digest | None, lenient: bool) -> VerifyResult:
         grant_problems, timeline = _verify_grants(store, conn, digest)
         problems.extend(grant_problems)
         keys = list(store.stream_keys(conn))
-        checks = _EventChecks(timeline, keys)
-        checks.stored_hashes = frozenset(d.content_hash for d in definitions.values())
-        pairs = _audit.merge_by_instance(
-            store.stream_instances(conn),
-            _audit.chains(store.stream_events(conn), wanted, found, checks),
-        )
-        for inst, chain in pairs:
-            if chain is not None:
-                events += chain.events
-            if inst is not None:
-                instances += 1
-            try:
-                evolved = checks.evolved.pop(chain.instance, None) if chain else None
-                problem = _check_instance(inst, chain, definitions, evolved)
-            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
-                ident = inst.id if inst is not None else chain.instance if chain else None
-                problem = VerifyProblem(
-                    ident if type(ident) is int else None,
-                    chain.last_seq if chain is not None else 0,
-                    f"a stored value is malformed ({type(e).__name__}: {e})",
-                )
-            if problem is not None:
-                problems.append(problem)
-        problems.extend(checks.key_problems())
-        problems.extend(checks.file_problems(store, conn))
+        stored_hashes = frozenset(d.content_hash for d in definitions.values())
+        if parallel is not None:
+            got = parallel.scan(conn, definitions, timeline, keys, stored_hashes, wanted)
+            if got is None:
+                return None  # something committed between the snapshots: run again
+            scanned = got
+        else:
+            scanned = _scan(
+                store.stream_instances(conn),
+                store.stream_events(conn),
+                definitions,
+                _EventChecks(timeline, keys, stored_hashes),
+                wanted,
+            )
+        events, instances, found = scanned.events, scanned.instances, scanned.found
+        problems.extend(scanned.problems)
+        problems.extend(scanned.bad_keys)
+        problems.extend(_missing_keys(keys, scanned.seen))
+        problems.extend(_file_problems(store, conn, scanned.files))
         problems.extend(_verify_denials(store, conn, digest))
         problems.extend(_verify_accounts(conn, digest))
         if digest is not None and digest.keys is not None:
@@ -316,7 +352,12 @@ class _EventChecks:
     """verify's per-event checks beyond the chain: the actor's grant at that moment, and the
     idempotency records naming the event (see :func:`verify`)."""
 
-    def __init__(self, timeline: _Timeline | None, keys: Sequence[KeyRow]) -> None:
+    def __init__(
+        self,
+        timeline: _Timeline | None,
+        keys: Sequence[KeyRow],
+        stored_hashes: frozenset[str] | None = None,
+    ) -> None:
         self.timeline = timeline
         self.keys: dict[tuple[Any, Any], list[KeyRow]] = {}
         for k in keys:
@@ -327,7 +368,7 @@ class _EventChecks:
         #: (instance, seq, field, sha256, bytes) of every file evidence names.
         self.files: list[tuple[Any, Any, str, str, int]] = []
         #: The definition hashes stored (a migration must name one of them).
-        self.stored_hashes: frozenset[str] | None = None
+        self.stored_hashes: frozenset[str] | None = stored_hashes
         #: instance -> (program version, definition hash) after its last start or migration.
         self.evolved: dict[Any, tuple[int | None, str | None]] = {}
         self._amendments: tuple[Any, _evolution.Amendments] = (None, _evolution.Amendments())
@@ -352,22 +393,6 @@ class _EventChecks:
             value = {k: c.get("new") for k, c in value["changes"].items() if isinstance(c, dict)}
         for name, described in _files.references(value):
             self.files.append((instance, seq, name, described["sha256"], described["bytes"]))
-
-    def file_problems(self, store: Store, conn: Any) -> list[VerifyProblem]:
-        """Each named file re-hashed: missing or changed ones, by the event naming them."""
-        out, seen = [], {}
-        for instance, seq, name, sha256, size in self.files:
-            if sha256 not in seen:
-                seen[sha256] = _stored_files.problem(store, conn, sha256, size)
-            if seen[sha256] is not None:
-                out.append(
-                    VerifyProblem(
-                        instance if type(instance) is int else None,
-                        seq if type(seq) is int else None,
-                        f"evidence {name}: {seen[sha256]}",
-                    )
-                )
-        return out
 
     def _amended(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         """What the workflow.audit.evolution replay says of the row (corrections, reverts,
@@ -439,20 +464,6 @@ class _EventChecks:
                 pass
             self._scope = (chain.instance, area, program)
         return self._scope[1], self._scope[2]
-
-    def key_problems(self) -> list[VerifyProblem]:
-        out = list(self.bad_keys)
-        for (instance, seq), named in self.keys.items():
-            if (instance, seq) not in self.seen:
-                for k in named:
-                    out.append(
-                        VerifyProblem(
-                            instance if type(instance) is int else None,
-                            seq if type(seq) is int else None,
-                            f"idempotency key {k.key!r} names an event that does not exist",
-                        )
-                    )
-        return out
 
 
 def _chain_link_problem(
@@ -588,3 +599,330 @@ def _configuration(text: object) -> list[str] | None:
 
 def _int_or_none(value: object) -> int | None:
     return value if type(value) is int else None
+
+
+# ----------------------------------------------------------------------------- the scan
+
+
+@dataclass
+class _Scanned:
+    """What re-hashing the chains of a range of instances found (all of them, serially)."""
+
+    events: int = 0
+    instances: int = 0
+    #: One problem at most per instance, in instance order.
+    problems: list[VerifyProblem] = field(default_factory=list)
+    #: Idempotency records that do not match the event they name, in scan order.
+    bad_keys: list[VerifyProblem] = field(default_factory=list)
+    #: (instance, seq) of every event some idempotency record names.
+    seen: set[tuple[Any, Any]] = field(default_factory=set)
+    #: (instance, seq, field, sha256, bytes) of every file evidence names, in scan order.
+    files: list[tuple[Any, Any, str, str, int]] = field(default_factory=list)
+    #: instance -> (seq, hash) of the events a digest asks about.
+    found: dict[int, tuple[int, str]] = field(default_factory=dict)
+    #: SHA-256 over (id, version, head hash) of the instance rows read.
+    heads: str = ""
+
+
+def _scan(
+    instances: Iterator[InstanceRow],
+    events: Iterator[Any],
+    definitions: Mapping[int, Any],
+    checks: _EventChecks,
+    wanted: Mapping[int, int],
+) -> _Scanned:
+    """Re-compute the chains of ``events`` and hold each of ``instances`` to its own."""
+    out = _Scanned()
+    heads = hashlib.sha256()
+    pairs = _audit.merge_by_instance(instances, _audit.chains(events, wanted, out.found, checks))
+    for inst, chain in pairs:
+        if chain is not None:
+            out.events += chain.events
+        if inst is not None:
+            out.instances += 1
+            heads.update(_head_line(inst.id, inst.version, inst.head_hash))
+        try:
+            evolved = checks.evolved.pop(chain.instance, None) if chain else None
+            problem = _check_instance(inst, chain, definitions, evolved)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            ident = inst.id if inst is not None else chain.instance if chain else None
+            problem = VerifyProblem(
+                ident if type(ident) is int else None,
+                chain.last_seq if chain is not None else 0,
+                f"a stored value is malformed ({type(e).__name__}: {e})",
+            )
+        if problem is not None:
+            out.problems.append(problem)
+    out.bad_keys, out.seen, out.files = checks.bad_keys, checks.seen, checks.files
+    out.heads = heads.hexdigest()
+    return out
+
+
+def _head_line(ident: Any, version: Any, head: Any) -> bytes:
+    return f"{ident!r}:{version!r}:{head!r}\n".encode("utf-8", "surrogatepass")
+
+
+def _missing_keys(keys: Sequence[KeyRow], seen: set[tuple[Any, Any]]) -> list[VerifyProblem]:
+    """Idempotency records naming an event the scan never met, in the records' order."""
+    return [
+        VerifyProblem(
+            k.instance_id if type(k.instance_id) is int else None,
+            k.seq if type(k.seq) is int else None,
+            f"idempotency key {k.key!r} names an event that does not exist",
+        )
+        for k in keys
+        if (k.instance_id, k.seq) not in seen
+    ]
+
+
+def _file_problems(
+    store: Store, conn: Any, files: Sequence[tuple[Any, Any, str, str, int]]
+) -> list[VerifyProblem]:
+    """Each named file re-hashed: missing or changed ones, by the event naming them."""
+    out, seen = [], {}
+    for instance, seq, name, sha256, size in files:
+        if sha256 not in seen:
+            seen[sha256] = _stored_files.problem(store, conn, sha256, size)
+        if seen[sha256] is not None:
+            out.append(
+                VerifyProblem(
+                    instance if type(instance) is int else None,
+                    seq if type(seq) is int else None,
+                    f"evidence {name}: {seen[sha256]}",
+                )
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------- in parallel
+
+#: ``verify(jobs=None)`` starts worker processes only from this many instances on (below,
+#: starting them costs more than they save).
+PARALLEL_FROM = 10_000
+#: How many times a parallel verify is tried before falling back to one process (SQLite:
+#: a commit landed between the coordinator's snapshot and a worker's).
+_ATTEMPTS = 3
+
+
+class _Undecodable(Exception):
+    """A worker met SQLite TEXT that is not UTF-8: verify again, leniently."""
+
+
+class _Workers:
+    """Worker processes re-hashing the chains of instance-id ranges for one verify.
+
+    The coordinator (the calling process) keeps everything global: the definitions, the
+    grant chain (the timeline each event's grant is checked against), the idempotency
+    records, denials, accounts, attachments and the digest. Each worker streams the
+    instances and events of its range, runs the same per-instance checks (:func:`_scan`)
+    and sends back its problems, counts and what the coordinator needs to finish (the
+    events idempotency records name, the files evidence names, the digest's heads); the
+    coordinator puts them together in range order, which is the serial order, so the
+    answer does not depend on the number of workers.
+
+    One moment: on PostgreSQL the coordinator exports its snapshot (``pg_export_snapshot``)
+    and every worker reads under it (``SET TRANSACTION SNAPSHOT``): exactly the same view.
+    SQLite cannot share a snapshot, so each worker opens its read transaction right after
+    the coordinator's (the workers are started and connected beforehand; the window is the
+    time to send them a message), and the coordinator then checks that each worker read
+    the same instance rows (id, version, head hash) it reads itself in its own snapshot.
+    Every commit that adds events moves its instance's version and head, so equal heads
+    mean the worker's view of its range is the coordinator's; if they differ the result is
+    thrown away and verify runs again (:data:`_ATTEMPTS`, then in one process).
+    """
+
+    def __init__(self, store: Store, processes: list[Any], pipes: list[Any]) -> None:
+        self.store = store
+        self.processes = processes
+        self.pipes = pipes
+        self.ranges: list[tuple[int | None, int | None]] = []
+
+    @classmethod
+    def start(cls, store: Store, jobs: int | None) -> _Workers | None:
+        """Workers for ``store``, or None when verify should run in this process."""
+        if jobs == 1:
+            return None
+        if not (
+            (store.is_sqlite and store.sqlite_path is not None) or store.dialect == "postgresql"
+        ):
+            return None  # an in-memory database has nothing another process could read
+        if jobs is None:
+            jobs = _cpus()
+            if jobs < 2:
+                return None
+            try:
+                with store.snapshot() as conn:
+                    count = conn.exec_driver_sql("SELECT count(*) FROM workflow_instances")
+                    if (count.scalar() or 0) < PARALLEL_FROM:
+                        return None
+            except DatabaseUnavailable:
+                return None  # let the serial path report it
+        # Fresh interpreters (not fork: the caller may be a threaded server), started with
+        # `python -c` rather than multiprocessing's spawn, which would re-run the caller's
+        # main module; they talk over a socket pair (the URL, which may hold a password,
+        # goes through it rather than the command line).
+        processes, pipes = [], []
+        code = "import sys; from workflow.audit.verify import _worker_main; _worker_main()"
+        for _ in range(jobs):
+            mine, theirs = socket.socketpair()
+            p = subprocess.Popen(
+                [sys.executable, "-c", code, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            theirs.close()
+            pipe = Connection(mine.detach())
+            pipe.send((store.url, store.timeouts))
+            processes.append(p)
+            pipes.append(pipe)
+        return cls(store, processes, pipes)
+
+    def begin(self, conn: Any, lenient: bool) -> None:
+        """Have the workers open their snapshots now, as close as can be to ``conn``'s."""
+        shared = self.store.export_snapshot(conn)
+        bounds = self.store.instance_bounds(conn, len(self.pipes))
+        edges: list[int | None] = [None, *bounds, None]
+        self.ranges = list(itertools.pairwise(edges))
+        for pipe, (lo, hi) in zip(self.pipes, self.ranges, strict=False):
+            pipe.send(("begin", lenient, shared, lo, hi))
+        for pipe in self.active:
+            self._receive(pipe, "ready")
+
+    @property
+    def active(self) -> list[Any]:
+        return self.pipes[: len(self.ranges)]
+
+    def scan(
+        self,
+        conn: Any,
+        definitions: Mapping[int, Any],
+        timeline: _Timeline | None,
+        keys: Sequence[KeyRow],
+        stored_hashes: frozenset[str],
+        wanted: Mapping[int, int],
+    ) -> _Scanned | None:
+        """Every range scanned by its worker and put together; None if a worker's view
+        differs from ``conn``'s (SQLite: a commit fell between the snapshots)."""
+        lows = [_audit.sort_key(lo) for lo, _ in self.ranges[1:]]
+        key_parts: list[list[KeyRow]] = [[] for _ in self.ranges]
+        for k in keys:
+            key_parts[bisect.bisect_right(lows, _audit.sort_key(k.instance_id))].append(k)
+        wanted_parts: list[dict[int, int]] = [{} for _ in self.ranges]
+        for ident, seq in wanted.items():
+            wanted_parts[bisect.bisect_right(lows, _audit.sort_key(ident))][ident] = seq
+        defs = dict(definitions)
+        for pipe, part_keys, part_wanted in zip(self.active, key_parts, wanted_parts, strict=True):
+            pipe.send(("scan", defs, timeline, part_keys, stored_hashes, part_wanted))
+        parts = [self._receive(pipe, "done") for pipe in self.active]
+        if self.store.is_sqlite:
+            for (lo, hi), part in zip(self.ranges, parts, strict=True):
+                mine = hashlib.sha256()
+                for ident, version, head in self.store.stream_heads(conn, lo, hi):
+                    mine.update(_head_line(ident, version, head))
+                if mine.hexdigest() != part.heads:
+                    return None
+        out = _Scanned()
+        for part in parts:
+            out.events += part.events
+            out.instances += part.instances
+            out.problems.extend(part.problems)
+            out.bad_keys.extend(part.bad_keys)
+            out.seen |= part.seen
+            out.files.extend(part.files)
+            out.found.update(part.found)
+        return out
+
+    def _receive(self, pipe: Any, expected: str) -> Any:
+        try:
+            message = pipe.recv()
+        except EOFError:
+            raise DatabaseUnavailable(
+                self.store.safe_url, "a verify worker process ended unexpectedly"
+            ) from None
+        if message[0] == expected:
+            return message[1]
+        if message[0] == "undecodable":
+            raise _Undecodable()
+        error = message[1]
+        if isinstance(error, BaseException):
+            raise error
+        raise DatabaseUnavailable(self.store.safe_url, f"a verify worker failed: {error}")
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(("stop",))
+        for p in self.processes:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _worker_main() -> None:
+    """The entry point of a worker process (see :meth:`_Workers.start`)."""
+    pipe = Connection(int(sys.argv[1]))
+    try:
+        url, timeouts = pipe.recv()
+    except EOFError:
+        return
+    _worker(pipe, url, timeouts)
+
+
+def _worker(pipe: Any, url: str, timeouts: Any) -> None:
+    """A verify worker: for each ``begin``, a snapshot of one instance range, scanned when
+    the coordinator sends what the checks need (see :class:`_Workers`)."""
+    store = None
+    try:
+        store = Store(url, timeouts)
+        while True:
+            message = pipe.recv()
+            if message[0] != "begin":
+                return
+            _, lenient, shared, lo, hi = message
+            try:
+                with store.snapshot(lenient, shared) as conn:
+                    pipe.send(("ready", None))
+                    task = pipe.recv()
+                    if task[0] != "scan":
+                        return
+                    _, definitions, timeline, keys, stored_hashes, wanted = task
+                    result = _scan(
+                        store.stream_instances(conn, lo, hi),
+                        store.stream_events(conn, lo, hi),
+                        definitions,
+                        _EventChecks(timeline, keys, stored_hashes),
+                        wanted,
+                    )
+                pipe.send(("done", result))
+            except DatabaseUnavailable as e:
+                if store.is_undecodable(e):
+                    pipe.send(("undecodable", None))
+                else:
+                    _send_error(pipe, e)
+    except (EOFError, KeyboardInterrupt):
+        return
+    except Exception as e:
+        _send_error(pipe, e)
+    finally:
+        if store is not None:
+            store.dispose()
+
+
+def _send_error(pipe: Any, error: BaseException) -> None:
+    try:
+        pickle.loads(pickle.dumps(error))
+        pipe.send(("error", error))
+    except Exception:
+        with contextlib.suppress(OSError):
+            pipe.send(("error", f"{type(error).__name__}: {error}"))

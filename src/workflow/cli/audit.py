@@ -154,6 +154,13 @@ def audit_log(
     type=click.Path(dir_okay=False),
     help="Check the checkpoint's signature with this public key (PREFIX.pub).",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes re-hashing the chains (default: one per CPU on a big database; "
+    "1: all in this process). The answer is the same.",
+)
 @json_option
 @pass_ctx
 def audit_verify(
@@ -161,6 +168,7 @@ def audit_verify(
     digest_file: str | None,
     checkpoint_file: str | None,
     public_key: str | None,
+    jobs: int | None,
     as_json: bool,
 ) -> None:
     """Re-compute every hash chain; exit 1 naming the first broken event.
@@ -178,7 +186,7 @@ def audit_verify(
         consistency = c.engine().verify_checkpoint(data, key)
     elif public_key is not None:
         raise click.UsageError("--public-key checks a --checkpoint's signature: give both")
-    result = c.engine().verify(digest)
+    result = c.engine().verify(digest, jobs)
     ok = result.ok and (consistency is None or consistency.ok)
     if as_json:
         out = result.to_dict()

@@ -511,10 +511,13 @@ class Engine:
         (``workflow.audit.verify.digest``)."""
         return _verify.digest(self.store)
 
-    def verify(self, digest: Digest | Mapping[str, Any] | None = None) -> VerifyResult:
+    def verify(
+        self, digest: Digest | Mapping[str, Any] | None = None, jobs: int | None = None
+    ) -> VerifyResult:
         """Re-compute every chain and check every record against it, and against ``digest``
-        if given (``workflow.audit.verify.verify``, which says what is checked)."""
-        return _verify.verify(self.store, digest)
+        if given (``workflow.audit.verify.verify``, which says what is checked; ``jobs``:
+        how many processes re-hash the chains, None for one per CPU on a big database)."""
+        return _verify.verify(self.store, digest, jobs)
 
     # ------------------------------------------------------------------ audit proofs
     # The log of every audit entry, checkpoints and proofs: workflow.audit.log and

@@ -982,15 +982,62 @@ class Store(_AccessQueries):
 
     # -- streaming for verify and digest
 
-    def stream_instances(self, conn: Connection) -> Iterator[InstanceRow]:
-        sql = f"SELECT {select_list(InstanceRow)} FROM workflow_instances ORDER BY id"
+    def stream_instances(
+        self, conn: Connection, lo: int | None = None, hi: int | None = None
+    ) -> Iterator[InstanceRow]:
+        """Instance rows by id; with ``lo``/``hi``, those with ``lo <= id < hi`` only."""
+        sql = (
+            f"SELECT {select_list(InstanceRow)} FROM workflow_instances"
+            f"{_id_range('id', lo, hi)} ORDER BY id"
+        )
         for r in self._stream(conn, sql, "wf_instances"):
             yield InstanceRow(*r)
 
-    def stream_events(self, conn: Connection) -> Iterator[EventRow]:
-        sql = f"SELECT {select_list(EventRow)} FROM workflow_events ORDER BY instance_id, seq"
+    def stream_events(
+        self, conn: Connection, lo: int | None = None, hi: int | None = None
+    ) -> Iterator[EventRow]:
+        """Event rows by (instance, seq); with ``lo``/``hi``, of instance ids in
+        ``[lo, hi)`` only. In SQLite's order of values, where every number sorts before
+        any text or blob, so an instance id an intruder made text falls in the range
+        without ``hi``: the ranges of :meth:`instance_bounds` cover every row once."""
+        sql = (
+            f"SELECT {select_list(EventRow)} FROM workflow_events"
+            f"{_id_range('instance_id', lo, hi)} ORDER BY instance_id, seq"
+        )
         for r in self._stream(conn, sql, "wf_events"):
             yield EventRow(*r)
+
+    def stream_heads(
+        self, conn: Connection, lo: int | None = None, hi: int | None = None
+    ) -> Iterator[tuple[Any, Any, Any]]:
+        """(id, version, head hash) of the instances in ``[lo, hi)``, by id."""
+        sql = (
+            "SELECT id, version, head_hash FROM workflow_instances"
+            f"{_id_range('id', lo, hi)} ORDER BY id"
+        )
+        for r in self._stream(conn, sql, "wf_heads"):
+            yield (r[0], r[1], r[2])
+
+    def instance_bounds(self, conn: Connection, parts: int) -> list[int]:
+        """Up to ``parts - 1`` instance ids splitting the instances into ``parts`` ranges of
+        about as many instances each (``[None, b1)``, ``[b1, b2)``... ``[bn, None)``)."""
+        total = conn.exec_driver_sql("SELECT count(*) FROM workflow_instances").scalar() or 0
+        bounds: list[int] = []
+        for k in range(1, parts):
+            at = conn.exec_driver_sql(
+                f"SELECT id FROM workflow_instances ORDER BY id LIMIT 1 "
+                f"OFFSET {int(total) * k // parts}"
+            ).scalar()
+            if type(at) is int and (not bounds or at > bounds[-1]):
+                bounds.append(at)
+        return bounds
+
+    def export_snapshot(self, conn: Connection) -> str | None:
+        """An id other sessions can read this snapshot under (``snapshot(shared=...)``):
+        PostgreSQL's ``pg_export_snapshot()``; None on SQLite, which has no such thing."""
+        if self.is_sqlite:
+            return None
+        return str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar())
 
     def stream_keys(self, conn: Connection) -> Iterator[KeyRow]:
         sql = f"SELECT {select_list(KeyRow)} FROM workflow_idempotency ORDER BY key"
@@ -1039,12 +1086,15 @@ class Store(_AccessQueries):
         ]
 
     @contextmanager
-    def snapshot(self, lenient: bool = False) -> Iterator[Connection]:
+    def snapshot(self, lenient: bool = False, shared: str | None = None) -> Iterator[Connection]:
         """A read transaction with one consistent view (REPEATABLE READ on PostgreSQL).
 
         ``lenient`` (SQLite): TEXT that is not UTF-8 is read with surrogate escapes instead of
         failing the read (SQLite stores whatever bytes it is given). It costs a Python call
-        per value, so verify asks for it only after a strict read met such bytes."""
+        per value, so verify asks for it only after a strict read met such bytes.
+
+        ``shared`` (PostgreSQL): an id from :meth:`export_snapshot` of a transaction still
+        open: this one then sees exactly what that one sees (``SET TRANSACTION SNAPSHOT``)."""
         self.check_schema()
         if self.sqlite_path is not None and not self.sqlite_path.exists():
             raise SchemaOutOfDate(self.safe_url, None, SCHEMA_REVISION)
@@ -1052,6 +1102,10 @@ class Store(_AccessQueries):
             with self.engine.connect() as raw, self._dialect.reading(raw, lenient) as conn:
                 conn.info[WAIT_KEY] = "the workflow tables (locked by another session)"
                 with conn.begin():
+                    if shared is not None and not self.is_sqlite:
+                        conn.exec_driver_sql(
+                            "SET TRANSACTION SNAPSHOT '" + shared.replace("'", "''") + "'"
+                        )
                     self._dialect.settle(conn)
                     yield conn
         except WorkflowError:
@@ -1064,6 +1118,16 @@ class Store(_AccessQueries):
         """Whether a read failed on SQLite TEXT that is not UTF-8 (see ``snapshot``)."""
         cause = e.__cause__ or e
         return "Could not decode to UTF-8" in str(getattr(cause, "orig", None) or cause)
+
+
+def _id_range(column: str, lo: int | None, hi: int | None) -> str:
+    """`` WHERE lo <= column < hi`` (either side open when None); the bounds are ints."""
+    parts = []
+    if lo is not None:
+        parts.append(f"{column} >= {int(lo)}")
+    if hi is not None:
+        parts.append(f"{column} < {int(hi)}")
+    return (" WHERE " + " AND ".join(parts)) if parts else ""
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

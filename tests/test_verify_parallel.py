@@ -1,0 +1,92 @@
+"""verify in worker processes (``jobs`` > 1) finds exactly what verify in one process finds.
+
+The instances are split in instance-id ranges, one worker each; the grant, denial and account
+chains, idempotency records, attachments and the digest stay with the coordinator. Whatever
+an intruder changed, the answer (problems, their order, the counts) must not depend on
+``jobs``, on either backend. No timings here: speed is benchmarks/reads.py's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from test_tamper import Trail, intruder, trail  # noqa: F401 (fixtures)
+from workflow.audit import verify as _verify
+
+
+def _both(t: Trail, digest: object = None) -> None:
+    store = t.engine.store
+    serial = _verify.verify(store, digest, jobs=1)  # type: ignore[arg-type]
+    for jobs in (2, 3, 5):
+        parallel = _verify.verify(store, digest, jobs=jobs)  # type: ignore[arg-type]
+        assert parallel == serial, f"jobs={jobs}"
+    assert _verify.verify(store, digest, jobs=3) == _verify.verify(store, digest, jobs=3)
+
+
+def test_an_intact_trail_verifies_alike(trail: Trail) -> None:  # noqa: F811
+    _both(trail)
+    result = _verify.verify(trail.engine.store, None, jobs=3)
+    assert result.ok and result.events_checked == 12 and result.instances_checked == 3
+
+
+def test_a_tampered_trail_gives_the_same_problems_in_the_same_order(
+    intruder: Trail,  # noqa: F811
+    db_kind: str,
+) -> None:
+    t = intruder
+    digest = t.engine.digest()
+    # One change in every range (with jobs=3, one instance each), and more than one kind.
+    t.sql("UPDATE workflow_events SET note = 'x' WHERE instance_id = :i AND seq = 2", i=t.leader)
+    t.sql("DELETE FROM workflow_events WHERE instance_id = :i AND seq = 5", i=t.khok)
+    t.sql("UPDATE workflow_instances SET title = 'forged' WHERE id = :i", i=t.short)
+    # An idempotency record naming an event that never was.
+    t.sql(
+        "INSERT INTO workflow_idempotency (key, request_hash, instance_id, seq, created_at, "
+        "event_hash) VALUES ('k-forged', 'r', :i, 99, '2024-01-01T00:00:00.000000Z', 'h')",
+        i=t.short,
+    )
+    _both(t)
+    _both(t, digest)
+    result = _verify.verify(t.engine.store, digest, jobs=2)
+    assert not result.ok
+    assert {p.instance for p in result.problems} >= {t.leader, t.khok, t.short}
+
+
+def test_events_of_no_instance_and_odd_ids_are_found_alike(
+    intruder: Trail,  # noqa: F811
+    db_kind: str,
+) -> None:
+    t = intruder
+    # The leader's trail goes, its instance row stays: "instance has no events".
+    t.sql("DELETE FROM workflow_events WHERE instance_id = :i", i=t.leader)
+    if db_kind == "sqlite":  # the row goes too, the events stay: "belong to no instance"
+        t.sql("DELETE FROM workflow_instances WHERE id = :i", i=t.short)
+        # SQLite keeps text where an integer was: it sorts after every number, so the last
+        # range (open above) must hold it, as the serial scan does.
+        t.sql(
+            "UPDATE workflow_events SET instance_id = 'x' || instance_id "
+            "WHERE instance_id = :i AND seq = 1",
+            i=t.khok,
+        )
+    _both(t)
+
+
+def test_a_moment_the_workers_cannot_be_shown_to_share_falls_back_to_one_process(
+    trail: Trail,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    db_kind: str,
+) -> None:
+    """SQLite: if the coordinator's instance heads differ from a worker's (a commit fell
+    between their snapshots), the parallel answer is thrown away; after a few tries verify
+    runs in one process, and answers the same."""
+    serial = _verify.verify(trail.engine.store, None, jobs=1)
+    calls = []
+
+    def differs(ident: object, version: object, head: object) -> bytes:
+        calls.append(ident)
+        return b"not what the worker saw\n"
+
+    monkeypatch.setattr(_verify, "_head_line", differs)  # in this process only
+    assert _verify.verify(trail.engine.store, None, jobs=2) == serial
+    if db_kind == "sqlite":
+        assert calls  # compared, and found different
