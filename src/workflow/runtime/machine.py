@@ -369,7 +369,11 @@ class CompiledMachine:
         return True
 
     def _compute_triggers_from(self, config: Configuration) -> tuple[str, ...]:
-        found = set(self._machine.get_triggers(*config))
+        # Under the lock like every other call into the machine: a nested machine resolves
+        # state names by entering scopes it keeps on itself (`with machine(child)`), so a
+        # concurrent _run could make it look for a state in the wrong scope.
+        with self._lock:
+            found = set(self._machine.get_triggers(*config))
         return tuple(t for t in self.program.triggers if t in found)
 
     def triggers_from(self, config: Configuration) -> tuple[str, ...]:
