@@ -21,7 +21,7 @@ from workflow.errors import ProgramNotFound
 from workflow.programs.model import Program, Transition
 from workflow.records import Instance
 
-__all__ = ["WorkItem", "escalated_roles", "my_work"]
+__all__ = ["MENDING", "WorkItem", "escalated_roles", "mending_roles", "my_work"]
 
 
 @dataclass(frozen=True)
@@ -159,4 +159,30 @@ def my_work(
             mine = decided[mine_key] = _mine(by_trigger, permitted)
         if mine:
             out.append(WorkItem(inst, tuple(mine), mine))
+    return out
+
+
+#: The mending operations of CONTRACT §8 a page may offer, as the engine authorizes them.
+MENDING = ("comment", "correct", "revert")
+
+
+def mending_roles(
+    engine: Engine, program: Program, inst: Instance, actor: str, grants: Sequence[Grant]
+) -> dict[str, tuple[str, ...]]:
+    """Per mending operation (``comment``, ``correct``, ``revert``), the roles of ``actor``
+    (by ``grants``, as the policy decides for that action) the engine would accept: any of
+    the program's roles may comment; correct and revert need one of its ``corrections``
+    roles. Whether a revert has a step to take back is the caller's to check."""
+    held = list(dict.fromkeys(g.role for g in grants))
+    out: dict[str, tuple[str, ...]] = {}
+    for action in MENDING:
+        allowed = program.roles if action == "comment" else program.corrections.roles
+        roles = tuple(
+            r for r in held
+            if r in allowed and engine.policy.check(
+                AccessRequest(actor, r, action, inst.program, inst.area.code, inst.id), grants
+            ) is None
+        )
+        if roles:
+            out[action] = roles
     return out

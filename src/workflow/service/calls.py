@@ -460,3 +460,12 @@ def migrate(engine: Engine, caller: Caller, program: str, to_version: int, *, ro
         seen = {i.id for i in engine.list(program=program, viewer=viewer)}
         result = dataclasses.replace(result, items=tuple(i for i in result.items if i.id in seen))
     return result
+
+
+def mending(
+    engine: Engine, caller: Caller, instance: Instance, program: Program
+) -> dict[str, tuple[str, ...]]:
+    """Per mending operation (comment, correct, revert), the roles the caller may use on
+    ``instance`` (``workflow.engine.work.mending_roles``)."""
+    return _work.mending_roles(engine, program, instance, name_of(caller),
+                               grants_of(engine, caller))
