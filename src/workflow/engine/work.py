@@ -110,7 +110,9 @@ def my_work(
     fiscal_year: int | str | None = None,
 ) -> list[WorkItem]:
     """The instances ``actor``'s grants cover (filtered as :meth:`Engine.list` filters) on
-    which ``actor`` may fire at least one trigger now, oldest first."""
+    which ``actor`` may fire at least one trigger now, or that are overdue and escalated to
+    one of ``actor``'s roles (CONTRACT §10), oldest first. ``triggers`` is always what
+    ``actor`` may fire (``Engine.available_triggers(id, actor=)``)."""
     grants = engine.grants(actor)
     if not any(g.role != AUDITOR for g in grants):
         return []
@@ -127,11 +129,12 @@ def my_work(
     definitions: dict[tuple[str, int], Program] = {}
     out: list[WorkItem] = []
     for inst in instances:
+        # An overdue instance escalated to one of the actor's roles is theirs to see, with
+        # what they may fire on it (perhaps nothing).
         escalated = escalated_roles(engine, inst, actor, grants)
-        if escalated:
-            out.append(WorkItem(inst, inst.available_triggers, {}, escalated))
-            continue
         if not inst.available_triggers:
+            if escalated:
+                out.append(WorkItem(inst, (), {}, escalated))
             continue
         key = (inst.program, inst.program_version)
         definition = definitions.get(key)
@@ -148,6 +151,8 @@ def my_work(
             if by_scope:
                 permitted_at[scope] = permitted
         if not permitted:
+            if escalated:
+                out.append(WorkItem(inst, (), {}, escalated))
             continue
         moves_key = (*key, inst.active, inst.available_triggers)
         by_trigger = moves.get(moves_key)
@@ -157,8 +162,8 @@ def my_work(
         mine = decided.get(mine_key)
         if mine is None:
             mine = decided[mine_key] = _mine(by_trigger, permitted)
-        if mine:
-            out.append(WorkItem(inst, tuple(mine), mine))
+        if mine or escalated:
+            out.append(WorkItem(inst, tuple(mine), mine, escalated))
     return out
 
 

@@ -148,6 +148,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "mend.refused": ("ระบบปฏิเสธ: {detail}", "Refused: {detail}"),
     "mend.pick": ("เลือกรายการและช่องที่ต้องการแก้ไข", "pick the record and field to correct"),
     "inst.due": ("กำหนดเสร็จ", "Due"),
+    "due.by": ("กำหนด {when}", "due {when}"),
+    "due.overdue": ("เลยกำหนด", "Overdue"),
+    "due.escalated": ("ส่งต่อถึงคุณ ({roles})", "Escalated to you ({roles})"),
+    "work.overdue_first": ("{n} รายการเลยกำหนด แสดงไว้ก่อน", "{n} overdue, shown first"),
     # forms
     "form.as_role": ("บันทึกในบทบาท", "Record as"),
     "form.note": ("หมายเหตุ (ถ้ามี)", "Note (optional)"),
@@ -368,6 +372,24 @@ def be_datetime(value: str | None, lang: str) -> str:
     local = moment.astimezone(dt.timezone(dt.timedelta(hours=7)))
     return f"{be_date(local.date(), lang)} {local:%H:%M} น." if lang == "th" else (
         f"{be_date(local.date(), lang)} {local:%H:%M}")
+
+
+def be_due(value: str | None, lang: str) -> str:
+    """A due time (UTC) as the day it falls due in Thailand: a due time at midnight is the end
+    of the day before (``fiscal_date`` deadlines), shown as that date alone; any other time is
+    shown with it."""
+    if not value:
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    local = moment.astimezone(dt.timezone(dt.timedelta(hours=7)))
+    if local.time() == dt.time(0, 0):
+        return be_date(local.date() - dt.timedelta(days=1), lang)
+    return be_datetime(value, lang)
 
 
 def current_fiscal_year(today: dt.date | None = None) -> int:

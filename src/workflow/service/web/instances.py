@@ -266,6 +266,9 @@ def home(request: Request) -> Response:
         if items:
             widened = i18n.tr(lang, "work.widened", fy=fiscal_year)
             fiscal_year = None
+    # Overdue first (CONTRACT §10), then as the library gives them (oldest first).
+    items = sorted(items, key=lambda it: not it.instance.overdue)
+    overdue = sum(1 for it in items if it.instance.overdue)
     programs = calls.programs(engine)
     defs = {p.id: p for p in programs}
     groups: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
@@ -281,7 +284,7 @@ def home(request: Request) -> Response:
         key = (inst.program, main)
         if key not in groups:
             steps = ", ".join(step_label(definition, t, lang) if definition else t
-                              for t in main)
+                              for t in main) or i18n.tr(lang, "due.overdue")
             groups[key] = {"program": title, "step": steps, "entries": [], "count": 0,
                            "program_id": inst.program, "state_id": inst.state}
         group = groups[key]
@@ -292,6 +295,8 @@ def home(request: Request) -> Response:
             "instance": inst,
             "area": places.full_name(inst.area, lang),
             "state": definition.label_of_state(inst.state, lang) if definition else inst.state,
+            "due": i18n.be_due(inst.due_at, lang), "overdue": inst.overdue,
+            "escalated": ", ".join(it.escalated),
         })
     states = sorted({(s.name, s.label.get(lang)) for p in programs for s in p.states
                      if program in (None, p.id)}, key=lambda x: x[1])
@@ -302,7 +307,7 @@ def home(request: Request) -> Response:
         fiscal_year=fiscal_year, program=program, state=state, programs=programs,
         states=states, years=list(range(this + 1, this - 6, -1)), problem=problem,
         filtered=bool(area or program or state or fy_raw), area_options=area_options(lang),
-        widened=widened,
+        widened=widened, overdue=overdue,
     )
     return render("work.html", ctx)
 
@@ -364,6 +369,7 @@ def page(
         mermaid="" if shutil.which("dot") else calls.diagram(
             engine, principal, inst.program, "mermaid", lang, inst.id),
         months=i18n.months(lang), role_label=role_label, mend=mend,
+        due=i18n.be_due(inst.due_at, lang),
         correctable={int(v.split(":")[0]) for v, _ in mend.targets},
     )
     return render("instance.html", ctx, status)
