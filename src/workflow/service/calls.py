@@ -469,3 +469,29 @@ def mending(
     ``instance`` (``workflow.engine.work.mending_roles``)."""
     return _work.mending_roles(engine, program, instance, name_of(caller),
                                grants_of(engine, caller))
+
+
+#: The largest digest file the pages take (a digest is ~100 bytes per instance).
+DIGEST_UPLOAD_LIMIT = 32 * 1024 * 1024
+
+
+def verify_digest(engine: Engine, caller: Caller, content: bytes, name: str = "digest.json"
+                  ) -> VerifyResult:
+    """``workflow audit verify --digest FILE`` for an uploaded file's ``content``: read and
+    checked exactly as the CLI reads its file (``workflow.audit.chain.read_digest``; a bad file
+    is a UsageError naming ``name``), then verify against it."""
+    import tempfile
+    from pathlib import Path
+
+    from workflow.audit.chain import read_digest
+    from workflow.errors import UsageError
+
+    require_auditor(engine, caller, "audit verify")
+    with tempfile.TemporaryDirectory(prefix="workflow-digest-") as folder:
+        path = Path(folder) / "digest.json"
+        path.write_bytes(content)
+        try:
+            digest = read_digest(path, DIGEST_UPLOAD_LIMIT)
+        except UsageError as e:
+            raise UsageError(str(e).replace(str(path), name)) from None
+    return engine.verify(digest)
