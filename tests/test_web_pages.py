@@ -15,7 +15,7 @@ from openpyxl import load_workbook
 from helpers import KICKOFF, LOPBURI, OFFICER, execute
 from service_helpers import PASSWORD, World, client_for, make_world
 from workflow import Engine
-from workflow.engine.work import my_work
+from workflow.engine.work import _instances, my_work
 
 #: In-process page tests run on SQLite; the browser test covers PostgreSQL.
 pytestmark = pytest.mark.parametrize("db_kind", ["sqlite"])
@@ -124,6 +124,11 @@ def test_my_work_agrees_with_show_actor(world: World) -> None:
         expected = eng.available_triggers(inst.id, actor="udomrat")
         assert items.get(inst.id, ()) == expected, inst.id
     assert my_work(eng, "aud") == []  # an auditor fires nothing
+    for filters in ({}, {"area": "1601"}, {"fiscal_year": 2565}, {"program": "khok-nong-na"},
+                    {"state": "kicked_off"}):  # my_work's lighter read is Engine.list's
+        assert _instances(eng, **{"program": None, "state": None, "area": None,
+                                  "fiscal_year": None, **filters}, viewer="udomrat") == \
+            eng.list(viewer="udomrat", **filters), filters
 
 
 def test_instance_page_form_is_generated_from_the_definition(world: World,
