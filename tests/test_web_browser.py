@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from openpyxl import load_workbook
 
-from helpers import KICKOFF, LOPBURI, OFFICER
+from helpers import KHOK_REGIONS, KICKOFF, LOPBURI, OFFICER
 from service_helpers import PASSWORD, make_world
 from workflow import Engine
+from workflow.accounts import Accounts
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -127,6 +129,70 @@ def test_coordinator_records_a_kickoff(site: dict[str, Any], browser: Any) -> No
         last = eng.history(site["leader"])[-1]
         assert last.trigger == "kickoff" and last.actor == "udomrat"
         assert last.auth is not None and last.auth.startswith("session:")
+
+
+def _record(page: Any, base: str, instance: int, trigger: str, fields: dict[str, str]) -> None:
+    """Open ``trigger``'s form on the instance page, fill it (a date as BE day/month/year,
+    the rest by field name) and record it; the page comes back saying so."""
+    page.click(f"#act-{trigger} > summary")
+    prefix = f"#f-{trigger}"
+    for name, value in fields.items():
+        if name == "date":
+            day, month, year = value.split("-")[::-1]
+            page.fill(f"{prefix}-date-d", day)
+            page.select_option(f"{prefix}-date-m", str(int(month)))
+            page.fill(f"{prefix}-date-y", year)
+        else:
+            page.fill(f"{prefix}-{name}", value)
+    page.click(f"#act-{trigger} button.primary")
+    page.wait_for_url(f"{base}/instances/{instance}?recorded={trigger}")
+
+
+def test_coordinator_completes_khok_regions_in_any_order_then_evaluates(
+    site: dict[str, Any], browser: Any
+) -> None:
+    """Khok Nong Na through the instance page's forms: the officer enrols, the coordinator
+    starts and completes the seven activities in a scrambled order (evaluate is not offered
+    while one is open: its guard wants every region done), then the officer evaluates."""
+    base, khok = site["base"], site["khok"]
+    with Engine(site["url"]) as eng:
+        Accounts(eng.store, hasher=PasswordHasher(time_cost=1, memory_cost=1024,
+                                                   parallelism=1)).add(
+            "somchai", PASSWORD, by="test", display_name="สมชาย ใจดี")
+        eng.grant("somchai", "coordinator", area="1601", by="test")
+    officer = browser.new_page(viewport={"width": 1280, "height": 900})
+    log_in(officer, base, "udomrat")
+    officer.goto(f"{base}/instances/{khok}")
+    _record(officer, base, khok, "enroll", {"date": "10-01-2564", "households": "12"})
+    coordinator = browser.new_page(viewport={"width": 360, "height": 800})
+    log_in(coordinator, base, "somchai")
+    coordinator.click(f"a[href='/instances/{khok}']")
+    coordinator.wait_for_url(f"{base}/instances/{khok}")
+    starts = ("digital", "training", "standards", "employment", "learning_areas",
+              "integration", "consumption")
+    completes = ("employment", "consumption", "digital", "learning_areas", "training",
+                 "standards", "integration")
+    for region in starts:
+        _record(coordinator, base, khok, f"start_{region}", {"date": "01-02-2564"})
+    for n, region in enumerate(completes, 1):
+        _record(coordinator, base, khok, f"complete_{region}",
+                {"date": f"{n:02d}-03-2564", "summary": f"กิจกรรม {region} แล้วเสร็จ"})
+        lane = coordinator.locator(f".lanes li.lane >> nth={KHOK_REGIONS.index(region)}")
+        assert "เสร็จแล้ว" in lane.inner_text()
+        officer.goto(f"{base}/instances/{khok}")
+        assert (officer.locator("#act-evaluate").count() == 1) == (n == len(completes))
+    assert coordinator.locator("#act-evaluate").count() == 0  # the officer's step
+    _record(officer, base, khok, "evaluate", {"date": "15-03-2564"})
+    assert "ติดตามประเมินผลแล้ว" in officer.locator("#state").inner_text()
+    with Engine(site["url"]) as eng:
+        inst = eng.get(khok)
+        assert inst.state == "evaluated"
+        done = [e.trigger.removeprefix("complete_") for e in eng.history(khok)
+                if e.trigger.startswith("complete_")]
+        assert done == list(completes)
+        assert all(e.actor == "somchai" for e in eng.history(khok)
+                   if e.trigger.startswith(("start_", "complete_")))
+        assert eng.verify().ok
 
 
 @pytest.mark.parametrize("db_kind", ["sqlite"])

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
-from helpers import KICKOFF, LOPBURI, OFFICER
+from helpers import KICKOFF, LOPBURI, OFFICER, execute
 from service_helpers import PASSWORD, World, client_for, make_world
 from workflow import Engine
-from workflow.engine.work import my_work
+from workflow.engine.work import _instances, my_work
 
 #: In-process page tests run on SQLite; the browser test covers PostgreSQL.
 pytestmark = pytest.mark.parametrize("db_kind", ["sqlite"])
@@ -124,6 +124,11 @@ def test_my_work_agrees_with_show_actor(world: World) -> None:
         expected = eng.available_triggers(inst.id, actor="udomrat")
         assert items.get(inst.id, ()) == expected, inst.id
     assert my_work(eng, "aud") == []  # an auditor fires nothing
+    for filters in ({}, {"area": "1601"}, {"fiscal_year": 2565}, {"program": "khok-nong-na"},
+                    {"state": "kicked_off"}):  # my_work's lighter read is Engine.list's
+        assert _instances(eng, **{"program": None, "state": None, "area": None,
+                                  "fiscal_year": None, **filters}, viewer="udomrat") == \
+            eng.list(viewer="udomrat", **filters), filters
 
 
 def test_instance_page_form_is_generated_from_the_definition(world: World,
@@ -322,3 +327,43 @@ def test_admin_page_is_for_admins(world: World, client: TestClient) -> None:
     r = client.post("/admin/disable", data={"csrf_token": csrf, "name": "somchai"})
     assert r.status_code == 200 and world.accounts.get("somchai").disabled
 
+
+
+def test_verify_page_checks_an_uploaded_digest(world: World, client: TestClient) -> None:
+    """On /audit/verify the auditor uploads a digest (multipart, CSRF): one taken earlier is
+    ok and says the digest matches; one whose instance head was changed shows the problem;
+    a file that is not a digest is refused with the reader's message; without the CSRF token
+    nothing runs."""
+    import json
+
+    iid = lopburi(world)
+    taken = world.engine.digest().to_dict()
+    world.engine.fire(iid, "kickoff", actor="udomrat", role=OFFICER, evidence=KICKOFF)
+    login(client, "aud")
+    page = client.get("/audit/verify").text
+    assert 'enctype="multipart/form-data"' in page and 'name="digest"' in page
+    csrf = csrf_of(page)
+
+    def upload(body: bytes, token: str = csrf) -> Any:
+        return client.post("/audit/verify/digest", data={"csrf_token": token},
+                           files={"digest": ("digest.json", body, "application/json")})
+
+    assert upload(json.dumps(taken).encode(), "forged").status_code == 403
+    ok = upload(json.dumps(taken).encode())
+    assert ok.status_code == 200, ok.text
+    assert "ถูกต้องทั้งหมด" in ok.text and "และตรงกับไดเจสต์" in ok.text
+    changed = json.loads(json.dumps(taken))
+    changed["heads"][str(iid)]["hash"] = "0" * 64  # a digest that does not add up
+    refused = upload(json.dumps(changed).encode())
+    assert refused.status_code == 400 and "does not add up" in refused.text
+    execute(world.engine.url, "DROP TRIGGER workflow_events_no_update",
+            "UPDATE workflow_events SET note = 'แก้ไขย้อนหลัง' "
+            "WHERE instance_id = :i AND seq = 2", params={"i": iid})  # tampered with
+    bad = upload(json.dumps(taken).encode())
+    assert bad.status_code == 200 and 'id="verify-result"' in bad.text
+    assert "พบความผิดปกติ" in bad.text and f"/instances/{iid}#e2" in bad.text
+    junk = upload(b"not json at all")
+    assert junk.status_code == 400 and "digest.json" in junk.text
+    assert "ข้อมูลที่ส่งมาไม่ถูกต้อง" in junk.text
+    missing = client.post("/audit/verify/digest", data={"csrf_token": csrf})
+    assert missing.status_code == 400 and "กรุณาเลือกไฟล์ไดเจสต์" in missing.text

@@ -460,3 +460,38 @@ def migrate(engine: Engine, caller: Caller, program: str, to_version: int, *, ro
         seen = {i.id for i in engine.list(program=program, viewer=viewer)}
         result = dataclasses.replace(result, items=tuple(i for i in result.items if i.id in seen))
     return result
+
+
+def mending(
+    engine: Engine, caller: Caller, instance: Instance, program: Program
+) -> dict[str, tuple[str, ...]]:
+    """Per mending operation (comment, correct, revert), the roles the caller may use on
+    ``instance`` (``workflow.engine.work.mending_roles``)."""
+    return _work.mending_roles(engine, program, instance, name_of(caller),
+                               grants_of(engine, caller))
+
+
+#: The largest digest file the pages take (a digest is ~100 bytes per instance).
+DIGEST_UPLOAD_LIMIT = 32 * 1024 * 1024
+
+
+def verify_digest(engine: Engine, caller: Caller, content: bytes, name: str = "digest.json"
+                  ) -> VerifyResult:
+    """``workflow audit verify --digest FILE`` for an uploaded file's ``content``: read and
+    checked exactly as the CLI reads its file (``workflow.audit.chain.read_digest``; a bad file
+    is a UsageError naming ``name``), then verify against it."""
+    import tempfile
+    from pathlib import Path
+
+    from workflow.audit.chain import read_digest
+    from workflow.errors import UsageError
+
+    require_auditor(engine, caller, "audit verify")
+    with tempfile.TemporaryDirectory(prefix="workflow-digest-") as folder:
+        path = Path(folder) / "digest.json"
+        path.write_bytes(content)
+        try:
+            digest = read_digest(path, DIGEST_UPLOAD_LIMIT)
+        except UsageError as e:
+            raise UsageError(str(e).replace(str(path), name)) from None
+    return engine.verify(digest)

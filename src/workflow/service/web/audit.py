@@ -1,6 +1,7 @@
 """The auditor's pages: ``/audit`` (the log, with the API's filters plus the activity date,
 and the denials), ``/audit/export.csv`` and ``/audit/export.xlsx`` (same filters),
-``/audit/verify`` (run it: ok, or the first broken event of each instance, linked) and
+``/audit/verify`` (run it: ok, or the first broken event of each instance, linked; or
+upload a digest file to verify against, as ``verify --digest``) and
 ``/audit/digest.json``.
 
 They need an auditor grant or the admin flag (``calls.require_auditor``: otherwise a
@@ -14,12 +15,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile
 
 from workflow import areas
 from workflow.audit.export import csv_bytes
 from workflow.errors import WorkflowError
 from workflow.records import Event
-from workflow.service import calls
+from workflow.service import calls, problems
 from workflow.service.auth import CSRF_FIELD
 from workflow.service.web import export, i18n, places
 from workflow.service.web.frame import (
@@ -136,10 +138,12 @@ def digest(request: Request) -> Response:
                     headers={"Content-Disposition": 'attachment; filename="digest.json"'})
 
 
-def _verify_page(request: Request, principal: Any, result: Any = None) -> Response:
+def _verify_page(request: Request, principal: Any, result: Any = None,
+                 problem: str | None = None, status: int = 200) -> Response:
     lang = lang_for(request, principal)
-    ctx = context(request, principal, title=i18n.tr(lang, "verify.title"), result=result)
-    return render("verify.html", ctx)
+    ctx = context(request, principal, title=i18n.tr(lang, "verify.title"), result=result,
+                  problem=problem)
+    return render("verify.html", ctx, status)
 
 
 @router.get("/audit/verify")
@@ -165,4 +169,36 @@ async def verify(request: Request) -> Response:
         result = calls.verify(engine_of(request), principal)
     except WorkflowError as e:
         return error_page(request, principal, e)
+    return _verify_page(request, principal, result)
+
+
+@router.post("/audit/verify/digest")
+async def verify_digest(request: Request) -> Response:
+    """``verify --digest``: the uploaded digest file (multipart, with the CSRF token)."""
+    principal = caller(request)
+    if principal is None:
+        return to_login()
+    engine = engine_of(request)
+    lang = lang_for(request, principal)
+    async with request.form(max_files=1, max_fields=10) as data:
+        try:
+            check_csrf(principal, str(data.get(CSRF_FIELD, "")))
+            calls.require_auditor(engine, principal, "audit verify")
+        except WorkflowError as e:
+            return error_page(request, principal, e)
+        upload = data.get("digest")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            return _verify_page(request, principal, problem=i18n.tr(lang, "verify.no_file"),
+                                status=400)
+        content = await upload.read(calls.DIGEST_UPLOAD_LIMIT + 1)
+        name = upload.filename
+    try:
+        result = calls.verify_digest(engine, principal, content, name)
+    except WorkflowError as e:
+        status = problems.status_of(e)
+        if status in (401, 403):
+            return error_page(request, principal, e)
+        return _verify_page(request, principal,
+                            problem=i18n.error_text(lang, type(e).__name__, str(e)),
+                            status=status)
     return _verify_page(request, principal, result)

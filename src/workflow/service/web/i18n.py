@@ -110,6 +110,48 @@ TEXTS: dict[str, tuple[str, str]] = {
     "ev.hash": ("แฮช", "Hash"),
     "ev.step": ("ขั้นตอน", "Step"),
     "ev.start": ("เริ่มโครงการ", "Started"),
+    "ev.comment": ("ความเห็น", "Comment"),
+    "ev.correct": ("แก้ไขบันทึก", "Correction"),
+    "ev.revert": ("ย้อนขั้นตอน", "Step taken back"),
+    "ev.migrate": ("ย้ายไปใช้โครงการฉบับใหม่", "Moved to a new program version"),
+    "ev.overdue": ("เลยกำหนด", "Overdue"),
+    "ev.corrected_by": ("แก้ไขโดยรายการ {seqs}", "corrected by {seqs}"),
+    "ev.original": ("ที่บันทึกไว้เดิม", "As first recorded"),
+    # mending (CONTRACT §8)
+    "mend.title": ("แก้ไขและความเห็น", "Comments and corrections"),
+    "mend.comment": ("เพิ่มความเห็น", "Add a comment"),
+    "mend.comment_text": ("ความเห็น", "Comment"),
+    "mend.comment_submit": ("บันทึกความเห็น", "Save comment"),
+    "mend.correct": ("แก้ไขบันทึกที่ผ่านมา", "Correct an earlier record"),
+    "mend.correct_intro": ("เลือกรายการและช่องที่ต้องการแก้ไข ข้อมูลเดิมยังคงอยู่ในประวัติ",
+                           "Pick the record and the field to correct; the original stays in "
+                           "the timeline."),
+    "mend.target": ("รายการและช่องที่แก้ไข", "Record and field"),
+    "mend.value": ("ค่าใหม่", "New value"),
+    "mend.value_hint": ("วันที่ให้พิมพ์ วว/ดด/ปปปป (พ.ศ.) เช่น 8/3/2564; เว้นว่างเพื่อลบช่องที่ไม่บังคับ",
+                        "Type a date as dd/mm/yyyy (BE), e.g. 8/3/2564; leave empty to "
+                        "remove an optional field."),
+    "mend.reason": ("เหตุผล", "Reason"),
+    "mend.correct_submit": ("บันทึกการแก้ไข", "Save correction"),
+    "mend.correct_this": ("แก้ไขรายการนี้", "Correct this record"),
+    "mend.revert": ("ย้อนขั้นตอนล่าสุด", "Take back the last step"),
+    "mend.revert_intro": ("ย้อนกลับ {step}: โครงการจะกลับไปสถานะก่อนขั้นตอนนั้น "
+                          "โดยประวัติยังคงอยู่ครบ",
+                          "Take back {step}: the instance returns to the state before it; "
+                          "the timeline keeps everything."),
+    "mend.revert_submit": ("ย้อนขั้นตอน", "Take it back"),
+    "mend.change": ("{old} → {new}", "{old} → {new}"),
+    "mend.back_to": ("กลับไปที่", "Back to"),
+    "mend.versions": ("ฉบับ", "Versions"),
+    "mend.from": ("จาก", "From"),
+    "mend.to": ("เป็น", "To"),
+    "mend.refused": ("ระบบปฏิเสธ: {detail}", "Refused: {detail}"),
+    "mend.pick": ("เลือกรายการและช่องที่ต้องการแก้ไข", "pick the record and field to correct"),
+    "inst.due": ("กำหนดเสร็จ", "Due"),
+    "due.by": ("กำหนด {when}", "due {when}"),
+    "due.overdue": ("เลยกำหนด", "Overdue"),
+    "due.escalated": ("ส่งต่อถึงคุณ ({roles})", "Escalated to you ({roles})"),
+    "work.overdue_first": ("{n} รายการเลยกำหนด แสดงไว้ก่อน", "{n} overdue, shown first"),
     # forms
     "form.as_role": ("บันทึกในบทบาท", "Record as"),
     "form.note": ("หมายเหตุ (ถ้ามี)", "Note (optional)"),
@@ -220,6 +262,14 @@ TEXTS: dict[str, tuple[str, str]] = {
     "verify.broken": ("พบความผิดปกติ {n} รายการ", "{n} problems found"),
     "verify.first": ("เหตุการณ์แรกที่ผิดปกติ", "First broken event"),
     "verify.digest": ("ดาวน์โหลดไดเจสต์ (JSON)", "Download digest (JSON)"),
+    "verify.digest_file": ("ไฟล์ไดเจสต์ (JSON) ที่ดาวน์โหลดไว้ก่อนหน้า",
+                           "A digest file (JSON) downloaded earlier"),
+    "verify.digest_hint": ("ตรวจว่าไม่มีสิ่งใดที่ไดเจสต์ครอบคลุมถูกลบหรือแก้ไข",
+                           "Checks that nothing the digest covered was removed or changed."),
+    "verify.digest_run": ("ตรวจเทียบกับไดเจสต์", "Verify against the digest"),
+    "verify.digest_ok": ("และตรงกับไดเจสต์", "and the digest matches."),
+    "verify.no_file": ("กรุณาเลือกไฟล์ไดเจสต์", "Choose a digest file."),
+    "verify.trail": ("บันทึกรวม", "the trail"),
     # admin
     "admin.title": ("ผู้ดูแลระบบ", "Administration"),
     "admin.accounts": ("บัญชีผู้ใช้", "Accounts"),
@@ -330,6 +380,24 @@ def be_datetime(value: str | None, lang: str) -> str:
     local = moment.astimezone(dt.timezone(dt.timedelta(hours=7)))
     return f"{be_date(local.date(), lang)} {local:%H:%M} น." if lang == "th" else (
         f"{be_date(local.date(), lang)} {local:%H:%M}")
+
+
+def be_due(value: str | None, lang: str) -> str:
+    """A due time (UTC) as the day it falls due in Thailand: a due time at midnight is the end
+    of the day before (``fiscal_date`` deadlines), shown as that date alone; any other time is
+    shown with it."""
+    if not value:
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    local = moment.astimezone(dt.timezone(dt.timedelta(hours=7)))
+    if local.time() == dt.time(0, 0):
+        return be_date(local.date() - dt.timedelta(days=1), lang)
+    return be_datetime(value, lang)
 
 
 def current_fiscal_year(today: dt.date | None = None) -> int:

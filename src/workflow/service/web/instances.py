@@ -24,7 +24,7 @@ from workflow.records import Event, Instance
 from workflow.runtime import evidence as _evidence
 from workflow.service import calls, problems
 from workflow.service.auth import CSRF_FIELD
-from workflow.service.web import forms, i18n, places
+from workflow.service.web import forms, i18n, mending, places
 from workflow.service.web.frame import (
     caller,
     check_csrf,
@@ -50,9 +50,13 @@ def state_label(program: Program, inst: Instance, lang: str) -> str:
     return program.label_of_state(inst.state, lang)
 
 
+#: Events that are not a program's steps, named by the catalogue.
+SPECIAL = ("start", "comment", "correct", "revert", "migrate", "overdue")
+
+
 def step_label(program: Program, trigger: str, lang: str) -> str:
-    if trigger == "start":
-        return i18n.tr(lang, "ev.start")
+    if trigger in SPECIAL:
+        return i18n.tr(lang, f"ev.{trigger}")
     found = program.transitions_for(trigger)
     return found[0].label.get(lang) if found else trigger
 
@@ -124,20 +128,98 @@ def show_value(value: object, kind: str, lang: str) -> str:
     return str(value)
 
 
+def _config(program: Program, config: tuple[str, ...] | None, lang: str) -> str:
+    """A configuration as state labels (a parallel one: its top state's label)."""
+    if not config:
+        return ""
+    tops = list(dict.fromkeys(p.split(".")[0] for p in config))
+    return ", ".join(program.label_of_state(t, lang) for t in tops)
+
+
+def _shown_evidence(program: Program, trigger: str, evidence: Any, lang: str
+                    ) -> list[tuple[str, str]]:
+    found = program.transitions_for(trigger)
+    fields = {f.name: f for t in found for f in t.evidence}
+    shown = []
+    for k, v in evidence.items():
+        f = fields.get(k)
+        label = f.label.get(lang) if f and f.label else k
+        shown.append((label, show_value(v, f.type if f else "", lang)))
+    return shown
+
+
+def _special(program: Program, e: Event, lang: str,
+             by_seq: dict[int, Event]) -> tuple[list[tuple[str, str]], str]:
+    """The readable evidence of an event that is not a program step, and its heading's
+    detail."""
+    ev: Any = e.evidence
+    t = i18n.tr
+    if e.trigger == "start":
+        out = [(t(lang, "inst.program"), program.title.get(lang)),
+               (t(lang, "inst.area"), places.full_name_of(str(ev.get("area", "")), lang)),
+               (t(lang, "inst.fy"), str(ev.get("fiscal_year", "")))]
+        if ev.get("title"):
+            out.append((t(lang, "start.title_field"), str(ev["title"])))
+        return out, ""
+    if e.trigger in ("correct", "revert"):
+        target = by_seq.get(ev.get("of_seq"))
+        what = f"#{ev.get('of_seq')}" + (
+            f" {step_label(program, target.trigger, lang)}" if target else "")
+        out = []
+        if e.trigger == "correct":
+            kinds = {f.name: f for tr in (program.transitions_for(target.trigger)
+                                          if target else []) for f in tr.evidence}
+            for name, change in (ev.get("changes") or {}).items():
+                f = kinds.get(name)
+                label = f.label.get(lang) if f and f.label else name
+                kind = f.type if f else ""
+                old, new = (change.get("old"), change.get("new")) if isinstance(
+                    change, dict) else (None, None)
+                out.append((label, t(lang, "mend.change",
+                                     old=show_value(old, kind, lang) if old is not None else "—",
+                                     new=show_value(new, kind, lang) if new is not None else "—")))
+            note = ev.get("note")
+            if isinstance(note, dict):
+                out.append((t(lang, "ev.note"), t(lang, "mend.change",
+                                                  old=note.get("old") or "—",
+                                                  new=note.get("new") or "—")))
+        else:
+            out.append((t(lang, "mend.back_to"), _config(program, e.to, lang)))
+        out.append((t(lang, "mend.reason"), str(ev.get("reason", ""))))
+        return out, what
+    if e.trigger == "migrate":
+        return [(t(lang, "mend.versions"),
+                 f"v{ev.get('from_version')} → v{ev.get('to_version')}"),
+                (t(lang, "mend.from"), _config(program, e.from_, lang)),
+                (t(lang, "mend.to"), _config(program, e.to, lang))], ""
+    if e.trigger == "overdue":
+        return [(t(lang, "inst.state"), program.label_of_state(
+                    str(ev.get("state", "")).split(".")[0], lang)),
+                (t(lang, "inst.due"), i18n.be_datetime(str(ev.get("due_at", "")), lang))], ""
+    return [], ""
+
+
 def timeline(program: Program, events: list[Event], lang: str) -> list[dict[str, Any]]:
     out = []
+    by_seq = {e.seq: e for e in events}
     for e in events:
-        found = program.transitions_for(e.trigger)
-        fields = {f.name: f for t in found for f in t.evidence}
-        shown = []
-        for k, v in e.evidence.items():
-            f = fields.get(k)
-            label = f.label.get(lang) if f and f.label else k
-            shown.append((label, show_value(v, f.type if f else "", lang)))
+        detail = ""
+        original: list[tuple[str, str]] = []
+        if e.trigger in SPECIAL:
+            shown, detail = _special(program, e, lang, by_seq)
+        else:
+            shown = _shown_evidence(program, e.trigger, e.evidence, lang)
+            if e.corrected_by:
+                original = shown
+                shown = _shown_evidence(program, e.trigger, e.corrected_evidence or {}, lang)
+        note = e.corrected_note if e.corrected_by else e.note
         out.append({
-            "seq": e.seq, "step": step_label(program, e.trigger, lang), "actor": e.actor,
+            "seq": e.seq, "step": step_label(program, e.trigger, lang), "detail": detail,
+            "kind": e.trigger if e.trigger in SPECIAL else "step", "actor": e.actor,
             "role": e.role, "at": e.at, "when": i18n.be_datetime(e.at, lang),
-            "evidence": shown, "note": e.note, "hash": e.hash,
+            "evidence": shown, "original": original,
+            "original_note": e.note if e.corrected_by and e.note != note else None,
+            "corrected_by": list(e.corrected_by), "note": note, "hash": e.hash,
         })
     return out
 
@@ -184,6 +266,9 @@ def home(request: Request) -> Response:
         if items:
             widened = i18n.tr(lang, "work.widened", fy=fiscal_year)
             fiscal_year = None
+    # Overdue first (CONTRACT §10), then as the library gives them (oldest first).
+    items = sorted(items, key=lambda it: not it.instance.overdue)
+    overdue = sum(1 for it in items if it.instance.overdue)
     programs = calls.programs(engine)
     defs = {p.id: p for p in programs}
     groups: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
@@ -199,7 +284,7 @@ def home(request: Request) -> Response:
         key = (inst.program, main)
         if key not in groups:
             steps = ", ".join(step_label(definition, t, lang) if definition else t
-                              for t in main)
+                              for t in main) or i18n.tr(lang, "due.overdue")
             groups[key] = {"program": title, "step": steps, "entries": [], "count": 0,
                            "program_id": inst.program, "state_id": inst.state}
         group = groups[key]
@@ -210,6 +295,8 @@ def home(request: Request) -> Response:
             "instance": inst,
             "area": places.full_name(inst.area, lang),
             "state": definition.label_of_state(inst.state, lang) if definition else inst.state,
+            "due": i18n.be_due(inst.due_at, lang), "overdue": inst.overdue,
+            "escalated": ", ".join(it.escalated),
         })
     states = sorted({(s.name, s.label.get(lang)) for p in programs for s in p.states
                      if program in (None, p.id)}, key=lambda x: x[1])
@@ -220,7 +307,7 @@ def home(request: Request) -> Response:
         fiscal_year=fiscal_year, program=program, state=state, programs=programs,
         states=states, years=list(range(this + 1, this - 6, -1)), problem=problem,
         filtered=bool(area or program or state or fy_raw), area_options=area_options(lang),
-        widened=widened,
+        widened=widened, overdue=overdue,
     )
     return render("work.html", ctx)
 
@@ -237,13 +324,14 @@ def suggest(request: Request, q: str = "") -> Response:
 # --------------------------------------------------------------------------- instance
 
 
-def _instance_page(
+def page(
     request: Request,
     principal: Any,
     instance_id: int,
     *,
     failed: forms.FireForm | None = None,
     conflict: str | None = None,
+    mend_failed: tuple[str, str, dict[str, str]] | None = None,
     status: int = 200,
 ) -> Response:
     engine = engine_of(request)
@@ -264,6 +352,11 @@ def _instance_page(
         forms.prefill_dates(form)
         built.append(form)
     recorded = request.query_params.get("recorded")
+    mend = mending.offer(request, principal, inst, program, events, lang, step_label)
+    if mend_failed is not None:
+        mend.failed, mend.error, mend.values = mend_failed
+    elif request.query_params.get("correct"):
+        mend.values = {"target": f"{request.query_params['correct']}:"}
     ctx = context(
         request, principal,
         title=f"{program.title.get(lang)} · {places.full_name(inst.area, lang)}",
@@ -275,7 +368,9 @@ def _instance_page(
         conflict=conflict, svg=shutil.which("dot") is not None,
         mermaid="" if shutil.which("dot") else calls.diagram(
             engine, principal, inst.program, "mermaid", lang, inst.id),
-        months=i18n.months(lang), role_label=role_label,
+        months=i18n.months(lang), role_label=role_label, mend=mend,
+        due=i18n.be_due(inst.due_at, lang),
+        correctable={int(v.split(":")[0]) for v, _ in mend.targets},
     )
     return render("instance.html", ctx, status)
 
@@ -285,7 +380,7 @@ def instance_page(request: Request, instance_id: int) -> Response:
     principal = caller(request)
     if principal is None:
         return to_login()
-    return _instance_page(request, principal, instance_id)
+    return page(request, principal, instance_id)
 
 
 @router.post("/instances/{instance_id}/fire")
@@ -325,7 +420,7 @@ async def fire(request: Request, instance_id: int) -> Response:
                     found.setdefault(name, i18n.field_problem(lang, reason))
         forms.mark(form, found)
         form.error = i18n.tr(lang, "inst.fix")
-        return _instance_page(request, principal, instance_id, failed=form, status=422)
+        return page(request, principal, instance_id, failed=form, status=422)
     note = form.note.strip() or None
     try:
         calls.fire(engine, principal, instance_id, trigger, role=role, evidence=evidence,
@@ -333,12 +428,12 @@ async def fire(request: Request, instance_id: int) -> Response:
     except EvidenceInvalid as e:
         forms.mark(form, {n: i18n.field_problem(lang, r) for n, r in e.problems})
         form.error = i18n.tr(lang, "inst.fix")
-        return _instance_page(request, principal, instance_id, failed=form, status=422)
+        return page(request, principal, instance_id, failed=form, status=422)
     except VersionConflict:
         events = calls.history(engine, principal, instance_id)
         last = step_label(program, events[-1].trigger, lang) if events else "?"
         form.open = True
-        return _instance_page(request, principal, instance_id, failed=form,
+        return page(request, principal, instance_id, failed=form,
                               conflict=i18n.tr(lang, "inst.conflict", step=last), status=409)
     except WorkflowError as e:
         status = problems.status_of(e)
@@ -346,7 +441,7 @@ async def fire(request: Request, instance_id: int) -> Response:
             return to_login()
         form.error = i18n.error_text(lang, type(e).__name__, str(e))
         form.open = True
-        return _instance_page(request, principal, instance_id, failed=form, status=status)
+        return page(request, principal, instance_id, failed=form, status=status)
     return RedirectResponse(f"/instances/{instance_id}?recorded={trigger}", status_code=303)
 
 

@@ -36,6 +36,14 @@ def full_name(area: Area, lang: str) -> str:
     return ", ".join(a.name_en for a in _lineage(area))
 
 
+def full_name_of(code: str, lang: str) -> str:
+    """:func:`full_name` of an area code (the code itself when it is unknown)."""
+    try:
+        return full_name(areas.get(code), lang)
+    except AreaNotFound:
+        return code
+
+
 @cache
 def province_name(code: str, lang: str) -> str:
     try:
