@@ -19,12 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from argon2 import PasswordHasher
-from fastapi.testclient import TestClient
+# This folder holds http.py (benchmarks/http.py), which would hide the standard library's
+# `http` that httpx and the web stack import: look here last.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from workflow import Engine, areas
-from workflow.accounts import Accounts
-from workflow.service.app import create_app
+from argon2 import PasswordHasher  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from workflow import Engine, areas  # noqa: E402
+from workflow.accounts import Accounts  # noqa: E402
+from workflow.service.app import create_app  # noqa: E402
 
 PROVINCE = "30"  # Nakhon Ratchasima: the most tambons
 PASSWORD = "benchmark password"
