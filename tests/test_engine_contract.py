@@ -958,9 +958,8 @@ def test_read_only_sqlite_is_database_unavailable(tmp_path: Path, how: str) -> N
     shutil.rmtree(path.parent)
 
 
-def test_report_counts_regions_by_the_instances_own_version(backend: str, tmp_path: Path) -> None:
-    """regions_done reads the regions of the version an instance runs on, not the newest one:
-    a newer version may rename, add or drop regions."""
+def _village_hall_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """Two definition folders: village-hall v1 (regions walls, roof) and v3 (floor, roof)."""
     parallel = (Path(__file__).parent / "corpus" / "valid" / "parallel.yaml").read_text("utf-8")
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
@@ -970,6 +969,13 @@ def test_report_counts_regions_by_the_instances_own_version(backend: str, tmp_pa
     (new / "village-hall.yaml").write_text(
         parallel.replace("version: 2\n", "version: 3\n").replace("walls", "floor"),
         encoding="utf-8")
+    return old, new
+
+
+def test_report_counts_regions_by_the_instances_own_version(backend: str, tmp_path: Path) -> None:
+    """regions_done reads the regions of the version an instance runs on, not the newest one:
+    a newer version may rename, add or drop regions."""
+    old, new = _village_hall_versions(tmp_path)
     with open_engine(backend, definitions=[old]) as eng:
         eng.init()
         inst = eng.start("village-hall", area=LOPBURI, fiscal_year=2564, actor="a",
@@ -986,15 +992,7 @@ def test_report_counts_regions_by_the_instances_own_version(backend: str, tmp_pa
 def test_one_report_counts_each_version_by_its_own_regions(backend: str, tmp_path: Path) -> None:
     """One engine holding instances on two versions whose parallel regions differ counts each
     instance's regions by its own version in the same report."""
-    parallel = (Path(__file__).parent / "corpus" / "valid" / "parallel.yaml").read_text("utf-8")
-    old, new = tmp_path / "old", tmp_path / "new"
-    old.mkdir()
-    new.mkdir()
-    (old / "village-hall.yaml").write_text(parallel.replace("version: 2\n", "version: 1\n"),
-                                           encoding="utf-8")
-    (new / "village-hall.yaml").write_text(
-        parallel.replace("version: 2\n", "version: 3\n").replace("walls", "floor"),
-        encoding="utf-8")
+    old, new = _village_hall_versions(tmp_path)
     with open_engine(backend, definitions=[old]) as eng:
         eng.init()
         first = eng.start("village-hall", area=LOPBURI, fiscal_year=2564, actor="a",

@@ -87,10 +87,8 @@ def correct(
     """Correct the evidence or note of event SEQ of INSTANCE: a new `correct` event that
     names it; the original stays in the trail."""
     from workflow.engine.amend import KEEP
-    from workflow.runtime.evidence import parse_assignments
 
-    evidence: dict[str, object] = dict(parse_assignments(assignments))
-    evidence.update(read_attachments(files, evidence))
+    evidence = evidence_of(assignments, files)
     result = c.engine().correct(
         instance,
         seq,
@@ -221,6 +219,15 @@ def _plan(result: MigrationResult, as_json: bool) -> None:
         )
     else:
         say(f"migrated {result.migrated} instance(s) of {result.program} to v{result.to_version}")
+
+
+def evidence_of(assignments: tuple[str, ...], attachments: tuple[str, ...]) -> dict[str, object]:
+    """The evidence of ``--set FIELD=VALUE`` and ``--attach FIELD=PATH`` options together."""
+    from workflow.runtime.evidence import parse_assignments
+
+    evidence: dict[str, object] = dict(parse_assignments(assignments))
+    evidence.update(read_attachments(attachments, evidence))
+    return evidence
 
 
 def read_attachments(items: tuple[str, ...], taken: Mapping[str, object]) -> dict[str, object]:

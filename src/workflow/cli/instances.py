@@ -188,11 +188,9 @@ def fire(
     as_json: bool,
 ) -> None:
     """Fire TRIGGER on INSTANCE with its evidence."""
-    from workflow.cli.evolution import read_attachments
-    from workflow.runtime.evidence import parse_assignments
+    from workflow.cli.evolution import evidence_of
 
-    evidence: dict[str, object] = dict(parse_assignments(assignments))
-    evidence.update(read_attachments(attachments, evidence))
+    evidence = evidence_of(assignments, attachments)
     result = c.engine().fire(
         instance,
         trigger,
