@@ -1,7 +1,8 @@
-"""Version 2 of each bundled program, as a revision of the next fiscal year would look:
-a renamed state, a merged state and a new optional stage each, and dates declared
-``within: fiscal_year``. Built from the bundled version 1 text (so they follow it), written to
-a directory the tests hand to ``Engine(definitions=..., allow_override=...)``.
+"""The next version (``NEXT``) of each bundled program, as a revision of the next fiscal year
+would look: a renamed state, a merged state and a new optional stage each, and every date
+declared ``within: fiscal_year``. Built from the bundled text of version ``BUNDLED`` (the
+newest that ships, which new instances start on; so they follow it), written to a directory
+the tests hand to ``Engine(definitions=..., allow_override=...)``.
 
 - leader-development: kicked_off -> launched; evaluated + awarded -> assessed; new monitored
 - khok-nong-na: evaluated -> reviewed; digital pending + underway -> underway; new audited
@@ -28,12 +29,15 @@ MAPS: dict[str, dict[str, str]] = {
     },
 }
 PROGRAMS = tuple(MAPS)
+#: The newest bundled version (new instances start on it) and the fixtures' version.
+BUNDLED = 2
+NEXT = 3
 
 
 def _within(text: str) -> str:
-    """Every field named `date` declared within the fiscal year."""
-    return re.sub(r"\n( +)date:\n( +)type: date", r"\n\1date:\n\2type: date\n\2within: fiscal_year",
-                  text)
+    """Every field named `date` declared within the fiscal year (where it is not yet)."""
+    return re.sub(r"\n( +)date:\n( +)type: date\n(?!\2within)",
+                  r"\n\1date:\n\2type: date\n\2within: fiscal_year\n", text)
 
 
 def _sub(text: str, old: str, new: str, count: int = 1) -> str:
@@ -59,7 +63,7 @@ def _transition(trigger: str, src: str, dest: str, th: str, en: str, roles: str)
 
 
 def leader_v2(text: str) -> str:
-    text = _sub(text, "version: 1", "version: 2")
+    text = _sub(text, f"version: {BUNDLED}\n", f"version: {NEXT}\n")
     text = re.sub(r"  awarded: .*\n    th: .*\n    en: .*\n", "", text, count=1)
     text = _sub(text, '    en: "Implementing (food security)"\n',
                 '    en: "Implementing (food security)"\n'
@@ -76,7 +80,7 @@ def leader_v2(text: str) -> str:
 
 
 def khok_v2(text: str) -> str:
-    text = _sub(text, "version: 1", "version: 2")
+    text = _sub(text, f"version: {BUNDLED}\n", f"version: {NEXT}\n")
     text = re.sub(r"\bevaluated\b", "reviewed", text)
     digital = text.index("      digital:")
     head, tail = text[:digital], text[digital:]
@@ -93,7 +97,7 @@ def khok_v2(text: str) -> str:
 
 
 def one_plan_v2(text: str) -> str:
-    text = _sub(text, "version: 1", "version: 2")
+    text = _sub(text, f"version: {BUNDLED}\n", f"version: {NEXT}\n")
     text = re.sub(r"  forums_held:.*\n    th: .*\n    en: .*\n", "", text, count=1)
     text = re.sub(r"\bdata_collected\b", "consulted", text)
     text = re.sub(r"\bforums_held\b", "consulted", text)
@@ -114,10 +118,10 @@ MAKERS = {"leader-development": leader_v2, "khok-nong-na": khok_v2, "one-plan": 
 
 
 def write_v2(directory: Path, programs: tuple[str, ...] = PROGRAMS) -> Path:
-    """Write version 2 of ``programs`` into ``directory``; return it."""
+    """Write version ``NEXT`` of ``programs`` into ``directory``; return it."""
     registry = Registry()
     directory.mkdir(parents=True, exist_ok=True)
     for pid in programs:
-        text = MAKERS[pid](registry.get(pid, 1).source_text)
+        text = MAKERS[pid](registry.get(pid, BUNDLED).source_text)
         (directory / f"{pid}-v2.yaml").write_text(text, encoding="utf-8")
     return directory

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from evolution_fixtures import MAPS, PROGRAMS, write_v2
+from evolution_fixtures import MAPS, NEXT, PROGRAMS, write_v2
 from helpers import COORDINATOR, OFFICER
 from service_helpers import API, World, client_for, kickoff_body, make_world, start_body
 from workflow import Engine
@@ -90,14 +90,15 @@ def test_migrations_over_http(backend: str, world: World, tmp_path: Path) -> Non
     world.engine = Engine(backend, [directory], allow_override=PROGRAMS)
     with client_for(world) as client:
         iid = _kicked_off(client, world)
-    # started on v2 now (the newest); put another on v1 through an engine without v2
+    # started on the next version now (the newest); put another on the bundled one
+    # through an engine without the next
     with Engine(backend) as v1:
         old = v1.start("leader-development", area="160117", fiscal_year=2565,
                        actor="udomrat", role=OFFICER)
-        v1.fire(old.id, "kickoff", actor="udomrat", role=OFFICER, evidence=kickoff_body()[
-            "evidence"])
+        v1.fire(old.id, "kickoff", actor="udomrat", role=OFFICER, evidence={
+            **kickoff_body()["evidence"], "date": "2564-11-17"})  # in fiscal 2565
     with client_for(world) as client:
-        body = {"program": "leader-development", "to_version": 2, "role": OFFICER,
+        body = {"program": "leader-development", "to_version": NEXT, "role": OFFICER,
                 "map": MAPS["leader-development"], "dry_run": True}
         r = client.post(f"{API}/migrations", json=body, headers=world.auth("udomrat"))
         assert r.status_code == 200, r.text
@@ -110,7 +111,7 @@ def test_migrations_over_http(backend: str, world: World, tmp_path: Path) -> Non
                         headers=world.auth("udomrat"))
         assert r.json()["migrated"] == 0
         assert client.get(f"{API}/instances/{old.id}",
-                          headers=world.auth("udomrat")).json()["program_version"] == 2
+                          headers=world.auth("udomrat")).json()["program_version"] == NEXT
         assert iid != old.id
 
 

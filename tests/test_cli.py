@@ -356,7 +356,7 @@ def test_programs_list_json(run: Runner) -> None:
     by_id = {p["program"]: p for p in data}
     assert {"leader-development", "khok-nong-na", "one-plan"} <= set(by_id)
     ld = by_id["leader-development"]
-    assert ld["version"] == 1
+    assert ld["version"] == 2  # the newest bundled version
     assert set(ld["title"]) == {"th", "en"}
     assert "kickoff" in ld["triggers"]
 
@@ -391,7 +391,7 @@ def test_programs_show(run: Runner) -> None:
 def test_programs_show_json(run: Runner) -> None:
     data = run.ok("programs", "show", "one-plan", "--json").json()
     assert data["program"] == "one-plan"
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert data["initial"] == "planned"
     assert {"coordinator", "provincial_officer", "committee"} <= set(data["roles"])
     states = {s["id"]: s for s in data["states"]}
@@ -655,7 +655,7 @@ def test_start_json(ready: Runner) -> None:
     ).json()
     assert_instance_json(data)
     assert data["program"] == "one-plan"
-    assert data["program_version"] == 1
+    assert data["program_version"] == 2
     assert data["area"] == {"code": "16", "name_th": "ลพบุรี", "name_en": "Lop Buri"}
     assert data["fiscal_year"] == 2565
     assert data["state"] == "planned"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evolution_fixtures import PROGRAMS, write_v2
+from evolution_fixtures import BUNDLED, NEXT, PROGRAMS, write_v2
 from test_cli import COORDINATOR, KICKOFF, OFFICER, WORKSHOP, Runner
 
 
@@ -75,14 +75,14 @@ def test_migrate_dry_run_then_apply(cli: Runner, tmp_path: Path) -> None:
     cli.ok("fire", str(iid), "kickoff", *OFFICER, *KICKOFF)
     v2 = ["--definitions", str(write_v2(tmp_path / "v2")),
           *(x for p in PROGRAMS for x in ("--allow-override", p))]
-    args = ["migrate", "leader-development", "--to-version", "2", *OFFICER]
+    args = ["migrate", "leader-development", "--to-version", str(NEXT), *OFFICER]
     r = cli(*v2, *args, "--dry-run", "--json")
     assert r.code == 1
     (item,) = r.json()["items"]
     assert (item["id"], item["ok"], item["from"]) == (iid, False, ["kicked_off"])
     assert "kicked_off" in item["problem"]
     cli.fails(4, *v2, *args)
-    assert cli.ok("show", str(iid), "--json").json()["program_version"] == 1
+    assert cli.ok("show", str(iid), "--json").json()["program_version"] == BUNDLED
     plan = cli.ok(*v2, *args, "--map", "kicked_off=launched", "--dry-run").out
     assert "launched" in plan and "nothing changed" in plan
     done = cli.ok(*v2, *args, "--map", "kicked_off=launched", "--json").json()
@@ -90,7 +90,7 @@ def test_migrate_dry_run_then_apply(cli: Runner, tmp_path: Path) -> None:
     again = cli.ok(*v2, *args, "--map", "kicked_off=launched", "--json").json()
     assert again["migrated"] == 0 and again["items"] == []
     inst = cli.ok(*v2, "show", str(iid), "--json").json()
-    assert (inst["program_version"], inst["state"]) == (2, "launched")
+    assert (inst["program_version"], inst["state"]) == (NEXT, "launched")
     assert cli.history(iid)[-1]["trigger"] == "migrate"
     assert cli.ok(*v2, "audit", "verify", "--json").json()["ok"]
 

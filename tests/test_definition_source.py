@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,15 @@ def bundled_text(program: str) -> str:
     raise AssertionError(f"no bundled {program}")
 
 
+#: The version of the shadowing file: one past the newest bundled version.
+SHADOW = 3
+
+
 def shadow(directory: Path) -> Path:
-    """leader-development v2 letting coordinators award too (the attack of the issue)."""
+    """leader-development, a version past the bundled ones, letting coordinators award too
+    (the attack of the issue)."""
     text = bundled_text("leader-development")
-    text = text.replace("version: 1\n", "version: 2\n", 1)
+    text = re.sub(r"\nversion: \d+\n", f"\nversion: {SHADOW}\n", text, count=1)
     assert "roles: [inspector]" in text
     text = text.replace("roles: [inspector]", "roles: [inspector, coordinator]", 1)
     directory.mkdir(exist_ok=True)
@@ -57,7 +63,7 @@ def test_registry_refuses_a_bundled_id_from_an_extra_directory(tmp_path: Path) -
     with pytest.raises(DefinitionError):
         Registry([path], allow_override=["one-plan"])
     assert Registry([path], allow_override=["leader-development"]).get(
-        "leader-development").version == 2
+        "leader-development").version == SHADOW
 
 
 def test_verbatim_copy_of_a_bundled_file_changes_nothing(tmp_path: Path) -> None:
@@ -65,7 +71,7 @@ def test_verbatim_copy_of_a_bundled_file_changes_nothing(tmp_path: Path) -> None
     (tmp_path / "leader-development.yaml").write_text(
         bundled_text("leader-development"), encoding="utf-8")
     program = Registry([tmp_path]).get("leader-development")
-    assert program.version == 1 and program.source == "bundled" and program.bundled
+    assert program.version == 2 and program.source == "bundled" and program.bundled
 
 
 def test_shadowing_is_refused_on_every_command(backend: str, tmp_path: Path,
@@ -101,7 +107,7 @@ def test_allowed_override_is_recorded_and_shown(backend: str, tmp_path: Path,
         eng.init()
         inst = eng.start("leader-development", area=LOPBURI, fiscal_year=2564, actor="u",
                          role=OFFICER)
-        assert inst.program_version == 2
+        assert inst.program_version == SHADOW
         assert eng.program("leader-development").source == str(path.resolve())
         bundled = eng.start("one-plan", area=LOPBURI, fiscal_year=2564, actor="u",
                             role="coordinator")
@@ -109,7 +115,7 @@ def test_allowed_override_is_recorded_and_shown(backend: str, tmp_path: Path,
         assert result.ok
         assert [(n.instance, n.program, n.program_version, n.source)
                 for n in result.non_bundled] == [
-            (inst.id, "leader-development", 2, str(path.resolve()))]
+            (inst.id, "leader-development", SHADOW, str(path.resolve()))]
     eng_sql = sql_engine(backend)
     with eng_sql.connect() as conn:
         rows = dict(conn.execute(sa.text(
@@ -134,7 +140,7 @@ def test_allowed_override_is_recorded_and_shown(backend: str, tmp_path: Path,
     assert [n["instance"] for n in report["non_bundled"]] == [inst.id]
     assert bundled.id not in [n["instance"] for n in report["non_bundled"]]
     code, out, err = cli(capsys, "--db", backend, "audit", "verify")
-    assert code == 0 and f"instance {inst.id} runs leader-development v2 from" in out
+    assert code == 0 and f"instance {inst.id} runs leader-development v{SHADOW} from" in out
     # The environment entry is the same explicit say-so.
     monkeypatch.setenv("WORKFLOW_ALLOW_OVERRIDE", "leader-development")
     code, out, err = cli(capsys, "--db", backend, "--definitions", str(defs), "programs", "list")
@@ -147,8 +153,8 @@ def test_migration_gives_existing_definitions_their_source(backend: str) -> None
 
     if backend.startswith("sqlite"):
         Path(backend.removeprefix("sqlite:///")).touch()
-    custom = bundled_text("one-plan").replace("version: 1\n", "version: 7\n", 1)
-    rows = [("leader-development", 1, bundled_text("leader-development"),
+    custom = bundled_text("one-plan").replace("version: 2\n", "version: 7\n", 1)
+    rows = [("leader-development", 2, bundled_text("leader-development"),
              "/usr/lib/python3/site-packages/workflow/definitions/leader-development.yaml"),
             ("one-plan", 7, custom, "/srv/defs/one-plan.yaml")]
     eng = sql_engine(backend)

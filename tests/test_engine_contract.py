@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -129,7 +130,7 @@ def test_start_returns_instance_with_contract_fields(engine: Engine) -> None:
     d = inst.to_dict()
     assert d.keys() >= INSTANCE_KEYS
     assert d["program"] == "leader-development"
-    assert d["program_version"] == 1
+    assert d["program_version"] == 2  # the newest bundled version
     assert d["area"] == {"code": LOPBURI, "name_th": "บางขันหมาก", "name_en": "Bang Khanmak"}
     assert d["fiscal_year"] == 2564
     assert d["state"] == "planned"
@@ -705,8 +706,10 @@ def test_digest_and_verify_with_digest(engine: Engine, several: dict[str, int]) 
 
 
 def _copy_program(directory: Path, program: str, new_id: str) -> Path:
+    """The bundled program as a new program ``new_id`` (at version 1: a program of its own)."""
     text = bundled_text(program).replace(f"program: {program}\n", f"program: {new_id}\n", 1)
     assert f"program: {new_id}\n" in text
+    text = re.sub(r"\nversion: \d+\n", "\nversion: 1\n", text, count=1)
     path = directory / f"{new_id}.yaml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -35,7 +35,10 @@ CORPUS = HERE / "corpus"
 VALID = sorted((CORPUS / "valid").glob("*.yaml"))
 INVALID = sorted((CORPUS / "invalid").glob("*.yaml"))
 DOCS = HERE.parent / "docs" / "definitions.md"
-BUNDLED = {p.stem: p for p in bundled_files()}
+#: The newest version of each bundled program is ``{program}.yaml``; older versions stay,
+#: verbatim, as ``{program}.v{N}.yaml`` (instances keep the version they started on).
+BUNDLED = {p.stem: p for p in bundled_files() if "." not in p.stem}
+EVERY_BUNDLED = {p.stem: p for p in bundled_files()}
 
 PROBLEM_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+): (?P<code>E\d{3}) (?P<message>\S.*)$")
 
@@ -468,13 +471,27 @@ def _bundled(program_id: str) -> Program:
 
 
 def test_bundled_files_are_the_three_programs() -> None:
+    """One current file per contract program, the newest version; each older version's file
+    is named by its version."""
     assert set(BUNDLED) == set(CONTRACT)
-    assert {p.id for p in Registry().programs()} == set(CONTRACT)
+    registry = Registry()
+    assert {p.id for p in registry.programs()} == set(CONTRACT)
+    for stem, path in EVERY_BUNDLED.items():
+        program = check_file(path)[0]
+        assert program is not None, stem
+        name, _, older = stem.partition(".")
+        assert program.id == name
+        newest = registry.get(name).version
+        assert (older == f"v{program.version}" and program.version < newest) or (
+            not older and program.version == newest), stem
 
 
-@pytest.mark.parametrize("program_id", sorted(CONTRACT))
-def test_bundled_program_matches_the_contract(program_id: str) -> None:
-    program = _bundled(program_id)
+@pytest.mark.parametrize("stem", sorted(EVERY_BUNDLED))
+def test_bundled_program_matches_the_contract(stem: str) -> None:
+    """Every bundled version keeps the contract's states, triggers, roles and evidence."""
+    program_id = stem.partition(".")[0]
+    program, problems = check_file(EVERY_BUNDLED[stem])
+    assert problems == [] and program is not None, [str(p) for p in problems]
     spec = CONTRACT[program_id]
     assert program.id == program_id
     assert program.version >= 1

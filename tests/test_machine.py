@@ -669,10 +669,12 @@ def test_compiled_once_per_program_version() -> None:
     assert compile_program(again) is compile_program(program)
     changed = load_text(program.source_text + "\n# changed\n")
     assert compile_program(changed) is not compile_program(program)
-    bumped = load_text(program.source_text.replace("version: 1\n", "version: 2\n", 1))
-    assert bumped.version == 2
+    newer = program.version + 1
+    bumped = load_text(program.source_text.replace(
+        f"\nversion: {program.version}\n", f"\nversion: {newer}\n", 1))
+    assert bumped.version == newer
     assert compile_program(bumped) is not compile_program(program)
-    assert compile_program(bumped).program.version == 2
+    assert compile_program(bumped).program.version == newer
 
 
 def test_compile_program_concurrently_gives_one_machine() -> None:

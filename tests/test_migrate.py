@@ -1,7 +1,7 @@
-"""Migration of running instances (issue 13, CONTRACT §8): version 2 of each bundled program
-(tests/evolution_fixtures.py: a renamed state, a merged state, a new optional stage), instances
-in every reachable configuration of version 1 migrated by plan, dry runs, refusals that change
-nothing, idempotent reruns, and verify catching a tampered migrate event."""
+"""Migration of running instances (issue 13, CONTRACT §8): the next version of each bundled
+program (tests/evolution_fixtures.py: a renamed state, a merged state, a new optional stage),
+instances in every reachable configuration of the bundled version migrated by plan, dry runs,
+refusals that change nothing, idempotent reruns, and verify catching a tampered migrate event."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from evolution_fixtures import MAPS, PROGRAMS, write_v2
+from evolution_fixtures import BUNDLED, MAPS, NEXT, PROGRAMS, write_v2
 from helpers import (
     COORDINATOR,
     KHOK_REGIONS,
@@ -31,7 +31,8 @@ from workflow.engine.evolution import map_leaf
 
 @pytest.fixture
 def v2(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
-    """An engine on the same database that also knows version 2 of every bundled program."""
+    """An engine on the same database that also knows the next version of every bundled
+    program."""
     directory = write_v2(tmp_path / "v2")
     with Engine(engine.url, [directory], allow_override=PROGRAMS, policy=engine.policy) as eng:
         yield eng
@@ -55,22 +56,23 @@ LEADER_PATHS = [
 
 
 def test_leader_development_every_configuration_migrates(engine: Engine, v2: Engine) -> None:
-    """planned ... summarized on v1 become the mapped states of v2 and fire under v2."""
+    """planned ... summarized on the bundled version become the mapped states of the next
+    and fire under it."""
     ids = []
     for i, path in enumerate(LEADER_PATHS):
         inst = start_lopburi(engine, allow_duplicate=True, title=f"#{i}")
         leader_to(engine, inst.id, path)
         ids.append(inst.id)
-    result = v2.migrate("leader-development", 2, actor="udomrat", role=OFFICER,
+    result = v2.migrate("leader-development", NEXT, actor="udomrat", role=OFFICER,
                         mapping=MAPS["leader-development"])
     assert result.ok and result.migrated == len(ids)
     states = [v2.get(i).state for i in ids]
     assert states == ["planned", "launched", "workshop_held", "implementing", "assessed",
                       "assessed", "summarized"]
     last = v2.history(ids[1])[-1]
-    assert last.trigger == "migrate" and last.evidence["from_version"] == 1
+    assert last.trigger == "migrate" and last.evidence["from_version"] == BUNDLED
     assert last.evidence["map"] == {"kicked_off": "launched"}
-    assert v2.get(ids[1]).program_version == 2
+    assert v2.get(ids[1]).program_version == NEXT
     # the new optional stage, under v2
     r = v2.fire(ids[3], "monitor", actor="somchai", role=COORDINATOR,
                 evidence={"date": "2564-05-01"})
@@ -112,7 +114,7 @@ def test_khok_nong_na_regions_migrate_leaf_by_leaf(engine: Engine, v2: Engine) -
             _khok_fire(engine, iid, trigger)
         ids.append(iid)
     _khok_fire(engine, ids[-1], "evaluate")
-    result = v2.migrate("khok-nong-na", 2, actor="anong", role=OFFICER,
+    result = v2.migrate("khok-nong-na", NEXT, actor="anong", role=OFFICER,
                         mapping=MAPS["khok-nong-na"])
     assert result.ok and result.migrated == len(ids)
     insts = [v2.get(i) for i in ids]
@@ -144,8 +146,8 @@ ONE_PLAN_STEPS = [
 
 
 def test_one_plan_every_configuration_migrates(engine: Engine, v2: Engine) -> None:
-    """planned ... linked on v1 migrate; a consulted instance without forums must hold them
-    before training the committee (the new guard), which it still can."""
+    """planned ... linked on the bundled version migrate; a consulted instance without forums
+    must hold them before training the committee (the new guard), which it still can."""
     ids = []
     for n in range(len(ONE_PLAN_STEPS) + 1):
         iid = engine.start("one-plan", area=LOPBURI, fiscal_year=2564, actor="u", role=OFFICER,
@@ -153,10 +155,10 @@ def test_one_plan_every_configuration_migrates(engine: Engine, v2: Engine) -> No
         for trigger, role, evidence in ONE_PLAN_STEPS[:n]:
             engine.fire(iid, trigger, actor="s", role=role, evidence=evidence)
         ids.append(iid)
-    dry = v2.migrate("one-plan", 2, actor="u", role=OFFICER, mapping=MAPS["one-plan"],
+    dry = v2.migrate("one-plan", NEXT, actor="u", role=OFFICER, mapping=MAPS["one-plan"],
                      dry_run=True)
     assert dry.ok and dry.migrated == 0 and len(dry.items) == len(ids)
-    result = v2.migrate("one-plan", 2, actor="u", role=OFFICER, mapping=MAPS["one-plan"])
+    result = v2.migrate("one-plan", NEXT, actor="u", role=OFFICER, mapping=MAPS["one-plan"])
     assert [v2.get(i).state for i in ids] == [
         "planned", "consulted", "consulted", "committee_trained", "drafted", "under_review",
         "approved", "integrated"]
@@ -177,14 +179,14 @@ def test_dry_run_reports_problems_and_changes_nothing(engine: Engine, v2: Engine
     kicked = start_lopburi(engine, allow_duplicate=True).id
     leader_to(engine, kicked, ["kickoff"])
     before = _tables(engine.url)
-    dry = v2.migrate("leader-development", 2, actor="u", role=OFFICER, dry_run=True)
+    dry = v2.migrate("leader-development", NEXT, actor="u", role=OFFICER, dry_run=True)
     items = {i.id: i for i in dry.items}
     assert items[planned].ok and items[planned].to == ("planned",)
     assert not items[kicked].ok and "kicked_off" in (items[kicked].problem or "")
     assert set(items[kicked].to_dict()) >= {"id", "from", "to", "ok", "problem"}
     assert _tables(engine.url) == before
     with pytest.raises(AmendRefused, match="nothing was migrated"):
-        v2.migrate("leader-development", 2, actor="u", role=OFFICER)
+        v2.migrate("leader-development", NEXT, actor="u", role=OFFICER)
     assert _tables(engine.url) == before
 
 
@@ -197,36 +199,37 @@ def test_rerun_is_idempotent_and_selection_filters(engine: Engine, v2: Engine) -
     done = start_lopburi(engine, allow_duplicate=True).id
     engine.fire(done, "cancel", actor="u", role=OFFICER, evidence={"reason": "งบประมาณ"})
     seen: list[int] = []
-    first = v2.migrate("leader-development", 2, actor="u", role=OFFICER, area="16",
+    first = v2.migrate("leader-development", NEXT, actor="u", role=OFFICER, area="16",
                        fiscal_year=2564, mapping=MAPS["leader-development"], batch_size=1,
                        progress=seen.append)
     assert [i.id for i in first.items] == [lop] and seen == [1]
-    assert v2.get(other).program_version == 1 and v2.get(year).program_version == 1
-    assert v2.get(done).program_version == 1
+    assert v2.get(other).program_version == BUNDLED and v2.get(year).program_version == BUNDLED
+    assert v2.get(done).program_version == BUNDLED
     before = _tables(engine.url)
-    again = v2.migrate("leader-development", 2, actor="u", role=OFFICER, area="16",
+    again = v2.migrate("leader-development", NEXT, actor="u", role=OFFICER, area="16",
                        fiscal_year=2564, mapping=MAPS["leader-development"])
     assert again.items == () and _tables(engine.url) == before
     assert v2.verify().ok
 
 
 def test_unmeetable_guard_is_reported(engine: Engine, v2: Engine, tmp_path: Path) -> None:
-    """A v3 of one-plan whose forums are held only from `planned`: an instance already past
-    it that never held forums cannot meet train_committee's guard, and the plan says so."""
+    """A version after the next of one-plan whose forums are held only from `planned`: an
+    instance already past it that never held forums cannot meet train_committee's guard, and
+    the plan says so."""
     from workflow.programs.registry import Registry
 
-    text = Registry([tmp_path / "v2"], allow_override=PROGRAMS).get("one-plan", 2).source_text
+    text = Registry([tmp_path / "v2"], allow_override=PROGRAMS).get("one-plan", NEXT).source_text
     old = "  - trigger: hold_forums\n    from: consulted\n"
     assert old in text
     text = text.replace(old, "  - trigger: hold_forums\n    from: planned\n")
     (tmp_path / "v3").mkdir()
-    (tmp_path / "v3" / "one-plan-v3.yaml").write_text(text.replace("version: 2", "version: 3"),
-                                                      encoding="utf-8")
+    text = text.replace(f"version: {NEXT}\n", f"version: {NEXT + 1}\n")
+    (tmp_path / "v3" / "one-plan-v3.yaml").write_text(text, encoding="utf-8")
     iid = engine.start("one-plan", area=LOPBURI, fiscal_year=2564, actor="u", role=OFFICER).id
     engine.fire(iid, "collect_data", actor="s", role=COORDINATOR, evidence={"date": "2564-01-05"})
     with Engine(engine.url, [tmp_path / "v3"], allow_override=PROGRAMS,
                 policy=engine.policy) as v3:
-        dry = v3.migrate("one-plan", 3, actor="u", role=OFFICER, mapping=MAPS["one-plan"],
+        dry = v3.migrate("one-plan", NEXT + 1, actor="u", role=OFFICER, mapping=MAPS["one-plan"],
                          dry_run=True)
     (item,) = dry.items
     assert not item.ok and "needs an earlier hold_forums" in (item.problem or "")
@@ -238,18 +241,18 @@ def test_who_may_migrate(engine: Engine, v2: Engine) -> None:
     iid = start_lopburi(engine).id
     before = _tables(engine.url)
     with pytest.raises(RoleNotAllowed):
-        v2.migrate("leader-development", 2, actor="s", role=COORDINATOR)
-    directory = Path(v2.registry.get("leader-development", 2).source_file).parent
+        v2.migrate("leader-development", NEXT, actor="s", role=COORDINATOR)
+    directory = Path(v2.registry.get("leader-development", NEXT).source_file).parent
     with Engine(engine.url, [directory], allow_override=PROGRAMS) as strict:
         strict.grant("udomrat", OFFICER, area="31")
         before = _tables(engine.url)
         with pytest.raises(PermissionDenied):
-            strict.migrate("leader-development", 2, actor="udomrat", role=OFFICER)
+            strict.migrate("leader-development", NEXT, actor="udomrat", role=OFFICER)
         assert _tables(engine.url) == before
         assert [d.action for d in strict.denials()][-1] == "migrate"
         strict.grant("udomrat", OFFICER, area="16")
-        strict.migrate("leader-development", 2, actor="udomrat", role=OFFICER)
-        assert strict.get(iid).program_version == 2
+        strict.migrate("leader-development", NEXT, actor="udomrat", role=OFFICER)
+        assert strict.get(iid).program_version == NEXT
         assert strict.verify().ok
 
 
@@ -266,9 +269,9 @@ def test_map_leaf_by_exact_path_or_prefix() -> None:
 
 def test_verify_catches_a_tampered_migrate_event(engine: Engine, v2: Engine) -> None:
     """A migrate event whose from_definition was rewritten (chain re-hashed) is caught, and so
-    is an instance row put back on version 1 after its migration."""
+    is an instance row put back on its old version after its migration."""
     iid = start_lopburi(engine).id
-    v2.migrate("leader-development", 2, actor="u", role=OFFICER)
+    v2.migrate("leader-development", NEXT, actor="u", role=OFFICER)
     event = v2.history(iid)[-1]
     evidence = dict(event.evidence, from_definition="0" * 64)
     _rehash(engine.url, iid, event.seq, evidence=json.dumps(
@@ -286,8 +289,60 @@ def test_verify_catches_an_instance_put_back_on_its_old_version(
     iid = start_lopburi(engine).id
     old = engine.store.run(lambda c: engine.store.get_instance(c, iid))
     assert old is not None
-    v2.migrate("leader-development", 2, actor="u", role=OFFICER)
-    execute(engine.url, f"UPDATE workflow_instances SET program_version = 1, "
+    v2.migrate("leader-development", NEXT, actor="u", role=OFFICER)
+    execute(engine.url, f"UPDATE workflow_instances SET program_version = {BUNDLED}, "
                         f"definition_id = {old.definition_id} WHERE id = {iid}")
     problems = v2.verify().problems
     assert any(p.instance == iid and "program_version" in p.reason for p in problems), problems
+
+
+# --------------------------------------------------------------------------- the bundled v1 -> v2
+
+
+def test_bundled_version_1_instances_migrate_to_version_2(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instances of a database from before version 2 shipped (one with a date version 1
+    allowed outside its fiscal year) migrate to the bundled version 2 with no map, keep their
+    evidence, and then fire under version 2's fiscal-year rule; verify passes."""
+    from workflow import EvidenceInvalid
+    from workflow.programs import registry
+
+    every = registry.bundled_files
+    monkeypatch.setattr(registry, "bundled_files",
+                        lambda: [f for f in every() if f.name.endswith(".v1.yaml")])
+    with Engine(engine.url, policy=engine.policy) as old:
+        assert old.program("leader-development").version == 1
+        iid = start_lopburi(old).id
+        old.fire(iid, "kickoff", actor="udomrat", role=OFFICER,
+                 evidence={"date": "2563-02-17", "venue": "ศาลาประชาคม", "chair": "นายอำเภอ"})
+    monkeypatch.setattr(registry, "bundled_files", every)
+    assert engine.program("leader-development").version == 2
+    dry = engine.migrate("leader-development", 2, actor="udomrat", role=OFFICER, dry_run=True)
+    assert [(i.id, i.ok) for i in dry.items] == [(iid, True)]
+    engine.migrate("leader-development", 2, actor="udomrat", role=OFFICER)
+    inst = engine.get(iid)
+    assert (inst.program_version, inst.state) == (2, "kicked_off")
+    assert engine.history(iid)[1].evidence["date"] == "2020-02-17"  # as recorded, not re-judged
+    with pytest.raises(EvidenceInvalid, match="outside fiscal year 2564"):
+        engine.fire(iid, "workshop", actor="somchai", role=COORDINATOR,
+                    evidence={"date": "2565-03-03", "venue": "บ้านสระบัว", "participants": 25})
+    engine.fire(iid, "workshop", actor="somchai", role=COORDINATOR,
+                evidence={"date": "2564-03-03", "venue": "บ้านสระบัว", "participants": 25})
+    assert engine.verify().ok
+
+
+@pytest.mark.parametrize("program", ["leader-development", "one-plan", "khok-nong-na"])
+def test_bundled_version_2_declares_dates_within_the_fiscal_year_and_due(program: str) -> None:
+    """Version 2 of every bundled program keeps version 1's states and triggers and adds
+    `within: fiscal_year` dates and one due state escalated to the provincial officer."""
+    from workflow.programs.registry import Registry
+
+    reg = Registry()
+    v1, v2 = reg.get(program, 1), reg.get(program, 2)
+    assert {s.path for s in v1.all_states()} == {s.path for s in v2.all_states()}
+    assert set(v1.triggers) == set(v2.triggers)
+    within = [t.trigger for t in v2.transitions for f in t.evidence if f.within]
+    assert within and not any(f.within for t in v1.transitions for f in t.evidence)
+    due = [s for s in v2.all_states() if s.due is not None]
+    assert len(due) == 1 and due[0].escalate == ("provincial_officer",)

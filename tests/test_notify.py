@@ -23,33 +23,31 @@ from click.testing import CliRunner
 
 from workflow import AllowAll, Engine
 from workflow.cli.main import cli
-from workflow.programs.registry import bundled_files
+from workflow.programs.registry import Registry
 
 LOPBURI = "160117"
 SECRET = "s3cret"
 
 
 def _with_due(tmp_path: Path) -> tuple[Path, list[tuple[str, str, str]]]:
-    """Each bundled program as version 2 with `due: {days: 2}` and an escalation on its initial
-    state; returns the directory and (program, start role, escalation role)."""
-    import yaml
-
+    """Each bundled program as its next version with `due: {days: 2}` and an escalation on its
+    initial state; returns the directory and (program, start role, escalation role)."""
     out = tmp_path / "defs"
     out.mkdir(exist_ok=True)
     programs = []
-    for path in bundled_files():
-        text = path.read_text(encoding="utf-8")
-        doc = yaml.safe_load(text)
-        initial, roles = doc["initial"], doc["roles"]
-        escalate = roles[-1]
+    for program in Registry().programs():
+        text = program.source_text
+        initial, escalate = program.initial, program.roles[-1]
         head = f"\n  {initial}:\n"
-        assert head in text, path
+        assert head in text, program.id
         at = text.index(head) + len(head)
         indent = "    "
+        version = f"\nversion: {program.version}\n"
+        assert version in text, program.id
         text = (text[:at] + f"{indent}due: {{days: 2}}\n{indent}escalate: [{escalate}]\n"
-                + text[at:]).replace("\nversion: 1\n", "\nversion: 2\n", 1)
-        (out / Path(str(path)).name).write_text(text, encoding="utf-8")
-        programs.append((doc["program"], doc["start_roles"][0], escalate))
+                + text[at:]).replace(version, f"\nversion: {program.version + 1}\n", 1)
+        (out / f"{program.id}.yaml").write_text(text, encoding="utf-8")
+        programs.append((program.id, program.start_roles[0], escalate))
     return out, programs
 
 

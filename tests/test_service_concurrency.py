@@ -58,8 +58,10 @@ def _implementing(world: World, n: int) -> list[int]:
     eng = world.engine
     ids = []
     for k in range(n):
-        inst = eng.start("leader-development", area=LOPBURI, fiscal_year=2564 + k,
-                         actor="udomrat", role=OFFICER)
+        # One fiscal year (the steps' dates lie in it), so every one past the first is a
+        # duplicate the caller asks for.
+        inst = eng.start("leader-development", area=LOPBURI, fiscal_year=2564,
+                         actor="udomrat", role=OFFICER, allow_duplicate=k > 0)
         eng.fire(inst.id, "kickoff", actor="udomrat", role=OFFICER, evidence=KICKOFF)
         role, evidence = LEADER_STEPS["workshop"]
         eng.fire(inst.id, "workshop", actor="udomrat", role=role, evidence=evidence)

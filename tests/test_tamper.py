@@ -275,7 +275,7 @@ INSTANCE_CHANGES: dict[str, Any] = {
     "fiscal_year": 2565,
     "title": "forged",
     "head_hash": "0" * 64,
-    "program_version": 2,
+    "program_version": 9,
     "duplicate_no": 1,
     "created_at": "2021-02-17T00:00:00.000000Z",
     "updated_at": "2021-02-17T00:00:00.000000Z",

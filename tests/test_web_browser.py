@@ -132,13 +132,14 @@ def test_coordinator_records_a_kickoff(site: dict[str, Any], browser: Any) -> No
 
 
 def _record(page: Any, base: str, instance: int, trigger: str, fields: dict[str, str]) -> None:
-    """Open ``trigger``'s form on the instance page, fill it (a date as BE day/month/year,
-    the rest by field name) and record it; the page comes back saying so."""
+    """Open ``trigger``'s form on the instance page, fill it (a date given as BE
+    ``DD-MM-YYYY`` goes to the day, month and year controls; the rest by field name) and
+    record it; the page comes back saying so."""
     page.click(f"#act-{trigger} > summary")
     prefix = f"#f-{trigger}"
     for name, value in fields.items():
         if name == "date":
-            day, month, year = value.split("-")[::-1]
+            day, month, year = value.split("-")
             page.fill(f"{prefix}-date-d", day)
             page.select_option(f"{prefix}-date-m", str(int(month)))
             page.fill(f"{prefix}-date-y", year)
