@@ -52,7 +52,8 @@ KICKOFF = transition(
     ("2021-02-17", "2021-02-17"),
     (" 2565-03-04 ", "2022-03-04"),
     ("2400-01-01", "1857-01-01"),   # the threshold is read as BE
-    ("2399-12-31", "2399-12-31"),   # just below it: CE
+    ("2257-12-31", "2257-12-31"),   # CE, the last year a date may have
+    ("1857-01-01", "1857-01-01"),   # CE, the first
     ("2563-02-29", "2020-02-29"),   # BE 2563 = 2020, a leap year
     (dt.date(2021, 2, 17), "2021-02-17"),
     (dt.datetime(2021, 2, 17, 13, 30), "2021-02-17"),
@@ -64,10 +65,19 @@ def test_dates(given_: object, stored: str) -> None:
 @pytest.mark.parametrize("bad", [
     "2564-02-30", "2021-02-29", "2564-13-01", "2564-00-10", "2021-2-17", "17/02/2564",
     "2564-02-17T10:00", "", "2564", "0000-01-01", 20210217, None, True, ["2021-02-17"],
+    "2399-12-31", "2258-01-01", "1856-12-31", "2801-01-01", "0010-01-25",
+    dt.date(1, 1, 1), dt.datetime(9999, 1, 1),
 ])
 def test_invalid_dates(bad: object) -> None:
+    """Malformed, unreal and implausible dates (a year no fiscal year has) are refused."""
     with pytest.raises(ValueError):
         convert(field("date"), bad)
+
+
+def test_implausible_year_message_names_the_range() -> None:
+    """A two-digit year typed into a form names the value and the years a date may have."""
+    with pytest.raises(ValueError, match=r"0010-01-25 is outside .*BE 2400-2800 \(CE 1857-2257\)"):
+        parse_date("0010-01-25")
 
 
 def test_invalid_date_message_names_the_value() -> None:

@@ -31,12 +31,19 @@ _TRUE = {"true", "yes", "y", "1", "on", "ใช่"}
 _FALSE = {"false", "no", "n", "0", "off", "ไม่ใช่"}
 
 
+#: The years a date may carry: those of the fiscal years workflow accepts (BE 2400-2800).
+#: Anything else is a mistyped year (``0021-01-10`` from a two-digit year, a BE year typed
+#: twice over), never a date of a CDD activity, a grant or a token.
+CE_YEARS = (BE_THRESHOLD - BE_OFFSET, 2800 - BE_OFFSET)
+
+
 def parse_date(value: object) -> dt.date:
-    """Read a date given as ``YYYY-MM-DD`` (CE, or BE when the year is 2400 or more)."""
+    """Read a date given as ``YYYY-MM-DD`` (CE, or BE when the year is 2400 or more); its
+    year must lie in ``CE_YEARS``."""
     if isinstance(value, dt.datetime):
-        return value.date()
+        return _sane(value.date(), value.date().isoformat())
     if isinstance(value, dt.date):
-        return value
+        return _sane(value, value.isoformat())
     if not isinstance(value, str):
         raise ValueError(f"expected a date YYYY-MM-DD, got {_show(value)}")
     m = _DATE.match(value.strip())
@@ -46,9 +53,21 @@ def parse_date(value: object) -> dt.date:
     if year >= BE_THRESHOLD:
         year -= BE_OFFSET
     try:
-        return dt.date(year, month, day)
+        return _sane(dt.date(year, month, day), value.strip())
     except ValueError as e:
+        if "outside the years" in str(e):
+            raise
         raise ValueError(f"{value.strip()} is not a real date ({e})") from None
+
+
+def _sane(date: dt.date, given: str) -> dt.date:
+    low, high = CE_YEARS
+    if not low <= date.year <= high:
+        raise ValueError(
+            f"{given} is outside the years a date may have: BE {low + BE_OFFSET}-"
+            f"{high + BE_OFFSET} (CE {low}-{high}); check the year"
+        )
+    return date
 
 
 def to_be(date_text: str) -> str:
