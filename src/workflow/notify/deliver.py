@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from workflow.audit import chain as _audit
 from workflow.engine.compiled import event_of
 from workflow.engine.deadlines import parse_time, stamp
-from workflow.errors import NotFound, UsageError
+from workflow.errors import NotFound, TextRefused, UsageError
+from workflow.runtime import text as _text
 from workflow.storage import outbox as _db
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
 
 SMTP_ENV = "WORKFLOW_SMTP_URL"
 DEFAULT_MAX_ATTEMPTS = 8
+#: The longest hook URL and secret taken (a URL is shown in lists; a secret only keyed).
+URL_MAX = 2_000
+SECRET_MAX = 1_000
+#: ``workflow_hooks.program`` and ``trigger_name`` are ``String(64)``.
+HOOK_NAME_MAX = 64
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -119,14 +125,43 @@ class DeliveryStats:
         }
 
 
-def _check_url(url: str) -> str:
-    url = url.strip()
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme in ("http", "https") and parsed.hostname:
+def _check_url(value: object) -> str:
+    url = _text.free_text(value, "hook URL", URL_MAX) or ""
+    if any(c.isspace() for c in url):
+        raise UsageError("a hook URL has no white space inside (percent-encode it)")
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        host, _ = parsed.hostname, parsed.port  # a bad port or IPv6 address: ValueError
+    except ValueError as e:
+        raise UsageError(f"not a usable hook URL ({e}): {url!r}") from None
+    if parsed.scheme in ("http", "https") and host:
         return url
     if parsed.scheme == "mailto" and "@" in parsed.path and len(parsed.path) <= 254:
         return url
     raise UsageError(f"a hook is an http(s):// URL or mailto:ADDRESS, not {url!r}")
+
+
+def _check_secret(value: object) -> str | None:
+    """A hook's HMAC secret as given (not normalised: its bytes key the signature); blank is
+    none. Errors never quote it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TextRefused("hook secret", "must be text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TextRefused("hook secret", "is not valid UTF-8 text") from None
+    if not value.strip():
+        return None
+    if len(value) > SECRET_MAX:
+        raise TextRefused("hook secret", f"is {len(value)} characters long; at most "
+                          f"{SECRET_MAX} allowed")
+    for char in value:
+        if _text.forbidden_in_text(char, multiline=False):
+            raise TextRefused("hook secret", f"contains the control character "
+                              f"{_text.describe(char)}")
+    return value
 
 
 class _Sender:
@@ -226,6 +261,15 @@ class DeliveryFailed(Exception):
     """A receiver did not take a delivery (retried later, or marked dead)."""
 
 
+def _hook(r: _db.HookRow) -> Hook:
+    return Hook(r.id, r.url, r.program, r.trigger_name, bool(r.secret), r.created_at)
+
+
+def _delivery(r: _db.OutboxRow) -> Delivery:
+    return Delivery(r.id, r.hook_id, r.event_id, r.status, r.attempts, r.next_at, r.last_error,
+                    r.created_at, r.delivered_at)
+
+
 class Notifications:
     """Hooks, the outbox and delivery over one Engine's database."""
 
@@ -243,49 +287,67 @@ class Notifications:
         trigger: str | None = None,
         secret: str | None = None,
     ) -> Hook:
-        """A new receiver of every event (of ``program``, with ``trigger``, if given)."""
+        """A new receiver of every event (of ``program``, with ``trigger``, if given).
+
+        Raises:
+            UsageError: not an ``http(s)://`` or ``mailto:`` URL; a trigger, URL or secret
+                the text rules refuse (``workflow.runtime.text``; the secret is never quoted).
+            ProgramNotFound: ``program`` is not a known program.
+        """
         url = _check_url(url)
+        trigger = _text.optional_identifier(trigger, "trigger", HOOK_NAME_MAX)
+        program = _text.optional_identifier(program, "program", HOOK_NAME_MAX)
+        secret = _check_secret(secret)
         if program is not None:
             program = self.engine.program(program).id
         now = _audit.now_utc()
         hook_id = self.store.run(
-            lambda conn: _db.add_hook(conn, url, program, trigger, secret or None, now),
+            lambda conn: _db.add_hook(conn, url, program, trigger, secret, now),
             write=True,
         )
         return Hook(hook_id, url, program, trigger, bool(secret), now)
 
     def hooks(self) -> list[Hook]:
-        rows = self.store.run(_db.hooks)
-        return [
-            Hook(r.id, r.url, r.program, r.trigger_name, bool(r.secret), r.created_at)
-            for r in rows
-        ]
+        """The receivers in force, oldest first (never their secrets)."""
+        return [_hook(r) for r in self.store.run(_db.hooks)]
 
-    def remove_hook(self, hook_id: int) -> None:
+    def remove_hook(self, hook_id: int) -> Hook:
+        """Remove a receiver (its pending deliveries are no longer sent); returns it.
+
+        Raises:
+            NotFound: no hook ``hook_id`` in force.
+        """
         now = _audit.now_utc()
-        if not self.store.run(lambda conn: _db.remove_hook(conn, hook_id, now), write=True):
+        row = self.store.run(lambda conn: _db.remove_hook(conn, hook_id, now), write=True)
+        if row is None:
             raise HookNotFound("hook", hook_id)
+        return _hook(row)
 
     # -- the outbox
 
-    def outbox(self, dead: bool = False, limit: int = 1000) -> list[Delivery]:
-        """Deliveries not yet delivered (or only the dead ones), oldest first."""
-        rows = self.store.run(lambda conn: _db.outbox(conn, dead, limit))
-        return [
-            Delivery(
-                r.id, r.hook_id, r.event_id, r.status, r.attempts, r.next_at, r.last_error,
-                r.created_at, r.delivered_at,
-            )
-            for r in rows
-        ]
+    def outbox(
+        self, dead: bool = False, limit: int = 1000, after: int | None = None
+    ) -> list[Delivery]:
+        """Deliveries not yet delivered (or only the dead ones), oldest first: at most
+        ``limit``, with ids above ``after`` (the last id of the previous page)."""
+        rows = self.store.run(lambda conn: _db.outbox(conn, dead, limit, after))
+        return [_delivery(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         return self.store.run(_db.outbox_counts)
 
-    def retry(self, delivery_id: int) -> None:
+    def retry(self, delivery_id: int) -> Delivery:
+        """Put a dead or pending delivery back in line now, its attempts counted afresh;
+        returns it as it is now.
+
+        Raises:
+            NotFound: no such delivery, or it was delivered already.
+        """
         now = _audit.now_utc()
-        if not self.store.run(lambda conn: _db.retry(conn, delivery_id, now), write=True):
+        row = self.store.run(lambda conn: _db.retry(conn, delivery_id, now), write=True)
+        if row is None:
             raise HookNotFound("undelivered outbox entry", delivery_id)
+        return _delivery(row)
 
     # -- delivery
 
