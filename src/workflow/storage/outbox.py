@@ -251,11 +251,13 @@ def claim(
     ]
 
 
-def delivered(conn: Connection, outbox_id: int, worker: str, now: str) -> bool:
-    """Mark a delivery done, if ``worker`` still holds its lease."""
+def delivered(conn: Connection, outbox_ids: Sequence[int], worker: str, now: str) -> int:
+    """Mark deliveries done, those whose lease ``worker`` still holds; how many it marked."""
+    if not outbox_ids:
+        return 0
     result = conn.execute(
         outbox_t.update()
-        .where(outbox_t.c.id == outbox_id, outbox_t.c.claimed_by == worker)
+        .where(outbox_t.c.id.in_(list(outbox_ids)), outbox_t.c.claimed_by == worker)
         .values(
             status="delivered",
             attempts=outbox_t.c.attempts + 1,
@@ -265,7 +267,7 @@ def delivered(conn: Connection, outbox_id: int, worker: str, now: str) -> bool:
             last_error=None,
         )
     )
-    return bool(result.rowcount)
+    return int(result.rowcount)
 
 
 def failed(
