@@ -94,8 +94,7 @@ def test_every_route_needs_authentication(world: World, client: TestClient) -> N
 @pytest.mark.parametrize("who", ["udomrat", "aud"])
 def test_non_admins_get_403_and_a_recorded_denial(world: World, client: TestClient,
                                                   who: str) -> None:
-    """An officer or an auditor is refused each route (403), the refusal recorded as a
-    denial naming the action, and nothing changes."""
+    """A non-admin gets 403 on every route, a denial (role admin) naming the action, no change."""
     d = _dead_delivery(world)
     before = _state(world)
     for method, path, body, action in _operations(d["id"], d["hook"]):
@@ -110,8 +109,7 @@ def test_non_admins_get_403_and_a_recorded_denial(world: World, client: TestClie
 
 
 def test_tick_over_http(world: World, client: TestClient) -> None:
-    """POST /tick answers `workflow tick --json`'s keys and records one overdue event per
-    entry past due, once; an unreadable `now` is a 400 and records nothing."""
+    """POST /tick records each past-due entry once, with tick --json's keys; a bad now is 400."""
     inst = world.engine.start("leader-development", area=LOPBURI, fiscal_year=2565,
                               actor="udomrat", role=OFFICER)
     admin = world.auth("admin")
@@ -137,8 +135,7 @@ def test_tick_over_http(world: World, client: TestClient) -> None:
 
 def test_hooks_over_http(world: World, client: TestClient,
                          caplog: pytest.LogCaptureFixture) -> None:
-    """Add (201), list and remove a hook; the secret is stored (deliveries are signed) but
-    never answered nor logged; removing it again, or an unknown id, is a 404."""
+    """Hooks are added (201), paged, removed (then 404); the secret is never answered or logged."""
     admin = world.auth("admin")
     caplog.set_level(logging.DEBUG)
     r = client.post(f"{API}/hooks", headers=admin, json={
@@ -184,8 +181,7 @@ def test_hooks_over_http(world: World, client: TestClient,
 ])
 def test_bad_hook_input_is_a_problem_and_adds_nothing(
         world: World, client: TestClient, body: dict[str, Any], status: int, code: str) -> None:
-    """A hook the library refuses is a problem (400, or 404 for an unknown program) that
-    never quotes the secret, and no hook is added."""
+    """A refused hook is a 400 problem (404: unknown program), adds nothing, quotes no secret."""
     r = client.post(f"{API}/hooks", json=body, headers=world.auth("admin"))
     _is_problem(r, status, code)
     assert SECRET not in r.text
@@ -193,9 +189,7 @@ def test_bad_hook_input_is_a_problem_and_adds_nothing(
 
 
 def test_outbox_over_http(world: World, client: TestClient) -> None:
-    """GET /outbox lists undelivered (?dead=true: dead) deliveries with the CLI's keys, in
-    pages; retry puts a dead one back in line (200, pending, attempts 0); an unknown or
-    delivered id is a 404."""
+    """The outbox pages with the CLI's keys; retry re-queues a dead delivery; unknown id: 404."""
     d = _dead_delivery(world)
     admin = world.auth("admin")
     dead = client.get(f"{API}/outbox?dead=true", headers=admin)
@@ -223,8 +217,7 @@ def test_outbox_over_http(world: World, client: TestClient) -> None:
 
 
 def test_the_openapi_document_describes_the_routes(world: World, client: TestClient) -> None:
-    """Each route is in the OpenAPI document with its problems (401, 403) and a response
-    schema; the hook's secret is a request field only."""
+    """The OpenAPI document has each route, its 401/403 problems and its response schema."""
     spec = client.get(f"{API}/openapi.json", headers=world.auth("admin")).json()
     for method, path in [("post", "/tick"), ("get", "/hooks"), ("post", "/hooks"),
                          ("delete", "/hooks/{hook}"), ("get", "/outbox"),

@@ -375,8 +375,7 @@ def _count_writes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_fast_receiver_marks_a_batch_in_one_transaction(
         engine: Engine, receiver: _Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Answers quicker than mark_within are marked together: one lease, one mark and the
-    empty lease that ends the pass; with mark_within=0, one mark per delivery."""
+    """Answers within mark_within are marked in one transaction; mark_within=0: one each."""
     import helpers
 
     engine.notifications.add_hook(receiver.url)
@@ -394,8 +393,7 @@ def test_fast_receiver_marks_a_batch_in_one_transaction(
 
 
 def test_slow_answers_are_marked_before_the_next_send(engine: Engine) -> None:
-    """When an answer takes longer than mark_within, each delivery is marked before the next
-    one is sent (so a killed worker resends at most one)."""
+    """With answers slower than mark_within, each delivery is marked before the next send."""
     import helpers
 
     seen: list[int] = []

@@ -80,9 +80,7 @@ NOTIFY_OPERATIONS = {"POST /api/v1/tick", "GET /api/v1/hooks", "POST /api/v1/hoo
 
 def test_the_served_api_keeps_its_openapi_document(
         served_demo: tuple[str, dict[str, str]]) -> None:
-    """Every operation of the served OpenAPI document (32 at least, issue 15's six among
-    them) answers generated requests as documented: no 5xx, documented statuses, content
-    types and schemas."""
+    """Every operation (issue 15's six among them) answers generated requests as documented."""
     base, auth = served_demo
     schema = schemathesis.openapi.from_url(f"{base}{API}/openapi.json", headers=auth,
                                            timeout=30)

@@ -331,9 +331,7 @@ def test_admin_page_is_for_admins(world: World, client: TestClient) -> None:
 
 def test_admin_page_lists_hooks_and_retries_dead_deliveries(world: World,
                                                             client: TestClient) -> None:
-    """/admin lists the hooks (URL, program, trigger; never the secret) and the dead
-    deliveries, Thai first; a dead delivery's retry button (CSRF) puts it back in line; without
-    the token, or as a non-admin, nothing changes (403, the non-admin's refusal recorded)."""
+    """/admin lists hooks (no secret) and dead deliveries; retry needs CSRF and an admin."""
     notes = world.engine.notifications
     notes.add_hook("http://127.0.0.1:1/hook", program="leader-development",
                    trigger="start", secret="do-not-show-me")
