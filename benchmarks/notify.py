@@ -5,8 +5,11 @@
   alternating rounds (the hook is added before and removed after each "with" round), medians
   compared: the outbox row is written by a trigger in the fire's own transaction, so the
   ratio should stay >= 0.9.
-* **delivery** — ``Notifications.deliver(once=True)`` of every outbox row the "with" rounds
-  wrote, to a local receiver (``http.server`` on 127.0.0.1, keep-alive, answers 204).
+* **delivery** — ``Notifications.deliver`` of every outbox row the "with" rounds wrote, to a
+  local receiver (``http.server`` on 127.0.0.1, keep-alive, answers 204), one leased batch
+  of ``--batch`` rows per round, alternating with the same number of bare POSTs of a
+  delivery's body to the same receiver on one kept-alive ``http.client`` connection (no
+  database: what the receiver alone allows), medians compared.
 
     python benchmarks/notify.py [--backend sqlite|postgres] [--quick] [--json]
 """
@@ -19,7 +22,9 @@ from pathlib import Path
 # benchmarks/http.py would shadow the standard library's http package.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import http.client  # noqa: E402
 import http.server  # noqa: E402
+import json  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -46,6 +51,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def main() -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--instances", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None,
+                   help="Outbox rows leased per delivery round (default: the fires per round)")
     args = p.parse_args()
     n_instances = args.instances or (200 if args.quick else 2000)
     rounds = args.rounds or (4 if args.quick else 10)
@@ -90,21 +97,60 @@ def main() -> int:
             lambda conn: conn.execute(db_outbox.hooks_t.update().values(removed_at=None)),
             write=True,
         )
-        t0 = time.perf_counter()
-        stats = notes.deliver(once=True, batch=200)
-        elapsed = time.perf_counter() - t0
+        # A body of a delivery's size, for the bare POSTs.
+        sample = engine.audit_log(limit=1)[0]
+        body = json.dumps({"event": sample.to_dict(), "instance": engine.get(
+            sample.instance).to_dict()}, ensure_ascii=False).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+
+        def bare(n: int) -> None:
+            for _ in range(n):
+                conn.request("POST", "/hook", body=body,
+                             headers={"Content-Type": "application/json"})
+                conn.getresponse().read()
+
+        per_round = args.batch or batch
+        delivery: dict[str, list[float]] = {"bare POSTs": [], "deliver": []}
+        delivered = 0
+        bare_total = 0
+        elapsed = 0.0
+        r = 0
+        while delivered < pending:
+            for name in c.rotate(list(delivery), r):
+                t0 = time.perf_counter()
+                if name == "deliver":
+                    done = notes.deliver(once=True, batch=per_round,
+                                         should_stop=lambda: True).delivered
+                    spent = time.perf_counter() - t0
+                    delivered += done
+                    elapsed += spent
+                else:
+                    bare(per_round)
+                    done = per_round
+                    bare_total += per_round
+                    spent = time.perf_counter() - t0
+                delivery[name].append(done / spent if spent else 0.0)
+            r += 1
+            c.log(args, f"delivery round {r}: "
+                  + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in delivery.items()))
+            if delivery["deliver"][-1] == 0:
+                break
+        conn.close()
         check = engine.verify()
         engine.close()
     server.shutdown()
     med = {k: c.median(v) for k, v in rates.items()}
+    dmed = {k: c.median(v) for k, v in delivery.items()}
     result = {
         "backend": args.backend,
         "fires_per_s": med,
         "ratio_with_to_without": c.ratio(med["with hook"], med["without hook"]),
         "outbox_rows": pending,
-        "delivered": stats.delivered,
-        "received": _Handler.received,
-        "deliveries_per_s": stats.delivered / elapsed if elapsed else 0.0,
+        "delivered": delivered,
+        "received": _Handler.received - bare_total,
+        "deliveries_per_s": delivered / elapsed if elapsed else 0.0,
+        "delivery_round_medians_per_s": dmed,
+        "ratio_deliver_to_bare": c.ratio(dmed["deliver"], dmed["bare POSTs"]),
         "verify_ok": check.ok,
         "machine": c.machine_info(),
     }
@@ -112,8 +158,11 @@ def main() -> int:
         f"notify benchmark ({args.backend}, {rounds} rounds of {batch} fires, medians)",
         c.table(["", "fires/s"], [(k, f"{v:.0f}") for k, v in med.items()]),
         f"with/without: {result['ratio_with_to_without']:.2f} (want >= 0.90)",
-        f"delivery: {stats.delivered} of {pending} outbox rows in {elapsed:.2f}s = "
-        f"{result['deliveries_per_s']:.0f}/s (want >= 500); received {_Handler.received}",
+        f"delivery: {delivered} of {pending} outbox rows in {elapsed:.2f}s = "
+        f"{result['deliveries_per_s']:.0f}/s (want >= 500); received {result['received']}",
+        f"delivery rounds of {per_round}, medians:",
+        c.table(["", "per s"], [(k, f"{v:.0f}") for k, v in dmed.items()]),
+        f"deliver/bare POSTs: {result['ratio_deliver_to_bare']:.2f}",
         f"verify: {'ok' if check.ok else 'FAILED'}",
     ])
     c.emit(args, result, text)

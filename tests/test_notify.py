@@ -356,3 +356,59 @@ def test_kill_9_worker_mid_batch_resends_at_most_once(engine: Engine, tmp_path: 
         assert len(ids) - len(set(ids)) <= kills
     finally:
         slow.close()
+
+
+def _count_writes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the write transactions the engine's store runs from now on."""
+    writes = [0]
+    run = engine.store.run
+
+    def counted(fn: Any, *, write: bool = False, timeout: float | None = None) -> Any:
+        writes[0] += write
+        return run(fn, write=write, timeout=timeout)
+
+    monkeypatch.setattr(engine.store, "run", counted)
+    return writes
+
+
+def test_fast_receiver_marks_a_batch_in_one_transaction(
+        engine: Engine, receiver: _Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers within mark_within are marked in one transaction; mark_within=0: one each."""
+    import helpers
+
+    engine.notifications.add_hook(receiver.url)
+    for _ in range(12):
+        helpers.start_lopburi(engine, allow_duplicate=True)
+    writes = _count_writes(engine, monkeypatch)
+    assert engine.notifications.deliver(once=True, mark_within=60).delivered == 12
+    assert writes[0] == 3
+    for _ in range(12):
+        helpers.start_lopburi(engine, allow_duplicate=True)
+    writes[0] = 0
+    assert engine.notifications.deliver(once=True, mark_within=0).delivered == 12
+    assert writes[0] == 1 + 12 + 1
+    assert len(receiver.got) == 24 and engine.notifications.outbox() == []
+
+
+def test_slow_answers_are_marked_before_the_next_send(engine: Engine) -> None:
+    """With answers slower than mark_within, each delivery is marked before the next send."""
+    import helpers
+
+    seen: list[int] = []
+    slow = _Receiver(delay=0.03)
+    handler = slow.server.RequestHandlerClass
+    post = handler.do_POST  # type: ignore[attr-defined]
+
+    def counting(self: Any) -> None:
+        seen.append(engine.notifications.counts().get("delivered", 0))
+        post(self)
+
+    handler.do_POST = counting  # type: ignore[attr-defined]
+    try:
+        engine.notifications.add_hook(slow.url)
+        for _ in range(5):
+            helpers.start_lopburi(engine, allow_duplicate=True)
+        assert engine.notifications.deliver(once=True).delivered == 5
+        assert seen == [0, 1, 2, 3, 4]
+    finally:
+        slow.close()

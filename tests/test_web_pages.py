@@ -329,6 +329,46 @@ def test_admin_page_is_for_admins(world: World, client: TestClient) -> None:
 
 
 
+def test_admin_page_lists_hooks_and_retries_dead_deliveries(world: World,
+                                                            client: TestClient) -> None:
+    """/admin lists hooks (no secret) and dead deliveries; retry needs CSRF and an admin."""
+    notes = world.engine.notifications
+    notes.add_hook("http://127.0.0.1:1/hook", program="leader-development",
+                   trigger="start", secret="do-not-show-me")
+    notes.add_hook("mailto:office@example.org")
+    lopburi(world)
+    assert notes.deliver(once=True, max_attempts=1, timeout=2).dead == 2
+    dead = notes.outbox(dead=True)
+    login(client, "admin")
+    page = client.get("/admin").text
+    assert "ผู้รับการแจ้งเตือน" in page and "การแจ้งเตือนที่ส่งไม่สำเร็จ" in page
+    assert "http://127.0.0.1:1/hook" in page and "mailto:office@example.org" in page
+    assert "<td>leader-development</td><td>start</td>" in page
+    assert "do-not-show-me" not in page
+    assert page.count('action="/admin/retry-delivery"') == 2
+    csrf = csrf_of(page)
+    client.post("/language", data={"lang": "en", "next": "/admin", "csrf_token": csrf})
+    english = client.get("/admin").text
+    assert "Failed deliveries" in english and "Retry" in english
+    client.post("/language", data={"lang": "th", "next": "/admin", "csrf_token": csrf})
+    assert client.post("/admin/retry-delivery", data={"id": dead[0].id}).status_code == 403
+    r = client.post("/admin/retry-delivery", data={"csrf_token": csrf, "id": dead[0].id})
+    assert r.status_code == 200 and "บันทึกแล้ว" in r.text
+    assert [d.id for d in notes.outbox(dead=True)] == [dead[1].id]
+    assert r.text.count('action="/admin/retry-delivery"') == 1
+    r = client.post("/admin/retry-delivery", data={"csrf_token": csrf, "id": "x1"})
+    assert r.status_code == 422
+    client.cookies.clear()
+    login(client)
+    denials = len(world.engine.denials())
+    officer_csrf = csrf_of(client.get("/").text)
+    r = client.post("/admin/retry-delivery", data={"csrf_token": officer_csrf,
+                                                   "id": dead[1].id})
+    assert r.status_code == 403
+    assert len(world.engine.denials()) == denials + 1
+    assert [d.id for d in notes.outbox(dead=True)] == [dead[1].id]
+
+
 def test_verify_page_checks_an_uploaded_digest(world: World, client: TestClient) -> None:
     """On /audit/verify the auditor uploads a digest (multipart, CSRF): one taken earlier is
     ok and says the digest matches; one whose instance head was changed shows the problem;

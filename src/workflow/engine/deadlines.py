@@ -191,7 +191,10 @@ def tick(
 ) -> TickResult:
     """Record one ``overdue`` event per instance entry into a state past its due time that
     has none yet; safe to run at once on several hosts. ``now`` (ISO 8601) is for tests."""
-    when = stamp(parse_time(now)) if now is not None else _audit.now_utc()
+    try:
+        when = stamp(parse_time(now)) if now is not None else _audit.now_utc()
+    except OverflowError:  # a time at the very ends of the calendar, in another zone
+        raise UsageError(f"not a usable time: {now!r}") from None
     ids = _due_programs(registry)
 
     def scan(conn: Any) -> list[int]:

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import workflow
 from workflow.engine.facade import Engine
 from workflow.errors import WorkflowError
-from workflow.service import api, api_evolution, calls, pages, problems
+from workflow.service import api, api_evolution, api_notify, calls, pages, problems
 from workflow.service.auth import api_principal
 
 STATIC = Path(__file__).parent / "static"
@@ -95,6 +95,7 @@ def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = Fal
 
     app.include_router(api.router)
     app.include_router(api_evolution.router)
+    app.include_router(api_notify.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

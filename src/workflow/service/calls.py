@@ -26,6 +26,8 @@ from workflow.records import Event, FireResult, Instance, Report, VerifyResult
 
 if TYPE_CHECKING:
     from workflow.accounts import Accounts
+    from workflow.engine.deadlines import TickResult
+    from workflow.notify.deliver import Delivery, Hook
 
 #: The role recorded in the denial of an admin-only request.
 ADMIN_ROLE = "admin"
@@ -495,3 +497,42 @@ def verify_digest(engine: Engine, caller: Caller, content: bytes, name: str = "d
         except UsageError as e:
             raise UsageError(str(e).replace(str(path), name)) from None
     return engine.verify(digest)
+
+
+# ----------------------------------------------------------------- deadlines, notifications
+# (issue 15; CONTRACT §10): admins only, as `workflow tick`, `hooks` and `outbox` are the
+# operator's. A secret goes to the library and nowhere else: never into a result or a log.
+
+
+def tick(engine: Engine, caller: Caller, now: str | None) -> TickResult:
+    require_admin(engine, caller, "tick")
+    return engine.tick(now)
+
+
+def hooks(engine: Engine, caller: Caller) -> builtins.list[Hook]:
+    require_admin(engine, caller, "list hooks")
+    return engine.notifications.hooks()
+
+
+def hook_add(engine: Engine, caller: Caller, url: str, *, program: str | None,
+             trigger: str | None, secret: str | None) -> Hook:
+    require_admin(engine, caller, "add hook")
+    return engine.notifications.add_hook(url, program=program, trigger=trigger, secret=secret)
+
+
+def hook_remove(engine: Engine, caller: Caller, hook_id: int) -> Hook:
+    require_admin(engine, caller, "remove hook")
+    return engine.notifications.remove_hook(hook_id)
+
+
+def outbox(engine: Engine, caller: Caller, *, dead: bool, limit: int, after: int | None
+           ) -> tuple[builtins.list[Delivery], bool]:
+    """One page of undelivered (or only dead) deliveries, oldest first; True if more follow."""
+    require_admin(engine, caller, "list outbox")
+    items = engine.notifications.outbox(dead=dead, limit=limit + 1, after=after)
+    return items[:limit], len(items) > limit
+
+
+def outbox_retry(engine: Engine, caller: Caller, delivery_id: int) -> Delivery:
+    require_admin(engine, caller, "retry delivery")
+    return engine.notifications.retry(delivery_id)

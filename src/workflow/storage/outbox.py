@@ -196,13 +196,17 @@ def hooks(conn: Connection, include_removed: bool = False) -> list[HookRow]:
     return [HookRow(*r) for r in conn.execute(query)]
 
 
-def remove_hook(conn: Connection, hook_id: int, now: str) -> bool:
+def remove_hook(conn: Connection, hook_id: int, now: str) -> HookRow | None:
+    """Mark a hook in force removed; the row as it is now, or None if there was none."""
     result = conn.execute(
         hooks_t.update()
         .where(hooks_t.c.id == hook_id, hooks_t.c.removed_at.is_(None))
         .values(removed_at=now)
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return None
+    row = conn.execute(sa.select(*HOOK_COLUMNS).where(hooks_t.c.id == hook_id)).one()
+    return HookRow(*row)
 
 
 # --------------------------------------------------------------------------- the outbox
@@ -247,11 +251,13 @@ def claim(
     ]
 
 
-def delivered(conn: Connection, outbox_id: int, worker: str, now: str) -> bool:
-    """Mark a delivery done, if ``worker`` still holds its lease."""
+def delivered(conn: Connection, outbox_ids: Sequence[int], worker: str, now: str) -> int:
+    """Mark deliveries done, those whose lease ``worker`` still holds; how many it marked."""
+    if not outbox_ids:
+        return 0
     result = conn.execute(
         outbox_t.update()
-        .where(outbox_t.c.id == outbox_id, outbox_t.c.claimed_by == worker)
+        .where(outbox_t.c.id.in_(list(outbox_ids)), outbox_t.c.claimed_by == worker)
         .values(
             status="delivered",
             attempts=outbox_t.c.attempts + 1,
@@ -261,7 +267,7 @@ def delivered(conn: Connection, outbox_id: int, worker: str, now: str) -> bool:
             last_error=None,
         )
     )
-    return bool(result.rowcount)
+    return int(result.rowcount)
 
 
 def failed(
@@ -283,11 +289,16 @@ def failed(
     return bool(result.rowcount)
 
 
-def outbox(conn: Connection, dead: bool = False, limit: int = 1000) -> list[OutboxRow]:
+def outbox(
+    conn: Connection, dead: bool = False, limit: int = 1000, after: int | None = None
+) -> list[OutboxRow]:
+    """Undelivered (or only dead) deliveries with ids above ``after``, oldest first."""
     query = sa.select(*OUTBOX_COLUMNS).order_by(outbox_t.c.id).limit(limit)
     query = query.where(
         outbox_t.c.status == "dead" if dead else outbox_t.c.status != "delivered"
     )
+    if after is not None:
+        query = query.where(outbox_t.c.id > after)
     return [OutboxRow(*r) for r in conn.execute(query)]
 
 
@@ -298,11 +309,15 @@ def outbox_counts(conn: Connection) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def retry(conn: Connection, outbox_id: int, now: str) -> bool:
-    """Put a (dead or pending) delivery back in line now, its attempts counted afresh."""
+def retry(conn: Connection, outbox_id: int, now: str) -> OutboxRow | None:
+    """Put a (dead or pending) delivery back in line now, its attempts counted afresh; the
+    row as it is now, or None if there is no undelivered one."""
     result = conn.execute(
         outbox_t.update()
         .where(outbox_t.c.id == outbox_id, outbox_t.c.status != "delivered")
         .values(status="pending", attempts=0, next_at=now, claimed_by=None, claimed_until=None)
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return None
+    row = conn.execute(sa.select(*OUTBOX_COLUMNS).where(outbox_t.c.id == outbox_id)).one()
+    return OutboxRow(*row)

@@ -691,6 +691,21 @@ class Store(_AccessQueries):
         row = cur.fetchone()
         return InstanceRow(*row) if row else None
 
+    def get_instances(self, conn: Connection, ids: Sequence[int]) -> dict[int, InstanceRow]:
+        """Several instance rows by id (unlocked; ids not found are left out)."""
+        out: dict[int, InstanceRow] = {}
+        cur = self._cursor(conn)
+        cols = select_list(InstanceRow)
+        for chunk in chunks(sorted(set(ids)), 500):
+            marks = ", ".join(f":i{n}" for n in range(len(chunk)))
+            cur.execute(
+                self._sql(f"SELECT {cols} FROM workflow_instances WHERE id IN ({marks})"),
+                {f"i{n}": v for n, v in enumerate(chunk)},
+            )
+            for row in cur.fetchall():
+                out[row[0]] = InstanceRow(*row)
+        return out
+
     def triggers_of(self, conn: Connection, instance_id: int) -> set[str]:
         """The triggers that happened on an instance (what ``happened`` guards ask); a step a
         ``revert`` event took back (its ``of_seq``) did not happen."""

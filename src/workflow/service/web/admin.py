@@ -1,5 +1,6 @@
 """``/admin``: accounts (add, disable or enable, reset password), API tokens (create, shown
-once; revoke) and grants (grant, revoke; the area typeahead), for admin accounts only.
+once; revoke), grants (grant, revoke; the area typeahead), and notifications (the hooks, never
+their secrets; dead deliveries, each with a retry button), for admin accounts only.
 
 Every form posts the session's CSRF token to ``/admin/<action>`` and goes through the same
 library calls as ``workflow users``/``tokens``/``actors`` (``calls``: a non-admin is refused
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from workflow.accounts import PASSWORD_MIN
-from workflow.errors import WorkflowError
+from workflow.errors import UsageError, WorkflowError
 from workflow.service import calls
 from workflow.service.auth import CSRF_FIELD, accounts
 from workflow.service.web import i18n
@@ -32,6 +33,8 @@ from workflow.service.web.frame import (
 router = APIRouter(include_in_schema=False)
 
 ROLES = ("coordinator", "provincial_officer", "inspector", "auditor")
+#: Dead deliveries shown (oldest first); `workflow outbox list --dead` has them all.
+DEAD_SHOWN = 100
 
 
 def _page(request: Request, principal: Any, *, done: str | None = None,
@@ -43,12 +46,16 @@ def _page(request: Request, principal: Any, *, done: str | None = None,
         people = calls.accounts_list(engine, acc, principal)
         tokens = calls.tokens_list(engine, acc, principal)
         grants = calls.grants(engine, principal, None)
+        hooks = calls.hooks(engine, principal)
+        dead, more_dead = calls.outbox(engine, principal, dead=True, limit=DEAD_SHOWN,
+                                       after=None)
     except WorkflowError as e:
         return error_page(request, principal, e)
     roles = sorted({r for p in calls.programs(engine) for r in p.roles} | set(ROLES))
     ctx = context(request, principal, title=i18n.tr(lang, "admin.title"), people=people,
                   tokens=[t for t in tokens if not t.revoked_at], grants=grants, roles=roles,
                   programs=calls.programs(engine), done=done, message=message, secret=secret,
+                  hooks=hooks, dead=dead, more_dead=more_dead,
                   password_min=PASSWORD_MIN, area_options=[])
     return render("admin.html", ctx, status)
 
@@ -96,6 +103,8 @@ async def change(request: Request, action: str) -> Response:
             secret = made.secret
         elif action == "revoke-token":
             calls.token_revoke(engine, acc, principal, int(field("id") or 0))
+        elif action == "retry-delivery":
+            calls.outbox_retry(engine, principal, _number(field("id")))
         elif action in ("grant", "revoke"):
             call = calls.grant if action == "grant" else calls.revoke
             call(engine, principal, field("actor"), field("role"), field("area") or None,
@@ -106,3 +115,10 @@ async def change(request: Request, action: str) -> Response:
         return _page(request, principal, status=422,
                      message=i18n.error_text(lang, type(e).__name__, str(e)))
     return _page(request, principal, done=i18n.tr(lang, "admin.done"), secret=secret)
+
+
+def _number(text: str) -> int:
+    """An id from a form (a UsageError, not a crash, for anything else)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise UsageError(f"not an id: {text!r}")
+    return int(text)
