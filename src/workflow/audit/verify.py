@@ -270,7 +270,7 @@ def _verify(
         else:
             scanned = _scan(
                 store.stream_instances(conn),
-                store.stream_events(conn),
+                store.stream_event_tuples(conn),
                 definitions,
                 _EventChecks(timeline, keys, stored_hashes),
                 wanted,
@@ -369,9 +369,11 @@ class _EventChecks:
         self.files: list[tuple[Any, Any, str, str, int]] = []
         #: The definition hashes stored (a migration must name one of them).
         self.stored_hashes: frozenset[str] | None = stored_hashes
-        #: instance -> (program version, definition hash) after its last start or migration.
-        self.evolved: dict[Any, tuple[int | None, str | None]] = {}
-        self._amendments: tuple[Any, _evolution.Amendments] = (None, _evolution.Amendments())
+        #: instance -> its replay: the program version and definition hash after its last
+        #: start or migration (taken by ``_scan`` when the instance's chain is done).
+        self.evolved: dict[Any, _evolution.Amendments] = {}
+        self._replay: _evolution.Amendments | None = None
+        self._replaying: Chain | None = None
 
     def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         amended = self._amended(chain, row)
@@ -396,19 +398,17 @@ class _EventChecks:
 
     def _amended(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         """What the workflow.audit.evolution replay says of the row (corrections, reverts,
-        migrations), and the definition the instance runs on after it."""
-        if self._amendments[0] != chain.instance:
-            self._amendments = (
-                chain.instance,
-                _evolution.Amendments(stored_hashes=self.stored_hashes),
-            )
-        replay = self._amendments[1]
+        migrations); the replay of each instance is kept in ``evolved`` (which definition
+        the instance runs on after its last event)."""
+        replay = self._replay
+        if replay is None or self._replaying is not chain:
+            replay = _evolution.Amendments(stored_hashes=self.stored_hashes)
+            self._replay, self._replaying = replay, chain
+            self.evolved[chain.instance] = replay
         try:
-            reason = replay.add(row)
+            return replay.add(row)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
-            reason = f"a stored value is malformed ({type(e).__name__})"
-        self.evolved[chain.instance] = (replay.program_version, replay.definition_hash)
-        return reason
+            return f"a stored value is malformed ({type(e).__name__})"
 
     def _granted(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         instance, seq, at = row[1], row[2], row[9]
@@ -642,7 +642,8 @@ def _scan(
             out.instances += 1
             heads.update(_head_line(inst.id, inst.version, inst.head_hash))
         try:
-            evolved = checks.evolved.pop(chain.instance, None) if chain else None
+            replay = checks.evolved.pop(chain.instance, None) if chain else None
+            evolved = (replay.program_version, replay.definition_hash) if replay else None
             problem = _check_instance(inst, chain, definitions, evolved)
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
             ident = inst.id if inst is not None else chain.instance if chain else None
@@ -899,7 +900,7 @@ def _worker(pipe: Any, url: str, timeouts: Any) -> None:
                     _, definitions, timeline, keys, stored_hashes, wanted = task
                     result = _scan(
                         store.stream_instances(conn, lo, hi),
-                        store.stream_events(conn, lo, hi),
+                        store.stream_event_tuples(conn, lo, hi),
                         definitions,
                         _EventChecks(timeline, keys, stored_hashes),
                         wanted,
