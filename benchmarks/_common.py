@@ -76,6 +76,8 @@ EVENT_FIELDS = (
     "prev_hash",
     "hash",
 )
+#: What ``build`` writes: the engine's events of today, hashed as ``wf3`` and saying so.
+BUILD_EVENT_FIELDS = (*EVENT_FIELDS, "auth", "hash_format")
 
 #: The evidence the fire benchmarks record with each ``report_progress``.
 PROGRESS = {"date": "2564-04-01", "summary": "ปลูกผักสวนครัว 25 ครัวเรือน", "households": 25}
@@ -496,7 +498,8 @@ def build(
 
     Each instance is what ``Engine.start`` followed by ``events - 1`` fires along the program's
     walk would have written: the ``start`` event's evidence is the instance's identity, every
-    event is hashed with :func:`workflow.audit.chain.event_hash`, the instance carries its last
+    event is hashed with :func:`workflow.audit.chain.event_hash` in the format the engine
+    writes now (``wf3``, named in ``hash_format``), the instance carries its last
     event's configuration, hash, version and time. Returns (instances, events) written.
     """
     user = os_user()
@@ -548,6 +551,7 @@ def build(
                     definition_hash=t.content_hash,
                     policy=policy,
                     prev_hash=prev,
+                    hash_format=audit.EVENT_FORMAT,
                 )
                 batch_e.append(
                     (
@@ -566,6 +570,8 @@ def build(
                         policy,
                         prev,
                         digest,
+                        None,
+                        audit.EVENT_FORMAT,
                     )
                 )
                 prev = digest
@@ -627,8 +633,8 @@ def _flush(
             batch_i,
         )
         conn.executemany(
-            f"INSERT INTO workflow_events ({', '.join(EVENT_FIELDS)}) "
-            f"VALUES ({', '.join('?' * len(EVENT_FIELDS))})",
+            f"INSERT INTO workflow_events ({', '.join(BUILD_EVENT_FIELDS)}) "
+            f"VALUES ({', '.join('?' * len(BUILD_EVENT_FIELDS))})",
             batch_e,
         )
         conn.execute("COMMIT")
@@ -639,7 +645,9 @@ def _flush(
             ) as cp:
                 for row in batch_i:
                     cp.write_row(row)
-            with cur.copy(f"COPY workflow_events ({', '.join(EVENT_FIELDS)}) FROM STDIN") as cp:
+            with cur.copy(
+                f"COPY workflow_events ({', '.join(BUILD_EVENT_FIELDS)}) FROM STDIN"
+            ) as cp:
                 for row in batch_e:
                     cp.write_row(row)
     batch_i.clear()

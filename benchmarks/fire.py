@@ -114,6 +114,7 @@ class RawFire:
                     definition_hash=self.content_hash,
                     policy="allow-all",
                     prev_hash=head,
+                    hash_format=None,  # this contender writes wf1 rows (no hash_format)
                 )
                 updates.append(
                     ("implementing", self.dest, version + 1, digest, at, instance, version)
@@ -168,6 +169,7 @@ class RawFire:
             definition_hash=self.content_hash,
             policy="allow-all",
             prev_hash=head,
+            hash_format=None,  # this contender writes wf1 rows (no hash_format)
         )
         cur = conn.execute(
             self.update,
@@ -296,6 +298,7 @@ class NaiveFire:
                 definition_hash=self.content_hash,
                 policy="allow-all",
                 prev_hash=obj.head_hash,
+                hash_format=None,  # this contender writes wf1 rows (no hash_format)
             )
             session.add(
                 self.Event(

@@ -122,6 +122,7 @@ class RawStart:
             definition_hash=t.content_hash,
             policy="allow-all",
             prev_hash=audit.GENESIS,
+            hash_format=None,  # this contender writes wf1 rows (no hash_format)
         )
         conn.execute(
             self.insert_event,

@@ -80,6 +80,7 @@ def event_values(instance_id: int, seq: int, **changes: Any) -> dict[str, Any]:
         "prev_hash": H0,
         "hash": f"{seq:064d}",
         "auth": None,
+        "hash_format": "wf3",
     }
     values.update(changes)
     return values

@@ -736,9 +736,7 @@ def rehash_chain(w: World, instance: int, seq: int, **changes: Any) -> None:
         if e["seq"] == seq:
             e.update(changes)
         e["prev_hash"] = prev
-        e["hash"] = row_hash(tuple(e[c] for c in (
-            "id", "instance_id", "seq", "trigger", "from_state", "to_state", "actor", "role",
-            "os_user", "at", "evidence", "note", "definition_hash", "policy", "prev_hash")))
+        e["hash"] = row_hash(tuple(e[c] for c in EventRow._fields))
         sets = ", ".join(f"{c} = :{c}" for c in ("prev_hash", "hash", *changes))
         w.sql(f"UPDATE workflow_events SET {sets} WHERE id = :id", **e)
         prev = e["hash"]
@@ -861,17 +859,21 @@ def test_auth_slipped_into_a_command_line_event_is_caught(world: World) -> None:
     assert problems(world.engine.verify())[0][:2] == (world.b, 2)
 
 
-def test_wf1_events_of_a_0006_database_verify_after_init(backend: str) -> None:
-    """`init` on a 0006 database with events adds ``auth``; its wf1 events still verify,
-    and wf2 events chain after them."""
-    with Engine(backend) as e:
+def test_wf1_events_of_a_0006_database_verify_after_init(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`init` on a 0006 database with (wf1) events adds ``auth`` and ``hash_format``; its wf1
+    events still verify, and wf3 events (with an auth) chain after them."""
+    with Engine(backend) as e, monkeypatch.context() as m:
+        m.setattr(audit_mod, "EVENT_FORMAT", None)  # what a workflow before 0011 wrote
         e.init()
         e.grant("udomrat", OFFICER, area="16")
         inst = e.start("leader-development", area=LOPBURI, fiscal_year=2564,
                        actor="udomrat", role=OFFICER)
         e.fire(inst.id, "kickoff", actor="udomrat", role=OFFICER, evidence=KICKOFF)
-    # What a 0006 database looks like: no auth column.
-    execute(backend, "ALTER TABLE workflow_events DROP COLUMN auth",
+    # What a 0006 database looks like: no auth column, no hash_format column.
+    execute(backend, "ALTER TABLE workflow_events DROP COLUMN hash_format",
+            "ALTER TABLE workflow_events DROP COLUMN auth",
             "UPDATE workflow_alembic_version SET version_num = '0006'")
     with Engine(backend) as e:
         assert e.init()[0] == "0006"
@@ -880,6 +882,12 @@ def test_wf1_events_of_a_0006_database_verify_after_init(backend: str) -> None:
                auth="token:1")
         result = e.verify()
         assert result.ok and result.events_checked == 3
+        eng = sql_engine(backend)
+        with eng.connect() as conn:
+            formats = [r[0] for r in conn.execute(
+                sa.text("SELECT hash_format FROM workflow_events ORDER BY seq"))]
+        eng.dispose()
+        assert formats == [None, None, "wf3"]
 
 
 def test_account_made_admin_by_sql_is_caught_by_verify_and_digest(world: World) -> None:

@@ -481,9 +481,21 @@ def _independent_check(bundle: dict, public_key: bytes) -> bool:
         "prev_hash",
     )
     for n, e in enumerate(bundle["events"], start=1):
-        tag = ["wf1"] if e["auth"] is None else ["wf2"]
-        values = tag + [e[f] for f in fields] + ([] if e["auth"] is None else [e["auth"]])
-        payload = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode()
+        if e.get("hash_format") == "wf3":
+            # wf3: "wf3", then " " and instance, seq and each text's length in code points
+            # (-1: null), a line feed, then the texts one after another.
+            texts = [e[f] for f in fields[2:]] + [e["auth"]]
+            if not all(t is None or isinstance(t, str) for t in texts):
+                return False
+            head = [e["instance"], e["seq"]] + [-1 if t is None else len(t) for t in texts]
+            body = "".join(t or "" for t in texts)
+            payload = ("wf3 " + " ".join(str(v) for v in head) + "\n" + body).encode()
+        elif e.get("hash_format") is None:
+            tag = ["wf1"] if e["auth"] is None else ["wf2"]
+            values = tag + [e[f] for f in fields] + ([] if e["auth"] is None else [e["auth"]])
+            payload = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            return False
         if (
             e["seq"] != n
             or e["prev_hash"] != prev

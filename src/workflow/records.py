@@ -93,7 +93,7 @@ class Event:
     program: str | None = None
     area: str | None = None
     #: How the caller was authenticated when the event came through the service
-    #: (``token:ID`` or ``session:...``; covered by the hash, ``wf2``); None otherwise.
+    #: (``token:ID`` or ``session:...``; covered by the hash, ``wf3``/``wf2``); None otherwise.
     auth: str | None = None
     #: When later ``correct`` events amended this one (history only): their seqs, and the
     #: evidence and note as corrected (``evidence`` and ``note`` stay as first recorded).

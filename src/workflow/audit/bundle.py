@@ -9,11 +9,14 @@ A bundle is a JSON object::
      "tree_size": 1234,                 # the checkpoint's size
      "events": [ {"instance", "seq", "trigger", "from_state", "to_state", "actor", "role",
                   "os_user", "at", "evidence", "note", "definition_hash", "policy",
-                  "prev_hash", "auth", "hash", "leaf_index", "inclusion_proof": [base64...]},
+                  "prev_hash", "auth", "hash_format", "hash", "leaf_index",
+                  "inclusion_proof": [base64...]},
                  ... ]}
 
 Each event carries its stored fields exactly (``from_state``, ``to_state`` and ``evidence``
-as their stored canonical JSON text), so its hash can be re-computed: SHA-256 of the UTF-8
+as their stored canonical JSON text), so its hash can be re-computed in the encoding its
+``hash_format`` names (docs/audit.md): ``"wf3"``, the length-prefixed text of the fields
+then ``auth``; null (or absent, in bundles made before it existed): SHA-256 of the UTF-8
 JSON array (no spaces, non-ASCII kept) ``["wf1", instance, seq, trigger, from_state,
 to_state, actor, role, os_user, at, evidence, note, definition_hash, policy, prev_hash]``,
 or ``"wf2"`` and the same fields then ``auth`` when ``auth`` is not null. ``check`` verifies:
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.audit import merkle
-from workflow.audit.chain import _ENCODER, _EVENT_FIELDS, AUTH_FORMAT, GENESIS, HASH_FORMAT
+from workflow.audit.chain import _EVENT_FIELDS, GENESIS, UnknownFormat, encode_event
 from workflow.audit.log import ProofFailed, TreeDamaged, head, inclusion_proofs, integrate
 from workflow.audit.note import NoteError, Verifier, open_checkpoint
 from workflow.errors import InstanceNotFound, UsageError
@@ -96,6 +99,7 @@ def prove(store: Store, instance_id: int, checkpoint_text: str) -> dict[str, Any
             name: getattr(row, "instance_id" if name == "instance" else name) for name in FIELDS
         }
         item["auth"] = row.auth
+        item["hash_format"] = row.hash_format
         item["hash"] = row.hash
         item["leaf_index"] = leaf
         item["inclusion_proof"] = [base64.b64encode(p).decode() for p in proof]
@@ -136,11 +140,11 @@ class CheckResult:
 
 
 def event_hash_of(item: Mapping[str, Any]) -> str:
-    """The hash of a bundle event's fields (``wf1``, or ``wf2`` with ``auth``)."""
-    values = [item[name] for name in FIELDS]
-    auth = item.get("auth")
-    payload = [HASH_FORMAT, *values] if auth is None else [AUTH_FORMAT, *values, auth]
-    return hashlib.sha256(_ENCODER.encode(payload).encode("utf-8")).hexdigest()
+    """The hash of a bundle event's fields in the encoding its ``hash_format`` names
+    (``wf3``; null or absent: ``wf1``, or ``wf2`` with ``auth``). ``ValueError`` for any
+    other format (a bundle whose events were relabelled)."""
+    values = (*(item[name] for name in FIELDS), item.get("auth"))
+    return hashlib.sha256(encode_event(values, item.get("hash_format"))).hexdigest()
 
 
 def load(data: bytes | str) -> Any:
@@ -218,7 +222,12 @@ def _check(
         if item["prev_hash"] != prev:
             problems.append(f"{where}: prev_hash is not the previous event's hash (chain broken)")
             break
-        if event_hash_of(item) != item["hash"]:
+        try:
+            computed = event_hash_of(item)
+        except UnknownFormat as e:
+            problems.append(f"{where}: {e} is not one workflow writes (altered)")
+            break
+        if computed != item["hash"]:
             problems.append(f"{where}: its hash is not the hash of its fields (altered)")
             break
         leaf = item["leaf_index"]

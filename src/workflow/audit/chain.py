@@ -21,18 +21,29 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as _encode_basestring
 from pathlib import Path
 from typing import Any
 
 from workflow.errors import UsageError
 from workflow.records import VerifyProblem
 
+#: The first event encoding: a JSON array of the tag and the fields (still that of grant
+#: events and of every event written before ``wf3``, whose ``hash_format`` is NULL).
 HASH_FORMAT = "wf1"
 #: The encoding of an event that records how its caller was authenticated (the service):
 #: ``wf1``'s fields, then ``auth``. Events without it keep ``wf1``, so old trails still verify.
 AUTH_FORMAT = "wf2"
+#: The third encoding (an event's ``hash_format`` says it): the same fields as ``wf2``
+#: (``auth`` null or not), length-prefixed text instead of JSON, cheaper to compute (see
+#: :func:`wf3_payload` and docs/audit.md).
+WF3 = "wf3"
+#: The encoding new events are written in (None would mean wf1/wf2, as before revision 0011;
+#: tests set it so to write such events). Old events keep their encodings.
+EVENT_FORMAT: str | None = WF3
 #: The encoding tag of denial hashes (a chain of its own, never mistaken for an event's).
 DENIAL_FORMAT = "wd1"
 GENESIS = "0" * 64
@@ -78,28 +89,80 @@ def event_hash(
     definition_hash: str,
     policy: str,
     prev_hash: str,
+    auth: str | None = None,
+    hash_format: str | None = WF3,
 ) -> str:
-    """SHA-256 of an event's fields; JSON-valued fields enter as their stored canonical text."""
-    payload = _ENCODER.encode(
-        [
-            HASH_FORMAT,
-            instance,
-            seq,
-            trigger,
-            from_state,
-            to_state,
-            actor,
-            role,
-            os_user,
-            at,
-            evidence,
-            note,
-            definition_hash,
-            policy,
-            prev_hash,
-        ]
+    """SHA-256 of an event's fields; JSON-valued fields enter as their stored canonical text.
+
+    ``hash_format``: ``wf3`` (what events are written in now), or None for the encoding of
+    events written before it (``wf1``, or ``wf2`` when there is an ``auth``)."""
+    values = (
+        instance,
+        seq,
+        trigger,
+        from_state,
+        to_state,
+        actor,
+        role,
+        os_user,
+        at,
+        evidence,
+        note,
+        definition_hash,
+        policy,
+        prev_hash,
+        auth,
     )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return hashlib.sha256(encode_event(values, hash_format)).hexdigest()
+
+
+class UnknownFormat(ValueError):
+    """An event's ``hash_format`` names no encoding workflow ever wrote."""
+
+
+def encode_event(values: Sequence[Any], hash_format: object) -> bytes:
+    """The bytes an event's hash is taken over: ``values`` are the 15 hashed fields
+    (instance .. prev_hash, then auth), ``hash_format`` the event's stored format.
+
+    Raises ``ValueError`` for a format no version of workflow wrote, ``TypeError`` or
+    ``UnicodeError`` for a value that is not what its field holds (verify: a problem)."""
+    if hash_format == WF3:
+        return wf3_payload(values)
+    if hash_format is not None:
+        raise UnknownFormat(f"hash format {hash_format!r}")
+    auth = values[14]
+    if auth is None:
+        return _json([HASH_FORMAT, *values[:14]]).encode("utf-8")
+    return _json([AUTH_FORMAT, *values[:14], auth]).encode("utf-8")
+
+
+#: ``wf3``'s header: the tag, instance and seq, then the length of each text field (-1: null).
+_WF3 = "wf3" + " %d" * 15 + "\n" + "%s" * 13
+
+
+def wf3_payload(values: Sequence[Any]) -> bytes:
+    """The ``wf3`` encoding of an event's 15 hashed fields (instance, seq, trigger,
+    from_state, to_state, actor, role, os_user, at, evidence, note, definition_hash, policy,
+    prev_hash, auth), as docs/audit.md specifies it: UTF-8 of ``wf3``, then `` N`` for
+    instance and seq (decimal) and for each of the 13 text fields its length in code points
+    (``-1`` for null), a line feed, then the 13 texts one after another (null: nothing).
+
+    Strict on types: instance and seq must be ``int`` (not bool), the rest ``str`` or None
+    (TypeError otherwise); text that cannot be UTF-8 (a lone surrogate) is a UnicodeError."""
+    if len(values) != 15:
+        raise ValueError(f"wf3 encodes 15 fields, not {len(values)}")
+    instance, seq, *texts = values
+    if type(instance) is not int or type(seq) is not int:
+        raise TypeError("instance and seq must be integers")
+    lengths = []
+    for text in texts:
+        if text is None:
+            lengths.append(-1)
+        elif type(text) is str:
+            lengths.append(len(text))
+        else:
+            raise TypeError(f"{type(text).__name__} where text or null belongs")
+    return (_WF3 % (instance, seq, *lengths, *(t or "" for t in texts))).encode("utf-8")
 
 
 def grant_hash(row: Any) -> str:
@@ -119,6 +182,7 @@ def grant_hash(row: Any) -> str:
         definition_hash="",
         policy="",
         prev_hash=row.prev_hash,
+        hash_format=None,  # grant events keep wf1
     )
 
 
@@ -159,20 +223,41 @@ def keys_hash(rows: Iterable[Any]) -> tuple[int, str]:
 
 
 def row_hash(row: Any) -> str:
-    """The hash an event row should carry (``row`` is a storage.EventRow): the same
-    encoding as :func:`event_hash`, taken straight from the row's fields (1..14), plus
-    ``auth`` (field 16) under ``wf2`` when the event records one."""
+    """The hash an event row should carry (``row`` is a storage.EventRow, or a tuple in its
+    order): the encoding its ``hash_format`` (field 17) names over fields 1..14 and ``auth``
+    (field 16); a row without those fields is a ``wf1`` row (no auth, no format)."""
     if not isinstance(row, tuple):
-        row = (None, *(getattr(row, n) for n in _EVENT_FIELDS), None, getattr(row, "auth", None))
-    return hashlib.sha256(_payload(row).encode("utf-8")).hexdigest()
+        row = (
+            None,
+            *(getattr(row, n) for n in _EVENT_FIELDS),
+            None,
+            getattr(row, "auth", None),
+            getattr(row, "hash_format", None),
+        )
+    return hashlib.sha256(_row_payload(row)).hexdigest()
 
 
-def _payload(row: tuple[Any, ...]) -> str:
-    """The canonical text an event row's hash is taken over (storage.EventRow order)."""
+def _row_payload(row: tuple[Any, ...]) -> bytes:
+    """The bytes an event row's hash is taken over (storage.EventRow order)."""
     auth = row[16] if len(row) > 16 else None
-    if auth is None:
-        return _ENCODER.encode([HASH_FORMAT, *row[1:15]])
-    return _ENCODER.encode([AUTH_FORMAT, *row[1:15], auth])
+    hash_format = row[17] if len(row) > 17 else None
+    return encode_event((*row[1:15], auth), hash_format)
+
+
+# The JSON of wf1/wf2: the C encoder made once (``JSONEncoder.encode`` builds one per call,
+# which costs as much as the hashing); the text is exactly ``_ENCODER.encode``'s.
+_C_ENCODER: Any = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, None, _encode_basestring, None, ":", ",", False, False, True)
+)
+
+
+def _json(value: list[Any]) -> str:
+    """``_ENCODER.encode(value)``, faster."""
+    if _C_ENCODER is None:  # pragma: no cover - CPython has the C encoder
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODER(value, 0))
 
 
 _EVENT_FIELDS = (
@@ -394,8 +479,8 @@ EventCheck = Callable[[Chain, tuple[Any, ...]], "str | None"]
 def event_problem(row: tuple[Any, ...], last_seq: int, head: str, last_at: str) -> str | None:
     """Why an event row (``storage.EventRow`` order) does not follow its predecessor, or None.
 
-    Malformed values (a seq that is not a number, bytes, text that is not UTF-8) are reasons
-    like any other: nothing here raises on what a row holds."""
+    Malformed values (a seq that is not a number, bytes, text that is not UTF-8, a hash format
+    no workflow wrote) are reasons like any other: nothing here raises on what a row holds."""
     seq, digest, at = row[2], row[15], row[9]
     if type(seq) is not int:
         return f"seq {seq!r} is not an integer"
@@ -404,7 +489,9 @@ def event_problem(row: tuple[Any, ...], last_seq: int, head: str, last_at: str) 
     if row[14] != head:
         return "prev_hash does not match the previous event's hash"
     try:
-        computed = hashlib.sha256(_payload(row).encode("utf-8"))
+        computed = hashlib.sha256(_row_payload(row))
+    except UnknownFormat as e:
+        return f"{e}: not one workflow writes (the event was altered)"
     except (TypeError, ValueError, UnicodeError) as e:
         return f"a stored value is malformed ({type(e).__name__}: not text, a number or null)"
     if computed.hexdigest() != digest:
@@ -427,70 +514,130 @@ def chains(
     Rows are tuples in ``storage.EventRow`` order (plain driver rows are fine: this loop
     runs once per stored event, so it indexes rather than building objects). Only the
     current instance is held in memory. Each chain reports its first broken event: a broken
-    link, an altered event, a time earlier than the event before, or what ``check`` says.
-    ``wanted`` maps instance -> seq whose stored hash should be copied into ``found`` (what
-    a digest asks about).
+    link, an altered event, a time earlier than the event before, or what ``check`` says
+    (``check`` sees the chain's ``instance`` and ``first``; its counts are filled in when
+    the chain is yielded). ``wanted`` maps instance -> seq whose stored hash should be
+    copied into ``found`` (what a digest asks about).
     """
     wanted = wanted or {}
-    chain: Chain | None = None
-    defs: set[str] = set()
-    encode = _ENCODER.encode
-    payload = _payload
     sha256 = hashlib.sha256
+    json_text = _json
+    wf3 = _WF3
+    timely = TIME_FORMAT.fullmatch
+    chain: Chain | None = None
+    # The current chain's state lives in locals (this loop runs once per event) and is
+    # written to its Chain when the chain is done.
+    last_seq, head, last_at, count, problem, want = 0, GENESIS, "", 0, None, None
+    defs: set[str] = set()
+    last: tuple[Any, ...] = ()
     for row in events:
         instance, seq, digest = row[1], row[2], row[15]
         if chain is None or instance != chain.instance:
             if chain is not None:
-                chain.definition_hashes = frozenset(defs)
+                _close(chain, count, last_seq, head, last, last_at, defs, problem)
                 yield chain
             chain = Chain(instance=instance, first=_as_event_row(row))
+            last_seq, head, last_at, count, problem = 0, GENESIS, "", 0, None
             defs = set()
-        chain.events += 1
+            want = wanted.get(instance) if found is not None else None
+        count += 1
+        last = row
         defs.add(row[12])
-        if found is not None and wanted.get(instance) == seq:
+        if want is not None and seq == want and found is not None:
             found[instance] = (seq, digest)
         reason = None
-        if chain.problem is None:
-            at = row[9]
-            # The common case, inline: an intact event of a well-formed row.
+        at = row[9]
+        if problem is None:
+            # The common case, inline: an intact event of a well-formed row. Anything else
+            # (or a row without the 18 fields) goes to event_problem, which says why.
+            fast = False
             try:
-                fast = (
-                    seq == chain.last_seq + 1
-                    and row[14] == chain.head
-                    and at >= chain.last_at
-                    and sha256(
-                        (
-                            encode([HASH_FORMAT, *row[1:15]])
-                            if len(row) < 17 or row[16] is None
-                            else payload(row)
+                if seq == last_seq + 1 and row[14] == head and at >= last_at:
+                    if row[17] == WF3 and type(instance) is int is type(seq):
+                        # wf3_payload, unrolled. A value that is not text renders longer than
+                        # its len() (bytes) or has none (numbers: TypeError), so a row that
+                        # is not all text cannot produce a well-formed payload's bytes.
+                        f, n, au = row[4], row[11], row[16]
+                        data = (
+                            wf3
+                            % (
+                                instance,
+                                seq,
+                                len(row[3]),
+                                -1 if f is None else len(f),
+                                len(row[5]),
+                                len(row[6]),
+                                len(row[7]),
+                                len(row[8]),
+                                len(at),
+                                len(row[10]),
+                                -1 if n is None else len(n),
+                                len(row[12]),
+                                len(row[13]),
+                                len(row[14]),
+                                -1 if au is None else len(au),
+                                row[3],
+                                f or "",
+                                row[5],
+                                row[6],
+                                row[7],
+                                row[8],
+                                at,
+                                row[10],
+                                n or "",
+                                row[12],
+                                row[13],
+                                row[14],
+                                au or "",
+                            )
                         ).encode("utf-8")
-                    ).hexdigest()
-                    == digest
-                    and TIME_FORMAT.fullmatch(at) is not None
-                )
-            except (TypeError, ValueError, UnicodeError):
+                    elif row[17] is None and row[16] is None:
+                        data = json_text([HASH_FORMAT, *row[1:15]]).encode("utf-8")
+                    else:
+                        data = _row_payload(row)
+                    fast = sha256(data).hexdigest() == digest and timely(at) is not None
+            except (TypeError, ValueError, UnicodeError, IndexError):
                 fast = False
             if not fast:
-                reason = event_problem(row, chain.last_seq, chain.head, chain.last_at)
+                reason = event_problem(row, last_seq, head, last_at)
         if check is not None:
             # Run on every event (it also notes which events idempotency records name).
             extra = check(chain, row)
             reason = reason or extra
-        if chain.problem is None and reason is not None:
-            chain.problem = VerifyProblem(
+        if problem is None and reason is not None:
+            problem = VerifyProblem(
                 instance if type(instance) is int else None,
                 seq if type(seq) is int else None,
                 reason,
             )
         if type(seq) is int:
-            chain.last_seq = seq
-        chain.head = digest
-        chain.last_to = row[5]
-        if isinstance(row[9], str):
-            chain.last_at = row[9]
+            last_seq = seq
+        head = digest
+        if isinstance(at, str):
+            last_at = at
     if chain is not None:
-        chain.definition_hashes = frozenset(defs)
+        _close(chain, count, last_seq, head, last, last_at, defs, problem)
         yield chain
+
+
+def _close(
+    chain: Chain,
+    count: int,
+    last_seq: int,
+    head: str,
+    last: tuple[Any, ...],
+    last_at: str,
+    defs: set[str],
+    problem: VerifyProblem | None,
+) -> None:
+    """Write what the scan of one chain found into its Chain."""
+    chain.events = count
+    chain.last_seq = last_seq
+    chain.head = head
+    chain.last_to = last[5]
+    chain.last_at = last_at
+    chain.definition_hashes = frozenset(defs)
+    chain.problem = problem
 
 
 def _as_event_row(row: tuple[Any, ...]) -> Any:

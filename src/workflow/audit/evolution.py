@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Events that record something about the instance's record rather than a step of the program.
 COMMENT, CORRECT, REVERT, MIGRATE = "comment", "correct", "revert", "migrate"
@@ -34,17 +34,25 @@ NOT_STEPS = frozenset({"start", COMMENT, CORRECT, REVERT, MIGRATE, "overdue"})
 UNCORRECTABLE = frozenset({"start", CORRECT, REVERT, MIGRATE, "overdue"})
 
 
-@dataclass(frozen=True)
-class Step:
-    """A state change a revert could take back: its seq, hash and the configuration before."""
+class Step(NamedTuple):
+    """A state change a revert could take back: its seq, hash and the configuration before
+    (a tuple: verify makes one for most events it reads)."""
 
     seq: int
     hash: str
     before: str
 
 
-def _field(row: Any, name: str, index: int) -> Any:
-    return row[index] if isinstance(row, tuple) else getattr(row, name)
+#: The fields ``add`` reads, with their index in ``storage.EventRow`` order.
+_READ = (
+    ("seq", 2),
+    ("trigger", 3),
+    ("from_state", 4),
+    ("to_state", 5),
+    ("evidence", 10),
+    ("definition_hash", 12),
+    ("hash", 15),
+)
 
 
 @dataclass
@@ -61,13 +69,26 @@ class Amendments:
     stored_hashes: frozenset[str] | None = None
 
     def add(self, row: Any) -> str | None:
-        seq = _field(row, "seq", 2)
-        trigger = _field(row, "trigger", 3)
-        before, after = _field(row, "from_state", 4), _field(row, "to_state", 5)
-        evidence_text = _field(row, "evidence", 10)
-        definition_hash = _field(row, "definition_hash", 12)
-        digest = _field(row, "hash", 15)
+        if isinstance(row, tuple):  # a stored row (verify: once per event)
+            seq, trigger, before, after = row[2], row[3], row[4], row[5]
+            evidence_text, definition_hash, digest = row[10], row[12], row[15]
+        else:
+            seq, trigger, before, after, evidence_text, definition_hash, digest = (
+                getattr(row, name) for name, _ in _READ
+            )
         reason = None
+        if trigger not in AMENDING and trigger != "start":
+            # An ordinary step (most events): recorded under the definition in force.
+            if definition_hash != self.definition_hash:
+                reason = (
+                    "event recorded under a different definition than the instance ran on "
+                    "(its last start or migration)"
+                )
+            if trigger not in NOT_STEPS and before is not None and before != after:
+                self.steps.append(Step(seq, digest, before))
+            if type(seq) is int:
+                self.hashes[seq] = (digest, trigger)
+            return reason
         if trigger == "start":
             self.definition_hash = definition_hash
             try:

@@ -2,8 +2,9 @@
 
 **What is in it.** Every audit entry: instance events, grant events, account events and
 denials. A leaf is ``SHA-256(0x00 || h)`` where ``h`` is the entry's own hash (the 32 bytes
-of its hex ``hash``: ``wf1``/``wf2`` for events and grant events, ``wd1`` denials, ``wa1``
-account events; each encoding is tagged, so entries of different kinds never collide).
+of its hex ``hash``: ``wf3`` for events, ``wf1``/``wf2`` for older events, ``wf1`` grant
+events, ``wd1`` denials, ``wa1`` account events; each encoding is tagged, so entries of
+different kinds never collide).
 
 **How entries get in, and in what order (after commit, as Trillian Tessera does).** Writers
 do not touch the log. A database trigger on each audit table queues the new entry in

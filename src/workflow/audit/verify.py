@@ -195,9 +195,10 @@ def verify(
     Nothing stored is trusted to be well-formed: a malformed value is a problem of its
     instance and seq, and the scan goes on.
 
-    ``jobs``: how many processes re-hash the instances' chains, each over a range of
-    instance ids (1: all in this process; None: one per CPU when the database is big
-    enough to be worth starting them, see :data:`PARALLEL_FROM`). The answer is the same
+    ``jobs``: how many processes (this one included) re-hash the instances' chains, each
+    over a range of instance ids (1: all in this process; None, ``--jobs auto``: one per
+    CPU when the database is big enough to be worth starting them, see
+    :data:`PARALLEL_FROM`). The answer is the same
     whatever ``jobs`` is (see :class:`_Workers` for how the processes read one moment)."""
     if digest is not None and not isinstance(digest, Digest):
         try:
@@ -270,7 +271,7 @@ def _verify(
         else:
             scanned = _scan(
                 store.stream_instances(conn),
-                store.stream_events(conn),
+                store.stream_event_tuples(conn),
                 definitions,
                 _EventChecks(timeline, keys, stored_hashes),
                 wanted,
@@ -344,6 +345,8 @@ def _verify(
     )
 
 
+_STORED_GRANTS = StoredGrants.name
+
 #: (actor, role) -> [area, program, granted at, revoked at or None] for every grant ever made.
 _Timeline = dict[tuple[str, str], list[list[Any]]]
 
@@ -369,12 +372,21 @@ class _EventChecks:
         self.files: list[tuple[Any, Any, str, str, int]] = []
         #: The definition hashes stored (a migration must name one of them).
         self.stored_hashes: frozenset[str] | None = stored_hashes
-        #: instance -> (program version, definition hash) after its last start or migration.
-        self.evolved: dict[Any, tuple[int | None, str | None]] = {}
-        self._amendments: tuple[Any, _evolution.Amendments] = (None, _evolution.Amendments())
+        #: instance -> its replay: the program version and definition hash after its last
+        #: start or migration (taken by ``_scan`` when the instance's chain is done).
+        self.evolved: dict[Any, _evolution.Amendments] = {}
+        self._replay: _evolution.Amendments | None = None
+        self._replaying: Chain | None = None
 
     def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
-        amended = self._amended(chain, row)
+        # Once per stored event: the replay's and the grant's checks, called directly.
+        replay = self._replay
+        if replay is None or self._replaying is not chain:
+            replay = self._replay_of(chain)
+        try:
+            amended = replay.add(row)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            amended = f"a stored value is malformed ({type(e).__name__})"
         granted = self._granted(chain, row)
         evidence = row[10]
         if isinstance(evidence, str) and '"sha256"' in evidence:
@@ -394,27 +406,20 @@ class _EventChecks:
         for name, described in _files.references(value):
             self.files.append((instance, seq, name, described["sha256"], described["bytes"]))
 
-    def _amended(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
-        """What the workflow.audit.evolution replay says of the row (corrections, reverts,
-        migrations), and the definition the instance runs on after it."""
-        if self._amendments[0] != chain.instance:
-            self._amendments = (
-                chain.instance,
-                _evolution.Amendments(stored_hashes=self.stored_hashes),
-            )
-        replay = self._amendments[1]
-        try:
-            reason = replay.add(row)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            reason = f"a stored value is malformed ({type(e).__name__})"
-        self.evolved[chain.instance] = (replay.program_version, replay.definition_hash)
-        return reason
+    def _replay_of(self, chain: Chain) -> _evolution.Amendments:
+        """A new workflow.audit.evolution replay for the instance starting (corrections,
+        reverts, migrations), kept in ``evolved``: which definition the instance runs on
+        after its last event."""
+        replay = _evolution.Amendments(stored_hashes=self.stored_hashes)
+        self._replay, self._replaying = replay, chain
+        self.evolved[chain.instance] = replay
+        return replay
 
     def _granted(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
         instance, seq, at = row[1], row[2], row[9]
         if not isinstance(at, str):
             return None  # malformed: the chain check reports it
-        named = self.keys.get((instance, seq))
+        named = self.keys.get((instance, seq)) if self.keys else None
         if named is not None:
             self.seen.add((instance, seq))
             for k in named:
@@ -430,7 +435,7 @@ class _EventChecks:
         actor, role, policy = row[6], row[7], row[13]
         if role == AUDITOR:
             return "an event recorded in the read-only auditor role"
-        if policy != StoredGrants.name or self.timeline is None:
+        if policy != _STORED_GRANTS or self.timeline is None:
             # Another policy decided (its name is hashed into the event); a broken grant
             # chain is reported once, not as every event it would leave uncovered.
             return None
@@ -642,7 +647,8 @@ def _scan(
             out.instances += 1
             heads.update(_head_line(inst.id, inst.version, inst.head_hash))
         try:
-            evolved = checks.evolved.pop(chain.instance, None) if chain else None
+            replay = checks.evolved.pop(chain.instance, None) if chain else None
+            evolved = (replay.program_version, replay.definition_hash) if replay else None
             problem = _check_instance(inst, chain, definitions, evolved)
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
             ident = inst.id if inst is not None else chain.instance if chain else None
@@ -711,14 +717,16 @@ class _Undecodable(Exception):
 class _Workers:
     """Worker processes re-hashing the chains of instance-id ranges for one verify.
 
-    The coordinator (the calling process) keeps everything global: the definitions, the
-    grant chain (the timeline each event's grant is checked against), the idempotency
-    records, denials, accounts, attachments and the digest. Each worker streams the
-    instances and events of its range, runs the same per-instance checks (:func:`_scan`)
-    and sends back its problems, counts and what the coordinator needs to finish (the
-    events idempotency records name, the files evidence names, the digest's heads); the
-    coordinator puts them together in range order, which is the serial order, so the
-    answer does not depend on the number of workers.
+    ``jobs`` processes scan ``jobs`` ranges of about as many instances each: the coordinator
+    (the calling process) scans the first range itself and ``jobs - 1`` workers the others
+    (so ``jobs`` busy processes, one per CPU by default). The coordinator also keeps
+    everything global: the definitions, the grant chain (the timeline each event's grant is
+    checked against), the idempotency records, denials, accounts, attachments and the
+    digest. Each worker streams the instances and events of its range, runs the same
+    per-instance checks (:func:`_scan`) and sends back its problems, counts and what the
+    coordinator needs to finish (the events idempotency records name, the files evidence
+    names, the digest's heads); the coordinator puts them together in range order, which is
+    the serial order, so the answer does not depend on the number of processes.
 
     One moment: on PostgreSQL the coordinator exports its snapshot (``pg_export_snapshot``)
     and every worker reads under it (``SET TRANSACTION SNAPSHOT``): exactly the same view.
@@ -760,10 +768,10 @@ class _Workers:
         # Fresh interpreters (not fork: the caller may be a threaded server), started with
         # `python -c` rather than multiprocessing's spawn, which would re-run the caller's
         # main module; they talk over a socket pair (the URL, which may hold a password,
-        # goes through it rather than the command line).
+        # goes through it rather than the command line). This process is the first job.
         processes, pipes = [], []
         code = "import sys; from workflow.audit.verify import _worker_main; _worker_main()"
-        for _ in range(jobs):
+        for _ in range(jobs - 1):
             mine, theirs = socket.socketpair()
             p = subprocess.Popen(
                 [sys.executable, "-c", code, str(theirs.fileno())],
@@ -780,17 +788,18 @@ class _Workers:
     def begin(self, conn: Any, lenient: bool) -> None:
         """Have the workers open their snapshots now, as close as can be to ``conn``'s."""
         shared = self.store.export_snapshot(conn)
-        bounds = self.store.instance_bounds(conn, len(self.pipes))
+        bounds = self.store.instance_bounds(conn, len(self.pipes) + 1)
         edges: list[int | None] = [None, *bounds, None]
         self.ranges = list(itertools.pairwise(edges))
-        for pipe, (lo, hi) in zip(self.pipes, self.ranges, strict=False):
+        for pipe, (lo, hi) in zip(self.pipes, self.ranges[1:], strict=False):
             pipe.send(("begin", lenient, shared, lo, hi))
         for pipe in self.active:
             self._receive(pipe, "ready")
 
     @property
     def active(self) -> list[Any]:
-        return self.pipes[: len(self.ranges)]
+        """The workers with a range (the first range is the coordinator's)."""
+        return self.pipes[: len(self.ranges) - 1]
 
     def scan(
         self,
@@ -811,15 +820,25 @@ class _Workers:
         for ident, seq in wanted.items():
             wanted_parts[bisect.bisect_right(lows, _audit.sort_key(ident))][ident] = seq
         defs = dict(definitions)
-        for pipe, part_keys, part_wanted in zip(self.active, key_parts, wanted_parts, strict=True):
+        for pipe, part_keys, part_wanted in zip(
+            self.active, key_parts[1:], wanted_parts[1:], strict=True
+        ):
             pipe.send(("scan", defs, timeline, part_keys, stored_hashes, part_wanted))
-        parts = [self._receive(pipe, "done") for pipe in self.active]
+        lo, hi = self.ranges[0]
+        mine = _scan(
+            self.store.stream_instances(conn, lo, hi),
+            self.store.stream_event_tuples(conn, lo, hi),
+            definitions,
+            _EventChecks(timeline, key_parts[0], stored_hashes),
+            wanted_parts[0],
+        )
+        parts = [mine, *(self._receive(pipe, "done") for pipe in self.active)]
         if self.store.is_sqlite:
-            for (lo, hi), part in zip(self.ranges, parts, strict=True):
-                mine = hashlib.sha256()
+            for (lo, hi), part in zip(self.ranges[1:], parts[1:], strict=True):
+                heads = hashlib.sha256()
                 for ident, version, head in self.store.stream_heads(conn, lo, hi):
-                    mine.update(_head_line(ident, version, head))
-                if mine.hexdigest() != part.heads:
+                    heads.update(_head_line(ident, version, head))
+                if heads.hexdigest() != part.heads:
                     return None
         out = _Scanned()
         for part in parts:
@@ -899,7 +918,7 @@ def _worker(pipe: Any, url: str, timeouts: Any) -> None:
                     _, definitions, timeline, keys, stored_hashes, wanted = task
                     result = _scan(
                         store.stream_instances(conn, lo, hi),
-                        store.stream_events(conn, lo, hi),
+                        store.stream_event_tuples(conn, lo, hi),
                         definitions,
                         _EventChecks(timeline, keys, stored_hashes),
                         wanted,

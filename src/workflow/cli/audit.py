@@ -33,6 +33,26 @@ if TYPE_CHECKING:
     from workflow.audit.note import Signer, Verifier
 
 
+class _JobsType(click.ParamType[Any, Any]):
+    """``--jobs``: ``auto`` (None: one per CPU when it pays) or a whole number from 1."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or value == "auto":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value), 10)
+            except ValueError:
+                self.fail(f"{value!r} is neither auto nor a whole number", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is below 1", param, ctx)
+        return number
+
+
 @click.group()
 def audit() -> None:
     """Read and verify the audit trail."""
@@ -156,10 +176,11 @@ def audit_log(
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Processes re-hashing the chains (default: one per CPU on a big database; "
-    "1: all in this process). The answer is the same.",
+    type=_JobsType(),
+    default="auto",
+    show_default=True,
+    help="Processes re-hashing the chains, this one included (auto: one per CPU on a "
+    "database of 10,000 instances or more; 1: all in this process). The answer is the same.",
 )
 @json_option
 @pass_ctx

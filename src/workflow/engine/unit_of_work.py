@@ -85,9 +85,10 @@ class UnitOfWork:
             prev_hash=prev_hash,
             hash="",
             auth=auth,
+            hash_format=_audit.EVENT_FORMAT,
         )
         # The very function verify uses, so writing and checking cannot drift apart.
-        return EventRow(*row[:15], _audit.row_hash(row), auth)
+        return row._replace(hash=_audit.row_hash(row))
 
     def create(self, values: dict[str, Any], start: Callable[[int], EventRow]) -> EventRow:
         """Insert a new instance now (its start event needs its id), then its start event

@@ -61,6 +61,9 @@ class EventRow(NamedTuple):
     #: How the caller was authenticated when the event came through the service
     #: (``token:ID`` or ``session:...``); None for the command line and embedding code.
     auth: str | None = None
+    #: The encoding the event's hash was taken over: ``wf3`` for the events written since
+    #: schema revision 0011; None for earlier ones (``wf1``, or ``wf2`` when ``auth`` is set).
+    hash_format: str | None = None
 
 
 class DefinitionRow(NamedTuple):

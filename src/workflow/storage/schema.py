@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from workflow.runtime.text import AUTH_MAX, ID_MAX, KEY_MAX
 
 #: The Alembic revision this code expects (tests check it is the migrations' head).
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 #: Alembic's bookkeeping table, named so workflow can share a database with other apps.
 VERSION_TABLE = "workflow_alembic_version"
 
@@ -96,6 +96,8 @@ class EventTable(Base):
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
     auth: Mapped[str | None] = mapped_column(sa.String(AUTH_MAX), nullable=True)
+    #: The hash's encoding (``wf3``); NULL for events written before revision 0011.
+    hash_format: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
     __table_args__ = (
         sa.UniqueConstraint("instance_id", "seq", name="uq_event_seq"),
         sa.Index("ix_events_at", "at"),

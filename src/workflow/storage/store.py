@@ -41,8 +41,8 @@ The public surface of a Store (what the engine, access and audit code may call):
   (``grants_for``, ``all_grants``, ``find_grant``, ``insert_grant``, ``delete_grant``,
   ``lock_grant_chain``, ``grant_head``, ``insert_grant_event``, ``grant_events``), denials
   (``lock_denial_chain``, ``denial_head``, ``insert_denial``, ``denials``), and the streams
-  of a snapshot (``stream_instances``, ``stream_events``, ``stream_keys``,
-  ``stream_denials``).
+  of a snapshot (``stream_instances``, ``stream_events`` / ``stream_event_tuples``,
+  ``stream_keys``, ``stream_denials``).
 
 tests/persistence.py checks this surface on every backend (``StoreContract``).
 
@@ -1015,12 +1015,19 @@ class Store(_AccessQueries):
         ``[lo, hi)`` only. In SQLite's order of values, where every number sorts before
         any text or blob, so an instance id an intruder made text falls in the range
         without ``hi``: the ranges of :meth:`instance_bounds` cover every row once."""
+        for r in self.stream_event_tuples(conn, lo, hi):
+            yield EventRow(*r)
+
+    def stream_event_tuples(
+        self, conn: Connection, lo: int | None = None, hi: int | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        """:meth:`stream_events` as the driver's plain tuples, in ``EventRow`` order: what
+        verify reads (once per stored event: it indexes them, building no objects)."""
         sql = (
             f"SELECT {select_list(EventRow)} FROM workflow_events"
             f"{_id_range('instance_id', lo, hi)} ORDER BY instance_id, seq"
         )
-        for r in self._stream(conn, sql, "wf_events"):
-            yield EventRow(*r)
+        return self._stream(conn, sql, "wf_events", 2000)
 
     def stream_heads(
         self, conn: Connection, lo: int | None = None, hi: int | None = None
@@ -1067,7 +1074,9 @@ class Store(_AccessQueries):
         for r in self._stream(conn, sql, "wf_denials"):
             yield DenialRow(*r)
 
-    def _stream(self, conn: Connection, sql: str, name: str) -> Iterator[tuple[Any, ...]]:
+    def _stream(
+        self, conn: Connection, sql: str, name: str, chunk: int = 5000
+    ) -> Iterator[tuple[Any, ...]]:
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
         dbapi_conn: Any = conn.connection.dbapi_connection
@@ -1075,7 +1084,7 @@ class Store(_AccessQueries):
         try:
             cur.execute(sql)
             while True:
-                rows = cur.fetchmany(5000)
+                rows = cur.fetchmany(chunk)
                 if not rows:
                     break
                 yield from rows
