@@ -112,6 +112,23 @@ def test_correct_twice_and_the_note(engine: Engine) -> None:
     assert engine.verify().ok
 
 
+def test_instance_record_marks_corrected_events(engine: Engine) -> None:
+    """get() (show --json, GET /instances/{id}) names each corrected event with the
+    corrections that amended it; an uncorrected instance says so; lists leave it out."""
+    iid = _workshop(engine)
+    assert engine.get(iid).to_dict()["corrected"] == []
+    engine.correct(iid, 3, actor="udomrat", role=OFFICER, reason="r1",
+                   evidence={"participants": 30})
+    engine.comment(iid, actor="udomrat", role=OFFICER, text="ตรวจแล้ว")
+    engine.correct(iid, 2, actor="udomrat", role=OFFICER, reason="r2", evidence={"venue": "x"})
+    engine.correct(iid, 3, actor="udomrat", role=OFFICER, reason="r3",
+                   evidence={"participants": 32})
+    inst = engine.get(iid)
+    assert inst.corrected == ((2, (6,)), (3, (4, 7)))
+    assert inst.to_dict()["corrected"] == [{"seq": 2, "by": [6]}, {"seq": 3, "by": [4, 7]}]
+    assert "corrected" not in engine.list()[0].to_dict()
+
+
 def test_correct_refusals_change_nothing(engine: Engine) -> None:
     """Invalid values, an unknown seq, a start event, no change, no reason, the wrong role."""
     iid = _workshop(engine)

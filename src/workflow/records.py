@@ -49,6 +49,10 @@ class Instance:
     overdue: bool = False
     #: The roles an overdue instance is escalated to (its overdue states' ``escalate``).
     escalate: tuple[str, ...] = ()
+    #: Events amended by later ``correct`` events: (seq, the corrections' seqs), oldest
+    #: first. Read for one instance (``get``: ``show``, ``GET /instances/{id}``), not for
+    #: lists, so ``None`` means "not read" and the JSON leaves the key out.
+    corrected: tuple[tuple[int, tuple[int, ...]], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,11 @@ class Instance:
             "available_triggers": list(self.available_triggers),
             "due_at": self.due_at,
             "overdue": self.overdue,
+            **(
+                {"corrected": [{"seq": s, "by": list(by)} for s, by in self.corrected]}
+                if self.corrected is not None
+                else {}
+            ),
         }
 
 

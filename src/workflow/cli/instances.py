@@ -38,6 +38,10 @@ def _render_instance(inst: Instance, be: bool) -> None:
     if inst.due_at is not None:
         late = " (OVERDUE)" if inst.overdue else ""
         rows.append(("due", show_time(inst.due_at, be) + " UTC" + late))
+    if inst.corrected:
+        rows.append(("corrected", ", ".join(
+            f"#{seq} by {', '.join(f'#{c}' for c in by)}" for seq, by in inst.corrected)
+            + " (history shows both)"))
     table(None, ["", ""], rows)
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import heapq
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache, partial
 from typing import Any, NoReturn, TypeVar
 
@@ -148,13 +149,19 @@ class Queries:
         return self._read(work, viewer, "diagram")
 
     def get(self, instance_id: int, viewer: str | None = None) -> Instance:
-        """The instance as it is now, with the triggers available from its state."""
+        """The instance as it is now, with the triggers available from its state and the
+        events later corrections amended (``corrected``)."""
         number = _req.instance_id(instance_id)
         viewer = _rules.name(viewer, "viewer") if viewer is not None else None
 
         def work(conn: Any) -> Instance:
             row = self._row_for(conn, number, viewer)
-            return self.programs.instance(conn, row, lambda: self.store.triggers_of(conn, row.id))
+            inst = self.programs.instance(conn, row, lambda: self.store.triggers_of(conn, row.id))
+            by: dict[int, list[int]] = {}
+            for seq, of_seq in self.store.corrections_of(conn, row.id):
+                by.setdefault(of_seq, []).append(seq)
+            marks = tuple((s, tuple(c)) for s, c in sorted(by.items()))
+            return replace(inst, corrected=marks)
 
         return self._read(work, viewer, "read")
 

@@ -728,6 +728,25 @@ class Store(_AccessQueries):
                     continue
         return {trigger for seq, trigger, _ in rows if seq not in taken_back}
 
+    def corrections_of(self, conn: Connection, instance_id: int) -> list[tuple[int, int]]:
+        """``(seq, of_seq)`` of each ``correct`` event of an instance, oldest first (what an
+        instance's record marks as corrected); a malformed ``of_seq`` is skipped (verify names
+        it)."""
+        rows = conn.execute(
+            sa.select(events_t.c.seq, events_t.c.evidence)
+            .where(events_t.c.instance_id == instance_id, events_t.c.trigger == "correct")
+            .order_by(events_t.c.seq)
+        ).all()
+        out = []
+        for seq, evidence in rows:
+            try:
+                of_seq = json.loads(evidence).get("of_seq")
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if isinstance(of_seq, int) and not isinstance(of_seq, bool):
+                out.append((int(seq), of_seq))
+        return out
+
     def find_duplicate(
         self, conn: Connection, program: str, area: str, fiscal_year: int
     ) -> tuple[int | None, int]:
