@@ -116,8 +116,10 @@ def test_migrations_over_http(backend: str, world: World, tmp_path: Path) -> Non
 
 
 def test_multipart_fire_with_files(backend: str, world: World, tmp_path: Path) -> None:
-    """A fire with a file part: 201, the evidence records the file; a PDF where an image is
-    wanted is 422; the file comes back through the library."""
+    """A fire with a file part on the fire path itself (multipart/form-data): 201, the
+    evidence records the file; a PDF where an image is wanted is 422; a form without its
+    fields, evidence that is not a JSON object or another media type is 400; the file comes
+    back through the library."""
     from test_attachments import JPEG, PDF, PROGRAM
 
     (tmp_path / "defs").mkdir()
@@ -128,10 +130,19 @@ def test_multipart_fire_with_files(backend: str, world: World, tmp_path: Path) -
     with client_for(world) as client:
         r = client.post(f"{API}/instances", json=start_body(program="kickoff-files"), headers=me)
         iid = r.json()["id"]
-        url = f"{API}/instances/{iid}/events/multipart"
+        url = f"{API}/instances/{iid}/events"
         form = {"trigger": "kickoff", "role": OFFICER, "evidence": '{"date": "2564-03-01"}'}
         r = client.post(url, data=form, files={"photo": ("kickoff.jpg", PDF)}, headers=me)
         assert r.status_code == 422, r.text
+        r = client.post(url, data={"trigger": "kickoff", "evidence": "{}"}, headers=me)
+        assert r.status_code == 400 and "trigger, role" in r.json()["detail"]
+        r = client.post(url, data={**form, "evidence": "[1]"},
+                        files={"photo": ("k.jpg", JPEG)}, headers=me)
+        assert r.status_code == 400 and "JSON object" in r.json()["detail"]
+        r = client.post(url, content=b"trigger=kickoff", headers={
+            **me, "Content-Type": "text/plain"})
+        assert r.status_code == 400 and "multipart/form-data" in r.json()["detail"]
+        assert len(world.engine.history(iid)) == 1  # every refusal changed nothing
         r = client.post(url, data=form, files={"photo": ("kickoff.jpg", JPEG, "text/plain")},
                         headers=me)
         assert r.status_code == 201, r.text

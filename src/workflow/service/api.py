@@ -15,11 +15,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from workflow.engine.facade import Engine
 from workflow.errors import UsageError
+from workflow.runtime.attachments import MAX_BYTES, Upload
 from workflow.service import calls
 from workflow.service.auth import CSRF_HEADER, api_principal
 from workflow.service.problems import MEDIA_TYPE, TITLES
@@ -307,29 +310,111 @@ def show(response: Response, caller: Caller, engine: EngineDep,
     return inst.to_dict()
 
 
+#: The form fields of a multipart fire besides its file parts.
+_FORM_FIELDS = {"trigger", "role", "note", "evidence"}
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["trigger", "role"],
+    "properties": {
+        "trigger": {"type": "string", "maxLength": 200},
+        "role": {"type": "string", "maxLength": 200},
+        "note": {"type": "string", "maxLength": 10000},
+        "evidence": {"type": "string",
+                     "description": "the evidence that is not a file, as a JSON object"},
+    },
+    "additionalProperties": {"type": "string", "format": "binary",
+                             "description": "one part per `file` evidence field"},
+}
+_FIRE_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": FireBody.model_json_schema()},
+        "multipart/form-data": {"schema": _FORM_SCHEMA},
+        # A form without files may come urlencoded (an HTML form, curl --data).
+        "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
+    },
+}
+
+
+async def _fire_body(request: Request) -> FireBody:
+    """The fire a request asks for: a JSON body (:class:`FireBody`), or ``multipart/form-data``
+    whose file parts are the evidence of ``file`` fields (CONTRACT §8, ``fire --attach``)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return await _fire_form(request)
+    if media not in ("", "application/json") and not media.endswith("+json"):
+        raise UsageError(f"a fire is JSON or multipart/form-data, not {media[:100]}")
+    raw = await request.body()
+    try:
+        return FireBody.model_validate_json(raw or b"null")
+    except ValidationError as e:
+        errors = [{**err, "loc": ("body", *err.get("loc", ()))}
+                  for err in e.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors) from None
+
+
+async def _fire_form(request: Request) -> FireBody:
+    form = await request.form(max_files=20, max_fields=50, max_part_size=MAX_BYTES)
+    fields: dict[str, str] = {}
+    files: dict[str, Upload] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            if name in fields:
+                raise UsageError(f"form field {name[:100]} given twice")
+            fields[name] = value
+        else:
+            if name in files:
+                raise UsageError(f"file field {name[:100]} given twice")
+            data = await value.read(MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise UsageError(f"file {name[:100]} is larger than {MAX_BYTES} bytes")
+            files[name] = Upload(value.filename or name, data)
+    if set(fields) - _FORM_FIELDS or "trigger" not in fields or "role" not in fields:
+        raise UsageError("a multipart fire takes trigger, role, note and evidence (JSON) "
+                         "fields and one file part per file field")
+    try:
+        given = json.loads(fields.get("evidence") or "{}")
+    except ValueError:
+        raise UsageError("evidence must be a JSON object") from None
+    if not isinstance(given, dict):
+        raise UsageError("evidence must be a JSON object")
+    for name in given:
+        if name in files:
+            raise UsageError(f"evidence field {name[:100]} given twice")
+    try:
+        return FireBody(trigger=fields["trigger"], role=fields["role"], note=fields.get("note"),
+                        evidence={**given, **files})
+    except ValidationError as e:
+        raise UsageError(f"a multipart fire's fields: {e.errors()[0]['msg']}") from None
+
+
 @router.post("/instances/{instance}/events", status_code=201, summary="Fire a transition",
-             responses=_problems(400, 401, 403, 404, 409, 412, 422, 503))
-def fire(
+             description="A JSON body, or `multipart/form-data` with the form fields `trigger`, "
+             "`role`, `note`, `evidence` (JSON) and one file part per `file` evidence field.",
+             responses=_problems(400, 401, 403, 404, 409, 412, 422, 503),
+             openapi_extra={"requestBody": _FIRE_BODY})
+async def fire(
     request: Request,
     response: Response,
     caller: Caller,
     engine: EngineDep,
     instance: InstanceId,
-    body: Annotated[FireBody, Body()],
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=40)] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     _no_actor(request)
     expect = parse_if_match(request, if_match)
-    result = calls.fire(
-        engine, caller, instance, body.trigger, role=body.role, evidence=body.evidence,
-        note=body.note, expect_version=expect, key=idempotency_key,
+    body = await _fire_body(request)
+    result = await run_in_threadpool(
+        calls.fire, engine, caller, instance, body.trigger, role=body.role,
+        evidence=body.evidence, note=body.note, expect_version=expect, key=idempotency_key,
     )
     response.headers["Location"] = f"/api/v1/instances/{instance}/events/{result.event.seq}"
     response.headers["ETag"] = etag(result.instance.version)
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return result.to_dict()
+    out: dict[str, Any] = result.to_dict()
+    return out
 
 
 @router.get("/instances/{instance}/events", summary="The instance's events, oldest first",

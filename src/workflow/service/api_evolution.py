@@ -4,21 +4,16 @@ correction, revert or comment answers like a fire: 201 ``{event, instance}``).""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from workflow.engine.amend import KEEP
-from workflow.errors import UsageError
-from workflow.runtime.attachments import MAX_BYTES, Upload
 from workflow.service import calls
 from workflow.service.api import (
     Caller,
     EngineDep,
-    IdempotencyKey,
     InstanceId,
     _no_actor,
     _problems,
@@ -124,59 +119,5 @@ def migrate(request: Request, caller: Caller, engine: EngineDep,
         fiscal_year=body.fiscal_year, state=body.state, dry_run=body.dry_run,
     )
     out: dict[str, Any] = result.to_dict()
-    return out
-
-
-@router.post("/instances/{instance}/events/multipart", status_code=201,
-             summary="Fire a transition with files (multipart/form-data: trigger, role, note?, "
-             "evidence as a JSON object, and one file part per file field)",
-             responses=CHANGE_ERRORS)
-async def fire_with_files(
-    request: Request,
-    response: Response,
-    caller: Caller,
-    engine: EngineDep,
-    instance: InstanceId,
-    if_match: Annotated[str | None, Header(alias="If-Match", max_length=40)] = None,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
-    _no_actor(request)
-    expect = parse_if_match(request, if_match)
-    form = await request.form(max_files=20, max_fields=50, max_part_size=MAX_BYTES)
-    fields: dict[str, str] = {}
-    evidence: dict[str, object] = {}
-    for name, value in form.multi_items():
-        if isinstance(value, str):
-            if name in fields:
-                raise UsageError(f"form field {name} given twice")
-            fields[name] = value
-        else:
-            if name in evidence:
-                raise UsageError(f"file field {name} given twice")
-            data = await value.read(MAX_BYTES + 1)
-            if len(data) > MAX_BYTES:
-                raise UsageError(f"file {name} is larger than {MAX_BYTES} bytes")
-            evidence[name] = Upload(value.filename or name, data)
-    unknown = set(fields) - {"trigger", "role", "note", "evidence"}
-    if unknown or "trigger" not in fields or "role" not in fields:
-        raise UsageError("a multipart fire takes trigger, role, note and evidence (JSON) "
-                         "fields and one file part per file field")
-    try:
-        given = json.loads(fields.get("evidence") or "{}")
-    except ValueError:
-        raise UsageError("evidence must be a JSON object") from None
-    if not isinstance(given, dict):
-        raise UsageError("evidence must be a JSON object")
-    for name, value in given.items():
-        if name in evidence:
-            raise UsageError(f"evidence field {name} given twice")
-        evidence[name] = value
-    result = await run_in_threadpool(
-        calls.fire, engine, caller, instance, fields["trigger"], role=fields["role"],
-        evidence=evidence, note=fields.get("note"), expect_version=expect, key=idempotency_key,
-    )
-    out = _answer(response, instance, result)
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
     return out
 
