@@ -31,19 +31,19 @@ _TRUE = {"true", "yes", "y", "1", "on", "ใช่"}
 _FALSE = {"false", "no", "n", "0", "off", "ไม่ใช่"}
 
 
-#: The years a date may carry: those of the fiscal years workflow accepts (BE 2400-2800).
-#: Anything else is a mistyped year (``0021-01-10`` from a two-digit year, a BE year typed
-#: twice over), never a date of a CDD activity, a grant or a token.
+#: The years an evidence date may carry: those of the fiscal years workflow accepts (BE
+#: 2400-2800). Anything else is a mistyped year (``0010-01-25`` from a two-digit year in a
+#: form, a BE year converted twice), never the date of a CDD activity. Other dates (a token's
+#: or a grant's end, a query's bounds) may lie further out: "2999-12-31" means "never".
 CE_YEARS = (BE_THRESHOLD - BE_OFFSET, 2800 - BE_OFFSET)
 
 
 def parse_date(value: object) -> dt.date:
-    """Read a date given as ``YYYY-MM-DD`` (CE, or BE when the year is 2400 or more); its
-    year must lie in ``CE_YEARS``."""
+    """Read a date given as ``YYYY-MM-DD`` (CE, or BE when the year is 2400 or more)."""
     if isinstance(value, dt.datetime):
-        return _sane(value.date(), value.date().isoformat())
+        return value.date()
     if isinstance(value, dt.date):
-        return _sane(value, value.isoformat())
+        return value
     if not isinstance(value, str):
         raise ValueError(f"expected a date YYYY-MM-DD, got {_show(value)}")
     m = _DATE.match(value.strip())
@@ -53,16 +53,17 @@ def parse_date(value: object) -> dt.date:
     if year >= BE_THRESHOLD:
         year -= BE_OFFSET
     try:
-        return _sane(dt.date(year, month, day), value.strip())
+        return dt.date(year, month, day)
     except ValueError as e:
-        if "outside the years" in str(e):
-            raise
         raise ValueError(f"{value.strip()} is not a real date ({e})") from None
 
 
-def _sane(date: dt.date, given: str) -> dt.date:
+def evidence_date(value: object) -> dt.date:
+    """:func:`parse_date` for evidence: the year must also lie in ``CE_YEARS``."""
+    date = parse_date(value)
     low, high = CE_YEARS
     if not low <= date.year <= high:
+        given = value.strip() if isinstance(value, str) else date.isoformat()
         raise ValueError(
             f"{given} is outside the years a date may have: BE {low + BE_OFFSET}-"
             f"{high + BE_OFFSET} (CE {low}-{high}); check the year"
@@ -153,7 +154,7 @@ def convert(field: EvidenceField, value: object) -> EvidenceValue:
         # Whole numbers are kept as integers so that 25 and 25.0 hash the same.
         return int(number) if number.is_integer() and abs(number) <= 2**53 else number
     if t == "date":
-        return parse_date(value).isoformat()
+        return evidence_date(value).isoformat()
     if t == "file":
         if isinstance(value, Upload):
             return describe(value, field.max_bytes, field.media_types)
