@@ -268,6 +268,33 @@ def test_receiver_down_retries_then_dead(engine: Engine) -> None:
         down.close()
 
 
+def test_retry_keeps_a_live_workers_lease(engine: Engine) -> None:
+    """`outbox retry` of a delivery a live worker has leased (it is sending it now) leaves the
+    lease: no second worker can claim it; a lease that ran out is cleared and claimable."""
+    from workflow.audit.chain import now_utc
+    from workflow.storage import outbox as db
+
+    engine.notifications.add_hook("http://127.0.0.1:9/unused")
+    import helpers
+
+    helpers.start_lopburi(engine)
+    store = engine.store
+    now = now_utc()
+    later = "9999-12-31T00:00:00.000000Z"
+    (claimed,) = store.run(lambda c: db.claim(c, "worker-a", now, later, 10), write=True)
+    delivery = claimed[0].id
+    engine.notifications.retry(delivery)
+    assert store.run(lambda c: db.claim(c, "worker-b", now_utc(), later, 10), write=True) == []
+    row = store.run(lambda c: db.retry(c, delivery, now_utc()), write=True)
+    assert row is not None and row.claimed_by == "worker-a"
+    # The lease runs out (worker-a died): a retry clears it, another worker may claim it.
+    store.run(lambda c: c.execute(db.outbox_t.update().values(
+        claimed_until="2000-01-01T00:00:00.000000Z")), write=True)
+    engine.notifications.retry(delivery)
+    (again,) = store.run(lambda c: db.claim(c, "worker-b", now_utc(), later, 10), write=True)
+    assert again[0].id == delivery and again[0].claimed_by == "worker-b"
+
+
 def test_smtp_hook(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A mailto: hook sends each event as an e-mail through WORKFLOW_SMTP_URL."""
     aiosmtpd = pytest.importorskip("aiosmtpd.controller")

@@ -311,11 +311,18 @@ def outbox_counts(conn: Connection) -> dict[str, int]:
 
 def retry(conn: Connection, outbox_id: int, now: str) -> OutboxRow | None:
     """Put a (dead or pending) delivery back in line now, its attempts counted afresh; the
-    row as it is now, or None if there is no undelivered one."""
+    row as it is now, or None if there is no undelivered one. A lease a live worker holds
+    stays (that worker is sending it now: clearing the lease would let a second worker send
+    it too); a lease that has run out is cleared."""
+    live = sa.and_(outbox_t.c.claimed_until.is_not(None), outbox_t.c.claimed_until > now)
     result = conn.execute(
         outbox_t.update()
         .where(outbox_t.c.id == outbox_id, outbox_t.c.status != "delivered")
-        .values(status="pending", attempts=0, next_at=now, claimed_by=None, claimed_until=None)
+        .values(
+            status="pending", attempts=0, next_at=now,
+            claimed_by=sa.case((live, outbox_t.c.claimed_by), else_=None),
+            claimed_until=sa.case((live, outbox_t.c.claimed_until), else_=None),
+        )
     )
     if not result.rowcount:
         return None
