@@ -27,7 +27,7 @@ KICKOFF = {
 NOTE = "ประธานเปิดโครงการฯ เวลา 08.30 น. ณ ศาลาประชาคม"
 
 
-def run(url: str, columns: int, *args: str) -> str:
+def run(url: str, columns: int | str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
     p = subprocess.run([*COMMAND, "--db", url, *args], env={**env, "COLUMNS": str(columns)},
                        capture_output=True, text=True, encoding="utf-8", timeout=120,
@@ -99,3 +99,10 @@ def test_wide_terminal_keeps_the_table(engine: Engine, story: int, command: str)
     shown = {w for line in lines for w in line.split() if set(w) != {"─"}}
     assert shown <= words_of(engine, story)
     assert not any(line.startswith("trigger ") for line in lines)
+
+
+@pytest.mark.parametrize("columns", ["²", "9" * 5000, "0", "-3", "abc"])
+def test_a_nonsense_columns_value_is_ignored(engine: Engine, story: int, columns: str) -> None:
+    """COLUMNS that is not a sensible width (a superscript digit, 5,000 digits, zero,
+    negative, words) is ignored, never a crash."""
+    run(engine.url, columns, "show", str(story))

@@ -175,3 +175,35 @@ def test_start_event_reads_as_program_area_and_year(world: World, client: TestCl
     start = page[page.index('id="e1"'):page.index("</ol>", page.index('id="e1"'))]
     assert "ต.บางขันหมาก อ.เมืองลพบุรี จ.ลพบุรี" in start and "2564" in start
     assert "None" not in start and "duplicate_no" not in start and "program_version" not in start
+
+
+@pytest.mark.parametrize("digits", ["²", "๒", "1" * 5000, "٣"])
+def test_odd_digits_in_page_forms_are_refused_not_a_crash(
+    world: World, client: TestClient, digits: str
+) -> None:
+    """Characters `str.isdigit` passes but `int` refuses (superscripts), digits `int` reads
+    (Thai, Arabic-Indic) and 5,000-digit numbers, in every field a page reads as a number
+    (date parts, the version, the correction's target, the report's cursor): an answer
+    below 500, and nothing recorded but what the digits rightly say (Thai 2 is 2)."""
+    iid = kicked_off(world)
+    login(client)
+    page = client.get(f"/instances/{iid}").text
+    csrf = csrf_of(page)
+    before = len(world.engine.history(iid))
+    from test_web_pages import kickoff_form
+
+    for data in ({"csrf_token": csrf, "trigger": "workshop", "role": "coordinator",
+                  "version": "2", "date__d": digits, "date__m": "3", "date__y": "2564",
+                  "venue": "บ้านสระบัว", "participants": "25", "note": ""},
+                 {**kickoff_form(iid, 1, csrf), "date__y": digits}):
+        assert client.post(f"/instances/{iid}/fire", data=data).status_code < 500
+    r = client.post(f"/instances/{iid}/revert", data={"csrf_token": csrf, "role": OFFICER,
+                                                     "reason": "r", "version": digits})
+    assert r.status_code < 500
+    r = client.post(f"/instances/{iid}/correct",
+                    data={"csrf_token": csrf, "role": OFFICER, "target": f"{digits}:venue",
+                          "value": "x", "reason": "r"})
+    assert r.status_code < 500
+    assert client.get(f"/report?after={digits}").status_code < 500
+    history = world.engine.history(iid)
+    assert all(e.trigger in ("workshop", "revert", "correct") for e in history[before:])

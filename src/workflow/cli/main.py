@@ -32,6 +32,7 @@ from workflow.cli.evolution import COMMANDS as EVOLUTION_COMMANDS
 from workflow.cli.instances import bulk_start, fire, history, list_, show, start
 from workflow.cli.notify import COMMANDS as NOTIFY_COMMANDS
 from workflow.cli.programs import programs
+from workflow.cli.render import sane_terminal_size
 from workflow.cli.report import report
 from workflow.cli.schema import init
 from workflow.cli.service import COMMANDS as SERVICE_COMMANDS
@@ -211,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     JSON was asked for) and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args or os.environ.get("WORKFLOW_TRACEBACK") == "1"
+    sane_terminal_size()
     Errors.as_json = None
     try:
         cli.main(args=args, prog_name="workflow", standalone_mode=False)

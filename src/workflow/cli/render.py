@@ -54,11 +54,20 @@ def cell(value: Any) -> str:
     return "" if value is None else printable(value, multiline=True)
 
 
+def sane_terminal_size() -> None:
+    """Drop a ``COLUMNS`` or ``LINES`` that is no sensible size: rich reads them with
+    ``str.isdigit`` then ``int``, which a superscript digit or 5,000 digits crashes."""
+    for name in ("COLUMNS", "LINES"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdecimal() and len(value.strip()) <= 6):
+            del os.environ[name]
+
+
 def _width() -> int:
     """The width to render for: ``COLUMNS`` if set (also when piped), else the terminal's;
     piped output without ``COLUMNS`` gets room (160) rather than folding every cell."""
     columns = os.environ.get("COLUMNS", "").strip()
-    if columns.isdigit() and int(columns) > 0:
+    if columns.isdecimal() and len(columns) <= 6 and int(columns) > 0:
         return int(columns)
     if sys.stdout.isatty():
         import shutil

@@ -145,7 +145,7 @@ def read(form: FireForm, data: Mapping[str, Any], lang: str) -> tuple[dict[str, 
             c.day, c.month, c.year = d, m, y
             if not (d or m or y):
                 continue
-            if not (d and m and y) or not (d.isdigit() and m.isdigit() and y.isdigit()):
+            if not (d and m and y) or not all(x.isdecimal() and len(x) <= 4 for x in (d, m, y)):
                 local[c.name] = i18n.tr(lang, "form.date_incomplete")
                 continue
             evidence[c.name] = f"{int(y):04d}-{int(m):02d}-{int(d):02d}"

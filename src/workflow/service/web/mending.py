@@ -113,6 +113,12 @@ def offer(request: Request, principal: Any, inst: Instance, program: Program,
     return out
 
 
+def _number(text: str) -> bool:
+    """Digits ``int`` reads (``isdigit`` also passes "²", which ``int`` refuses), not too
+    many of them."""
+    return text.isdecimal() and len(text) <= 18
+
+
 def new_value(kind: str, text: str) -> str:
     """A typed value as the engine takes it: a date as d/m/BE-year becomes BE ``Y-M-D``."""
     found = _DMY.match(text) if kind == "date" else None
@@ -145,10 +151,10 @@ async def _post(request: Request, instance_id: int, kind: str) -> Response:
             version = values.get("version", "")
             calls.revert(engine, principal, instance_id, role=role,
                          reason=values.get("reason", ""),
-                         expect_version=int(version) if version.isdigit() else None)
+                         expect_version=int(version) if _number(version) else None)
         else:
             seq_text, _, name = values.get("target", "").partition(":")
-            if not seq_text.isdigit() or not name:
+            if not _number(seq_text) or not name:
                 raise _usage(lang)
             seq = int(seq_text)
             value = values.get("value", "")

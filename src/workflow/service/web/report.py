@@ -95,7 +95,8 @@ def instances(request: Request) -> Response:
     problem = None
     try:
         items, more = calls.list_instances(engine, principal, limit=PAGE,
-                                           after=int(after) if after and after.isdigit()
+                                           after=int(after) if after and after.isdecimal()
+                                           and len(after) <= 18
                                            else None, **filters)
     except WorkflowError as e:
         items, more = [], False
