@@ -514,7 +514,7 @@ async def _files(form: forms.FireForm, data: FormData) -> dict[str, Upload | int
 
 
 @router.get("/instances/{instance_id}/files/{seq}/{field}")
-def file(request: Request, instance_id: int, seq: int, field: str) -> Response:
+def file_download(request: Request, instance_id: int, seq: int, field: str) -> Response:
     """A file an event recorded (``workflow attachments get``), for whoever may read the
     instance: an image the program allowed is shown inline (``?download=1``: saved
     instead), anything else is always a download (``workflow.service.downloads``)."""
