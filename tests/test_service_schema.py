@@ -99,7 +99,8 @@ def test_the_served_api_keeps_its_openapi_document(
                 # One entry per operation that failed, then on to the next operation.
                 first = str(e).strip().splitlines()
                 failures.append(f"{operation.label}: {' | '.join(first[:12])}")
-    assert operations >= 31
+    assert operations >= 32
+    assert "GET /api/v1/instances/{instance}/events/{seq}/files/{field}" in labels
     fire = schema.raw_schema["paths"]["/api/v1/instances/{instance}/events"]["post"]
     assert {"application/json", "multipart/form-data"} <= set(fire["requestBody"]["content"])
     assert labels >= NOTIFY_OPERATIONS, sorted(NOTIFY_OPERATIONS - labels)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +46,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A `workflow serve` on a database with the service tests' accounts (udomrat: officer in
-    Lopburi; other: officer in Bangkok; aud: auditor in Lopburi; admin) and two instances."""
-    world = make_world(engine.url)
-    world.engine.grant("admin", OFFICER, area="16", by="test")
-    world.engine.grant("admin", "coordinator", area="16", by="test")
-    leader = world.engine.start("leader-development", area=LOPBURI, fiscal_year=2564,
-                                actor="udomrat", role=OFFICER, title="ตำบลนำร่อง บางขันหมาก")
-    khok = world.engine.start("khok-nong-na", area="160118", fiscal_year=2564,
-                              actor="udomrat", role=OFFICER)
-    world.engine.close()
+@contextmanager
+def _served(url: str, log: Path, *options: str) -> Iterator[str]:
+    """The base URL of a `workflow [OPTIONS] serve` on ``url`` (stopped when the block ends)."""
     port = _free_port()
-    log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([*WORKFLOW, "--db", engine.url, "serve", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*WORKFLOW, "--db", url, *options, "serve", "--port",
+                                 str(port)], stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -74,8 +65,7 @@ def site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        yield {"base": base, "leader": leader.id, "khok": khok.id, "url": engine.url,
-               "log": log}
+        yield base
     finally:
         proc.terminate()
         try:
@@ -83,6 +73,24 @@ def site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A `workflow serve` on a database with the service tests' accounts (udomrat: officer in
+    Lopburi; other: officer in Bangkok; aud: auditor in Lopburi; admin) and two instances."""
+    world = make_world(engine.url)
+    world.engine.grant("admin", OFFICER, area="16", by="test")
+    world.engine.grant("admin", "coordinator", area="16", by="test")
+    leader = world.engine.start("leader-development", area=LOPBURI, fiscal_year=2564,
+                                actor="udomrat", role=OFFICER, title="ตำบลนำร่อง บางขันหมาก")
+    khok = world.engine.start("khok-nong-na", area="160118", fiscal_year=2564,
+                              actor="udomrat", role=OFFICER)
+    world.engine.close()
+    log = tmp_path / "serve.log"
+    with _served(engine.url, log) as base:
+        yield {"base": base, "leader": leader.id, "khok": khok.id, "url": engine.url,
+               "log": log}
 
 
 @pytest.fixture
@@ -295,3 +303,80 @@ def test_every_page_screenshots_and_axe(site: dict[str, Any], browser: Any) -> N
     assert not found, found
     assert shutil.which("fc-list") is None or subprocess.run(
         ["fc-list", ":lang=th", "family"], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def files_site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A `workflow --definitions DIR serve` knowing kickoff-files (a photo, an attendance
+    PDF), with the service tests' accounts and one planned instance in Lopburi."""
+    from test_attachments import PROGRAM
+
+    definitions = tmp_path / "defs"
+    definitions.mkdir()
+    (definitions / "files.yaml").write_text(PROGRAM, encoding="utf-8")
+    make_world(engine.url).engine.close()
+    with Engine(engine.url, [definitions]) as eng:
+        inst = eng.start("kickoff-files", area=LOPBURI, fiscal_year=2564, actor="udomrat",
+                         role=OFFICER)
+    with _served(engine.url, tmp_path / "serve.log", "--definitions", str(definitions)) as base:
+        yield {"base": base, "instance": inst.id, "url": engine.url,
+               "definitions": definitions}
+
+
+def test_coordinator_attaches_a_photo_and_downloads_it(files_site: dict[str, Any],
+                                                       browser: Any) -> None:
+    """At 360 px: attach a JPEG to the kickoff through the form's file input (accepting
+    images), record it, find it in the timeline (name, size, type, thumbnail) and download it
+    back byte for byte; the page neither overflows nor has a serious axe violation."""
+    import base64
+
+    base, iid = files_site["base"], files_site["instance"]
+    context = browser.new_context(viewport={"width": 360, "height": 800},
+                                  accept_downloads=True, bypass_csp=True)
+    page = context.new_page()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    log_in(page, base, "udomrat")
+    # A real photo (64 x 48 JPEG, well under the field's 2,000 bytes), drawn by the browser.
+    jpeg = base64.b64decode(page.evaluate("""() => {
+        const c = document.createElement('canvas'); c.width = 64; c.height = 48;
+        const g = c.getContext('2d'); g.fillStyle = '#0b3d6b'; g.fillRect(0, 0, 64, 48);
+        g.fillStyle = '#f5c518'; g.fillRect(8, 8, 24, 24);
+        return c.toDataURL('image/jpeg', 0.8).split(',')[1]; }"""))
+    assert jpeg[:3] == b"\xff\xd8\xff" and len(jpeg) <= 2000
+    page.goto(f"{base}/instances/{iid}")
+    page.click("#act-kickoff > summary")
+    page.fill("#f-kickoff-date-d", "1")
+    page.select_option("#f-kickoff-date-m", "3")
+    page.fill("#f-kickoff-date-y", "2564")
+    page.click("#act-kickoff details.more > summary")
+    photo = page.locator("#f-kickoff-photo")
+    assert photo.get_attribute("accept") == "image/*"
+    photo.set_input_files(files=[{"name": "ภาพประชุม.jpg", "mimeType": "image/jpeg",
+                                  "buffer": jpeg}])
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the form with its file inputs overflows at 360px by {overflow}px"
+    page.screenshot(path=str(SHOTS / "files-form-360.png"), full_page=True)
+    page.click("#act-kickoff button.primary")
+    page.wait_for_url(f"{base}/instances/{iid}?recorded=kickoff")
+    entry = page.locator("#e2")
+    assert f"ภาพประชุม.jpg ({len(jpeg)} ไบต์, image/jpeg)" in entry.inner_text()
+    thumbnail = entry.locator("img")
+    assert thumbnail.get_attribute("src") == f"/instances/{iid}/files/2/photo"
+    assert thumbnail.evaluate("img => img.complete && img.naturalWidth") == 64  # it shows
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the instance page overflows at 360px by {overflow}px"
+    page.screenshot(path=str(SHOTS / "files-360.png"), full_page=True)
+    assert not _axe(page)
+    with page.expect_download() as got:
+        entry.locator("a.download").click()
+    download = got.value
+    assert download.suggested_filename == "ภาพประชุม.jpg"
+    assert Path(download.path()).read_bytes() == jpeg
+    context.close()
+    with Engine(files_site["url"], [files_site["definitions"]]) as eng:
+        last = eng.history(iid)[-1]
+        assert last.evidence["photo"]["name"] == "ภาพประชุม.jpg"  # type: ignore[index]
+        assert last.auth is not None and last.auth.startswith("session:")
+        assert eng.verify().ok

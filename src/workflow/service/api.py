@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from workflow.engine.facade import Engine
 from workflow.errors import UsageError
 from workflow.runtime.attachments import MAX_BYTES, Upload
-from workflow.service import calls
+from workflow.service import calls, downloads
 from workflow.service.auth import CSRF_HEADER, api_principal
 from workflow.service.problems import MEDIA_TYPE, TITLES
 
@@ -430,6 +430,36 @@ def history(caller: Caller, engine: EngineDep, instance: InstanceId,
 def one_event(caller: Caller, engine: EngineDep, instance: InstanceId,
               seq: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
     return calls.event(engine, caller, instance, seq).to_dict()
+
+
+_FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes, with the media type sniffed when it was recorded",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "ETag": {"description": "The file's sha256, quoted",
+                     "schema": {"type": "string"}},
+            "Content-Disposition": {
+                "description": "attachment; filename=\"...\"; filename*=UTF-8''... "
+                "(the name as recorded)", "schema": {"type": "string"}},
+            "X-Content-Type-Options": {"schema": {"type": "string", "enum": ["nosniff"]}},
+        },
+    },
+    304: {"description": "Not modified: If-None-Match named the file's ETag"},
+    **READ_ERRORS,
+}
+
+
+@router.get("/instances/{instance}/events/{seq}/files/{field}",
+            summary="A file the event recorded as evidence (`attachments get`)",
+            description="The stored bytes of the `file` evidence `field` of event `seq` (as "
+            "corrected, if a correction replaced it), re-hashed before they are sent.",
+            response_class=Response, responses=_FILE_RESPONSE)
+def attachment(request: Request, caller: Caller, engine: EngineDep, instance: InstanceId,
+               seq: Annotated[int, Path(ge=1, le=2**62)],
+               field: Annotated[str, Path(max_length=200)]) -> Response:
+    value, data = calls.attachment(engine, caller, instance, seq, field)
+    return downloads.file_response(request, value, data)
 
 
 # --------------------------------------------------------------------------- audit, report

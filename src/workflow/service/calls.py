@@ -212,6 +212,13 @@ def history(engine: Engine, caller: Caller, instance: int) -> builtins.list[Even
     return engine.history(instance, viewer=_viewer(caller))
 
 
+def attachment(engine: Engine, caller: Caller, instance: int, seq: int, field: str
+               ) -> tuple[Mapping[str, Any], bytes]:
+    """The file event ``seq`` recorded as evidence ``field`` (as corrected), re-hashed; read
+    only if the caller's grants cover the instance (``workflow attachments get``)."""
+    return engine.attachment(instance, seq, field, viewer=_viewer(caller))
+
+
 def event(engine: Engine, caller: Caller, instance: int, seq: int) -> Event:
     for e in history(engine, caller, instance):
         if e.seq == seq:
@@ -286,9 +293,11 @@ def grants(engine: Engine, caller: Caller, actor: str | None) -> builtins.list[G
 
 
 def grant(engine: Engine, caller: Caller, actor: str, role: str, area: str | None,
-          program: str | None) -> Grant:
+          program: str | None, until: str | None = None) -> Grant:
+    """``actors grant``; ``until`` (a date, CE or BE) ends the grant at the end of that day."""
     require_admin(engine, caller, "grant")
-    return engine.grant(actor, role, area=area, program=program, by=name_of(caller))
+    return engine.grant(actor, role, area=area, program=program, by=name_of(caller),
+                        until=until)
 
 
 def revoke(engine: Engine, caller: Caller, actor: str, role: str, area: str | None,

@@ -1,5 +1,6 @@
 """``/admin``: accounts (add, disable or enable, reset password), API tokens (create, shown
-once; revoke), grants (grant, revoke; the area typeahead), and notifications (the hooks, never
+once; revoke), grants (grant, optionally until a BE date, each shown with its end and marked
+once expired; revoke; the area typeahead), and notifications (the hooks, never
 their secrets; dead deliveries, each with a retry button), for admin accounts only.
 
 Every form posts the session's CSRF token to ``/admin/<action>`` and goes through the same
@@ -18,7 +19,7 @@ from workflow.accounts import PASSWORD_MIN
 from workflow.errors import UsageError, WorkflowError
 from workflow.service import calls
 from workflow.service.auth import CSRF_FIELD, accounts
-from workflow.service.web import i18n
+from workflow.service.web import forms, i18n
 from workflow.service.web.frame import (
     caller,
     check_csrf,
@@ -56,7 +57,7 @@ def _page(request: Request, principal: Any, *, done: str | None = None,
                   tokens=[t for t in tokens if not t.revoked_at], grants=grants, roles=roles,
                   programs=calls.programs(engine), done=done, message=message, secret=secret,
                   hooks=hooks, dead=dead, more_dead=more_dead,
-                  password_min=PASSWORD_MIN, area_options=[])
+                  password_min=PASSWORD_MIN, area_options=[], months=i18n.months(lang))
     return render("admin.html", ctx, status)
 
 
@@ -105,10 +106,16 @@ async def change(request: Request, action: str) -> Response:
             calls.token_revoke(engine, acc, principal, int(field("id") or 0))
         elif action == "retry-delivery":
             calls.outbox_retry(engine, principal, _number(field("id")))
-        elif action in ("grant", "revoke"):
-            call = calls.grant if action == "grant" else calls.revoke
-            call(engine, principal, field("actor"), field("role"), field("area") or None,
-                 field("program") or None)
+        elif action == "grant":
+            try:
+                until = forms.date_value(data, "until")
+            except ValueError:
+                raise UsageError(i18n.tr(lang, "form.date_incomplete")) from None
+            calls.grant(engine, principal, field("actor"), field("role"), field("area") or None,
+                        field("program") or None, until)
+        elif action == "revoke":
+            calls.revoke(engine, principal, field("actor"), field("role"),
+                         field("area") or None, field("program") or None)
         else:
             return error_page(request, principal, WorkflowError(f"unknown action {action}"))
     except WorkflowError as e:

@@ -3,7 +3,9 @@
 Each evidence field becomes a labelled control by its type: ``text`` an input (a textarea for
 long free text such as a summary), ``integer`` and ``number`` a numeric input with the
 definition's min/max, ``choice`` a select, ``boolean`` a yes/no select, ``date`` three controls
-(day, Thai month name, Buddhist-Era year) so that a date is typed and read in BE with no script.
+(day, Thai month name, Buddhist-Era year) so that a date is typed and read in BE with no script,
+``file`` a file input accepting the field's ``media_types`` (a phone offers its camera for
+images) and the form is then sent as ``multipart/form-data``.
 Required fields are marked and come first; optional ones are folded into a ``<details>``.
 
 Reading a post back (:func:`read`) gives the evidence as the engine takes it (dates as BE
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.programs.model import EvidenceField, Program, Transition
+from workflow.runtime.attachments import DEFAULT_MAX_BYTES, Upload
 from workflow.runtime.evidence import BE_OFFSET
 from workflow.service.web import i18n
 
@@ -33,7 +36,7 @@ class Control:
 
     name: str
     label: str
-    kind: str  # text | textarea | number | select | date
+    kind: str  # text | textarea | number | select | date | file
     required: bool
     step: str = ""
     min: str = ""
@@ -45,6 +48,9 @@ class Control:
     year: str = ""
     error: str = ""
     hint: str = ""
+    #: A file field: the ``accept`` attribute (its media types) and the most it takes.
+    accept: str = ""
+    max_bytes: int = 0
 
 
 @dataclass
@@ -65,6 +71,11 @@ class FireForm:
     @property
     def controls(self) -> list[Control]:
         return self.required + self.optional
+
+    @property
+    def multipart(self) -> bool:
+        """Whether the form takes a file (and so is sent as ``multipart/form-data``)."""
+        return any(c.kind == "file" for c in self.controls)
 
 
 def transition_for(program: Program, trigger: str, active: Sequence[str]) -> Transition | None:
@@ -106,6 +117,13 @@ def control(f: EvidenceField, lang: str) -> Control:
         c.options = [("true", i18n.tr(lang, "form.yes")), ("false", i18n.tr(lang, "form.no"))]
     elif f.type == "date":
         c.kind = "date"
+    elif f.type == "file":
+        c.kind = "file"
+        c.accept = ",".join(f.media_types)
+        c.max_bytes = f.max_bytes if f.max_bytes is not None else DEFAULT_MAX_BYTES
+        hints.append(i18n.tr(lang, "form.file_max", size=i18n.file_size(c.max_bytes, lang)))
+        if f.media_types:
+            hints.append(i18n.tr(lang, "form.file_types", types=", ".join(f.media_types)))
     elif f.name in LONG_TEXT:
         c.kind = "textarea"
     c.hint = ", ".join(hints)
@@ -133,24 +151,48 @@ def date_parts(prefix: str) -> tuple[str, str, str]:
     return (f"{prefix}__d", f"{prefix}__m", f"{prefix}__y")
 
 
-def read(form: FireForm, data: Mapping[str, Any], lang: str) -> tuple[dict[str, str],
-                                                                      dict[str, str]]:
+def date_value(data: Mapping[str, Any], prefix: str) -> str | None:
+    """The date a post gives in the day, month and BE year controls of ``prefix``, as BE
+    ``YYYY-MM-DD`` (the engine reads it); None when all three are empty, ``ValueError`` when
+    it is given in part or not in digits (``isdecimal``: what ``int`` reads, not "²")."""
+    d, m, y = (str(data.get(k, "")).strip() for k in date_parts(prefix))
+    if not (d or m or y):
+        return None
+    if not (d and m and y) or not all(x.isdecimal() and len(x) <= 4 for x in (d, m, y)):
+        raise ValueError("a date given in part")
+    return f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
+
+
+def read(form: FireForm, data: Mapping[str, Any], lang: str,
+         files: Mapping[str, Upload | int] | None = None,
+         ) -> tuple[dict[str, object], dict[str, str]]:
     """The evidence a post gives for ``form`` (values kept on the form for a re-display), and
-    the problems the form itself finds (field -> message)."""
-    evidence: dict[str, str] = {}
+    the problems the form itself finds (field -> message). ``files`` are the post's file
+    parts as the route read them: an :class:`Upload`, or the size of one larger than its
+    field takes (read no further)."""
+    evidence: dict[str, object] = {}
     local: dict[str, str] = {}
     for c in form.controls:
-        if c.kind == "date":
-            d, m, y = (str(data.get(k, "")).strip() for k in date_parts(c.name))
-            c.day, c.month, c.year = d, m, y
-            if not (d or m or y):
-                continue
-            if not (d and m and y) or not all(x.isdecimal() and len(x) <= 4 for x in (d, m, y)):
+        if c.kind == "file":
+            given = (files or {}).get(c.name)
+            if isinstance(given, Upload):
+                evidence[c.name] = given
+                c.value = given.name  # a file input cannot be refilled: say which it was
+            elif given is not None:
+                local[c.name] = i18n.tr(lang, "form.file_too_big",
+                                        size=i18n.file_size(c.max_bytes, lang))
+        elif c.kind == "date":
+            c.day, c.month, c.year = (str(data.get(k, "")).strip() for k in date_parts(c.name))
+            try:
+                value = date_value(data, c.name)
+            except ValueError:
                 local[c.name] = i18n.tr(lang, "form.date_incomplete")
                 continue
-            evidence[c.name] = f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
+            if value is not None:
+                evidence[c.name] = value
         else:
-            value = str(data.get(c.name, ""))
+            raw = data.get(c.name, "")
+            value = raw if isinstance(raw, str) else ""  # a file part where text is wanted
             c.value = value
             if value.strip():
                 evidence[c.name] = value

@@ -10,6 +10,7 @@ filled from keyword arguments); a key missing from the catalogue is a bug the te
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 
 from workflow.runtime.evidence import BE_OFFSET, fiscal_year_of
@@ -116,6 +117,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "ev.migrate": ("ย้ายไปใช้โครงการฉบับใหม่", "Moved to a new program version"),
     "ev.overdue": ("เลยกำหนด", "Overdue"),
     "ev.corrected_by": ("แก้ไขโดยรายการ {seqs}", "corrected by {seqs}"),
+    "ev.download": ("ดาวน์โหลด", "Download"),
+    "ev.file": ("{name} ({size}, {media_type})", "{name} ({size}, {media_type})"),
+    "ev.file_corrected": ("ไฟล์ที่แก้ไขแล้ว", "corrected file"),
     "ev.original": ("ที่บันทึกไว้เดิม", "As first recorded"),
     # mending (CONTRACT §8)
     "mend.title": ("แก้ไขและความเห็น", "Comments and corrections"),
@@ -169,6 +173,12 @@ TEXTS: dict[str, tuple[str, str]] = {
     "form.max": ("ไม่เกิน {n}", "at most {n}"),
     "form.date_incomplete": ("กรอกวัน เดือน และปี พ.ศ. ให้ครบ",
                              "give the day, month and BE year"),
+    "form.file_max": ("ขนาดไม่เกิน {size}", "at most {size}"),
+    "form.file_types": ("ชนิดไฟล์: {types}", "file types: {types}"),
+    "form.file_too_big": ("ไฟล์ใหญ่เกินไป รับได้ไม่เกิน {size}",
+                          "the file is too large; at most {size}"),
+    "form.file_again": ("ไฟล์ที่เลือกไว้: {name} (ยังไม่ได้บันทึก กรุณาเลือกไฟล์อีกครั้ง)",
+                        "You chose {name} (not recorded; choose the file again)"),
     # field problems (the engine's reasons, by their shape)
     "err.required": ("จำเป็นต้องกรอก", "required"),
     "err.not_date": ("ไม่ใช่วันที่ที่ถูกต้อง", "not a real date"),
@@ -178,6 +188,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "err.above": ("สูงกว่าค่าสูงสุด {n}", "above the maximum {n}"),
     "err.choice": ("ต้องเลือกจากรายการ", "must be one of the choices"),
     "err.too_long": ("ยาวเกินไป", "too long"),
+    "err.file_empty": ("ไฟล์ว่างเปล่า", "the file is empty"),
+    "err.file_size": ("ไฟล์มีขนาด {size} รับได้ไม่เกิน {limit}",
+                      "the file is {size}; at most {limit}"),
+    "err.file_type": ("ไฟล์นี้เป็นชนิด {found} (ตรวจจากเนื้อไฟล์) รับเฉพาะ {allowed}",
+                      "this file is {found} (by its content); allowed: {allowed}"),
+    "err.file_expected": ("กรุณาเลือกไฟล์", "choose a file"),
+    "err.file_missing": ("ไม่พบไฟล์ที่อ้างถึงในระบบ", "names a file that is not stored"),
     # errors by class (the API's `code`)
     "code.EvidenceInvalid": ("ข้อมูลหลักฐานไม่ถูกต้อง", "The evidence is not valid."),
     "code.GuardFailed": ("ยังไม่ตรงเงื่อนไขของขั้นตอนนี้: {detail}",
@@ -295,6 +312,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "admin.grant": ("ให้สิทธิ์", "Grant"),
     "admin.everywhere": ("ทุกพื้นที่", "everywhere"),
     "admin.all_programs": ("ทุกโครงการ", "all programs"),
+    "admin.until": ("สิ้นสุดสิทธิ์", "Until"),
+    "admin.until_hint": ("ไม่บังคับ สิทธิ์จะสิ้นสุดเมื่อหมดวันนั้น (เวลาประเทศไทย) "
+                         "ถ้าไม่กรอกจะไม่มีวันสิ้นสุด",
+                         "Optional: the grant ends at the end of that day (Thai time); "
+                         "leave empty for a grant without an end."),
+    "admin.no_end": ("ไม่มีกำหนด", "no end"),
+    "admin.expired": ("หมดอายุแล้ว", "expired"),
     "admin.done": ("บันทึกแล้ว", "Done."),
     "admin.hooks": ("ผู้รับการแจ้งเตือน (เว็บฮุก อีเมล)",
                     "Notification receivers (webhooks, e-mail)"),
@@ -364,7 +388,41 @@ def field_problem(lang: str, reason: str) -> str:
         return tr(lang, "err.above", n=reason.rsplit(" ", 1)[-1])
     if "characters long" in reason:
         return tr(lang, "err.too_long")
-    return reason
+    return _file_problem(lang, reason) or reason
+
+
+_FILE_SIZE = re.compile(r"^is (\d+) bytes; at most (\d+) allowed$")
+_FILE_TYPE = re.compile(r"^is (\S+) \(by its content\); allowed: (.+)$")
+
+
+def _file_problem(lang: str, reason: str) -> str | None:
+    """A ``file`` field's problem (``workflow.runtime.attachments.describe``) in Thai."""
+    if reason == "is an empty file":
+        return tr(lang, "err.file_empty")
+    if reason.startswith("expected a file"):
+        return tr(lang, "err.file_expected")
+    if reason == "names a file that is not stored":
+        return tr(lang, "err.file_missing")
+    m = _FILE_SIZE.match(reason)
+    if m:
+        return tr(lang, "err.file_size", size=file_size(int(m.group(1)), lang),
+                  limit=file_size(int(m.group(2)), lang))
+    m = _FILE_TYPE.match(reason)
+    if m:
+        return tr(lang, "err.file_type", found=m.group(1), allowed=m.group(2))
+    return None
+
+
+def file_size(n: int, lang: str) -> str:
+    """A size in bytes as people read it: "512 ไบต์", "2 KB", "1.5 MB"."""
+    if n < 1024:
+        return f"{n} ไบต์" if lang == "th" else f"{n} bytes"
+    for unit, scale in (("KB", 1024), ("MB", 1024**2), ("GB", 1024**3)):
+        if n < scale * 1024 or unit == "GB":
+            value = n / scale
+            text = f"{value:.1f}".removesuffix(".0") if value < 10 else f"{value:.0f}"
+            return f"{text} {unit}"
+    return str(n)  # pragma: no cover
 
 
 def months(lang: str) -> tuple[str, ...]:

@@ -13,16 +13,21 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.datastructures import FormData, UploadFile
 
 from workflow.errors import EvidenceInvalid, VersionConflict, WorkflowError
 from workflow.programs.model import Program
 from workflow.records import Event, Instance
 from workflow.runtime import evidence as _evidence
-from workflow.service import calls, problems
+from workflow.runtime.attachments import Upload, is_described
+from workflow.service import calls, downloads, problems
 from workflow.service.auth import CSRF_FIELD
 from workflow.service.web import forms, i18n, mending, places
 from workflow.service.web.frame import (
@@ -41,6 +46,9 @@ router = APIRouter(include_in_schema=False)
 
 #: My work shows at most this many instances per group (the count says how many there are).
 GROUP_SHOWN = 50
+#: The most parts a fire form's post may have (its fields are a definition's few).
+FORM_MAX_FILES = 20
+FORM_MAX_FIELDS = 200
 
 
 # --------------------------------------------------------------------------- helpers
@@ -120,7 +128,31 @@ def lanes(
     return out
 
 
+@dataclass(frozen=True)
+class FileShown:
+    """A file in the timeline: what it is ("name (size, type)") and where to get it (None for
+    a file as first recorded and since replaced: only the current one is served)."""
+
+    text: str
+    name: str
+    href: str | None = None
+    image: bool = False
+    corrected: bool = False
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def file_text(value: Mapping[str, Any], lang: str) -> str:
+    return i18n.tr(lang, "ev.file", name=value["name"],
+                   size=i18n.file_size(int(value["bytes"]), lang),
+                   media_type=value["media_type"])
+
+
 def show_value(value: object, kind: str, lang: str) -> str:
+    if is_described(value):
+        assert isinstance(value, Mapping)
+        return file_text(value, lang)
     if kind == "date" and isinstance(value, str):
         return i18n.be_date(value, lang)
     if isinstance(value, bool):
@@ -136,14 +168,28 @@ def _config(program: Program, config: tuple[str, ...] | None, lang: str) -> str:
     return ", ".join(program.label_of_state(t, lang) for t in tops)
 
 
-def _shown_evidence(program: Program, trigger: str, evidence: Any, lang: str
-                    ) -> list[tuple[str, str]]:
+def _shown_evidence(program: Program, trigger: str, evidence: Any, lang: str,
+                    link: tuple[int, int] | None = None, first: Any = None,
+                    ) -> list[tuple[str, str | FileShown]]:
+    """The evidence as (label, text) pairs; a file as a :class:`FileShown`, linked to its
+    page route when ``link`` (instance, seq) is given, marked corrected when it differs from
+    the ``first`` evidence."""
     found = program.transitions_for(trigger)
     fields = {f.name: f for t in found for f in t.evidence}
-    shown = []
+    shown: list[tuple[str, str | FileShown]] = []
     for k, v in evidence.items():
         f = fields.get(k)
         label = f.label.get(lang) if f and f.label else k
+        if is_described(v):
+            before = (first or {}).get(k)
+            shown.append((label, FileShown(
+                text=file_text(v, lang), name=str(v["name"]),
+                href=f"/instances/{link[0]}/files/{link[1]}/{quote(k, safe='')}"
+                if link else None,
+                image=str(v["media_type"]) in downloads.INLINE_TYPES,
+                corrected=first is not None and not (
+                    isinstance(before, Mapping) and before.get("sha256") == v["sha256"]))))
+            continue
         shown.append((label, show_value(v, f.type if f else "", lang)))
     return shown
 
@@ -204,14 +250,18 @@ def timeline(program: Program, events: list[Event], lang: str) -> list[dict[str,
     by_seq = {e.seq: e for e in events}
     for e in events:
         detail = ""
-        original: list[tuple[str, str]] = []
+        original: list[tuple[str, str | FileShown]] = []
+        shown: list[tuple[str, str | FileShown]]
         if e.trigger in SPECIAL:
-            shown, detail = _special(program, e, lang, by_seq)
+            special, detail = _special(program, e, lang, by_seq)
+            shown = list(special)
+        elif e.corrected_by:
+            original = _shown_evidence(program, e.trigger, e.evidence, lang)
+            shown = _shown_evidence(program, e.trigger, e.corrected_evidence or {}, lang,
+                                    (e.instance or 0, e.seq), first=e.evidence)
         else:
-            shown = _shown_evidence(program, e.trigger, e.evidence, lang)
-            if e.corrected_by:
-                original = shown
-                shown = _shown_evidence(program, e.trigger, e.corrected_evidence or {}, lang)
+            shown = _shown_evidence(program, e.trigger, e.evidence, lang,
+                                    (e.instance or 0, e.seq))
         note = e.corrected_note if e.corrected_by else e.note
         out.append({
             "seq": e.seq, "step": step_label(program, e.trigger, lang), "detail": detail,
@@ -388,7 +438,8 @@ async def fire(request: Request, instance_id: int) -> Response:
     principal = caller(request)
     if principal is None:
         return to_login()
-    data = await request.form()
+    # Files are spooled to disk by the parser; each is read below up to its field's limit.
+    data = await request.form(max_files=FORM_MAX_FILES, max_fields=FORM_MAX_FIELDS)
     try:
         check_csrf(principal, str(data.get(CSRF_FIELD, "")))
     except WorkflowError as e:
@@ -408,7 +459,7 @@ async def fire(request: Request, instance_id: int) -> Response:
     if trigger in mine:
         form.roles = mine[trigger]
     form.role = role
-    evidence, local = forms.read(form, data, lang)
+    evidence, local = forms.read(form, data, lang, await _files(form, data))
     if local:
         transition = forms.transition_for(program, trigger, inst.active)
         found = dict(local)
@@ -443,6 +494,39 @@ async def fire(request: Request, instance_id: int) -> Response:
         form.open = True
         return page(request, principal, instance_id, failed=form, status=status)
     return RedirectResponse(f"/instances/{instance_id}?recorded={trigger}", status_code=303)
+
+
+async def _files(form: forms.FireForm, data: FormData) -> dict[str, Upload | int]:
+    """The files a post gives for ``form``'s file fields, each read up to its field's
+    ``max_bytes`` (one larger is given as its size so far: refused without reading on). A
+    file input left empty (no name, no bytes) gives nothing."""
+    out: dict[str, Upload | int] = {}
+    for c in form.controls:
+        part = data.get(c.name)
+        if c.kind != "file" or not isinstance(part, UploadFile):
+            continue
+        content = await part.read(c.max_bytes + 1)
+        if not part.filename and not content:
+            continue
+        out[c.name] = (Upload(part.filename or c.name, content) if len(content) <= c.max_bytes
+                       else len(content))
+    return out
+
+
+@router.get("/instances/{instance_id}/files/{seq}/{field}")
+def file_download(request: Request, instance_id: int, seq: int, field: str) -> Response:
+    """A file an event recorded (``workflow attachments get``), for whoever may read the
+    instance: an image the program allowed is shown inline (``?download=1``: saved
+    instead), anything else is always a download (``workflow.service.downloads``)."""
+    principal = caller(request)
+    if principal is None:
+        return to_login()
+    try:
+        value, data = calls.attachment(engine_of(request), principal, instance_id, seq, field)
+    except WorkflowError as e:
+        return error_page(request, principal, e)
+    inline = request.query_params.get("download") is None
+    return downloads.file_response(request, value, data, inline=inline)
 
 
 @router.get("/instances/{instance_id}/diagram.svg")
