@@ -184,3 +184,29 @@ def test_problem_shape_for_internal_errors(world: World, monkeypatch: Any,
     r = client.get(f"{API}/me", headers=world.auth("udomrat"))
     assert r.status_code == 500 and r.json()["code"] == "InternalError"
     assert "secret detail" not in r.text
+
+
+def test_oversized_or_unmeasured_bodies_are_refused_before_reading(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body declared larger than WORKFLOW_MAX_REQUEST_BYTES is 413 and a chunked one 411,
+    as problems with the security headers, before any route reads it (nothing recorded);
+    a body within the limit is served as usual."""
+    from helpers import dump_tables
+
+    monkeypatch.setenv("WORKFLOW_MAX_REQUEST_BYTES", "2000")
+    with client_for(world) as c:
+        me = world.auth("udomrat")
+        before = dump_tables(world.engine.url)
+        big = {**start_body(), "title": "ก" * 3000}
+        r = c.post(f"{API}/instances", json=big, headers=me)
+        assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+        assert "2000 bytes" in r.json()["detail"] and r.headers["X-Content-Type-Options"]
+        r = c.post(f"{API}/instances", content=iter([b'{"program": ', b'"x"}']),
+                   headers={**me, "Content-Type": "application/json"})
+        assert r.status_code == 411, r.text
+        r = c.post("/login", content=b"x" * 5000,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413
+        assert dump_tables(world.engine.url) == before
+        assert c.post(f"{API}/instances", json=start_body(), headers=me).status_code == 201

@@ -26,11 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import workflow
 from workflow.engine.facade import Engine
 from workflow.errors import WorkflowError
+from workflow.runtime.attachments import MAX_BYTES
 from workflow.service import api, api_evolution, api_notify, calls, pages, problems
 from workflow.service.auth import api_principal
 
@@ -108,14 +110,28 @@ def create_app(engine: Engine, *, accounts: Any = None, close_engine: bool = Fal
     return app
 
 
+#: The largest request body the service reads: every attachment a fire may carry is at most
+#: ``MAX_BYTES``; room for the form around one such file. ``WORKFLOW_MAX_REQUEST_BYTES`` sets it.
+DEFAULT_MAX_REQUEST = MAX_BYTES + 1024 * 1024
+
+
+def max_request_bytes() -> int:
+    """``WORKFLOW_MAX_REQUEST_BYTES`` (a positive number of bytes), else the default."""
+    raw = os.environ.get("WORKFLOW_MAX_REQUEST_BYTES", "").strip()
+    if raw.isdecimal() and 0 < len(raw) <= 15 and int(raw) > 0:
+        return int(raw)
+    return DEFAULT_MAX_REQUEST
+
+
 class _LogAndHarden:
     """One access-log line per request, and the security headers on every response.
 
     A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs every request
     through a task group and a memory stream, which cost more than most routes do."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body: int | None = None) -> None:
         self.app = app
+        self.max_body = max_body if max_body is not None else max_request_bytes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,6 +152,17 @@ class _LogAndHarden:
                     headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
+        refusal = self._refuse_body(scope)
+        if refusal is not None:
+            # Before anything reads the body: a form parser would spool every byte of it
+            # (file parts go to a temporary file with no limit of their own).
+            status = refusal.status_code
+            await refusal(scope, receive, send_hardened)
+            client = scope.get("client")
+            access_log.info('%s - "%s %s" %d (refused before reading)',
+                            client[0] if client else "-", scope["method"], scope["path"],
+                            status)
+            return
         try:
             await self.app(scope, receive, send_hardened)
         finally:
@@ -145,6 +172,27 @@ class _LogAndHarden:
                 scope.get("state", {}).get("account", "-"), scope["method"], scope["path"],
                 status, (time.perf_counter() - began) * 1000,
             )
+
+    def _refuse_body(self, scope: Scope) -> Response | None:
+        """413 for a declared body over the limit; 411 for a body of unknown length (chunked),
+        which could only be measured by reading it: browsers, curl and HTTP libraries send
+        ``Content-Length`` with a form or a file."""
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length")
+        if length is not None:
+            text = length.decode("latin-1").strip()
+            if not text.isdecimal() or len(text) > 15:
+                return problems.problem(400, "UsageError", "Content-Length is not a number", 2)
+            if int(text) > self.max_body:
+                return problems.problem(
+                    413, "UsageError",
+                    f"the request body ({int(text)} bytes) is larger than the service takes "
+                    f"({self.max_body} bytes)", 2)
+            return None
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            return problems.problem(411, "UsageError",
+                                    "a request body needs a Content-Length", 2)
+        return None
 
 
 def _float(name: str) -> float | None:
