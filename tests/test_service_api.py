@@ -275,3 +275,22 @@ def test_the_area_scope_follows_the_grant(world: World, client: TestClient) -> N
     assert mine["items"] == []
     every = client.get(f"{API}/instances", headers=world.auth("admin")).json()
     assert [i["area"]["code"] for i in every["items"]] == [BANGKOK]
+
+
+def test_a_grant_over_http_may_end(world: World, client: TestClient) -> None:
+    """POST /grants takes `until` (BE or CE, as `actors grant --until`): the grant answers
+    with its `expires_at`; a date that is not one is a 400 and grants nothing; revoking
+    takes no `until`."""
+    admin = world.auth("admin")
+    r = client.post(f"{API}/grants", json={"actor": "other", "role": OFFICER, "area": "12",
+                                          "until": "2599-12-31"}, headers=admin)
+    assert r.status_code == 201, r.text
+    assert (r.json()["expires_at"] or "").startswith("2056-12-31")
+    before = client.get(f"{API}/grants?actor=other", headers=admin).json()["items"]
+    r = client.post(f"{API}/grants", json={"actor": "other", "role": OFFICER, "area": "13",
+                                          "until": "31/12/2599"}, headers=admin)
+    is_problem(r, 400, "UsageError")
+    assert client.get(f"{API}/grants?actor=other", headers=admin).json()["items"] == before
+    r = client.request("DELETE", f"{API}/grants", headers=admin, json={
+        "actor": "other", "role": OFFICER, "area": "12", "until": "2599-12-31"})
+    assert r.status_code == 400

@@ -552,6 +552,13 @@ class GrantBody(BaseModel):
     program: str | None = Field(default=None, max_length=200)
 
 
+class NewGrantBody(GrantBody):
+    """A grant, optionally ending at the end of ``until`` (a date, CE or BE: ``--until``)."""
+
+    until: str | None = Field(default=None, max_length=40,
+                              description="The last day of the grant (YYYY-MM-DD, CE or BE)")
+
+
 @router.get("/grants", summary="The grants in force (admins only)", response_model=Page,
             responses=READ_ERRORS)
 def grants(caller: Caller, engine: EngineDep,
@@ -564,8 +571,8 @@ def grants(caller: Caller, engine: EngineDep,
 @router.post("/grants", status_code=201, summary="Grant a role (admins only)",
              responses=_problems(400, 401, 403, 404, 503))
 def grant(response: Response, caller: Caller, engine: EngineDep,
-          body: Annotated[GrantBody, Body()]) -> dict[str, Any]:
-    g = calls.grant(engine, caller, body.actor, body.role, body.area, body.program)
+          body: Annotated[NewGrantBody, Body()]) -> dict[str, Any]:
+    g = calls.grant(engine, caller, body.actor, body.role, body.area, body.program, body.until)
     # Account names may be Thai: a header must be ASCII.
     response.headers["Location"] = f"/api/v1/grants?actor={quote(g.actor, safe='')}"
     return g.to_dict()
