@@ -351,7 +351,8 @@ class Engine:
         )
 
     def grants(self, actor: str | None = None) -> builtins.list[Grant]:
-        """The grants in force (of one actor, or everyone's)."""
+        """The grants held, not revoked (of one actor, or everyone's), the expired ones among
+        them (``Grant.expired()``: they refuse like revoked ones until granted again)."""
         return self._queries.grants(actor)
 
     def denials(

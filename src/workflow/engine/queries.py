@@ -426,7 +426,8 @@ class Queries:
         return out
 
     def grants(self, actor: str | None = None) -> list[Grant]:
-        """The grants in force (of one actor, or everyone's)."""
+        """The grants held, not revoked (of one actor, or everyone's), the expired ones among
+        them (``Grant.expired()``: they refuse like revoked ones until granted again)."""
         actor = _rules.name(actor, "actor") if actor is not None else None
         rows = self.store.run(
             lambda conn: (

@@ -559,8 +559,8 @@ class NewGrantBody(GrantBody):
                               description="The last day of the grant (YYYY-MM-DD, CE or BE)")
 
 
-@router.get("/grants", summary="The grants in force (admins only)", response_model=Page,
-            responses=READ_ERRORS)
+@router.get("/grants", summary="The grants held, expired ones included (admins only)",
+            response_model=Page, responses=READ_ERRORS)
 def grants(caller: Caller, engine: EngineDep,
            actor: Annotated[str | None, Query(max_length=200)] = None,
            limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
