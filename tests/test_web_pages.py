@@ -407,3 +407,15 @@ def test_verify_page_checks_an_uploaded_digest(world: World, client: TestClient)
     assert "ข้อมูลที่ส่งมาไม่ถูกต้อง" in junk.text
     missing = client.post("/audit/verify/digest", data={"csrf_token": csrf})
     assert missing.status_code == 400 and "กรุณาเลือกไฟล์ไดเจสต์" in missing.text
+
+
+@pytest.mark.parametrize("bad", ["²", "abc", "", "9" * 5000])
+def test_admin_id_fields_that_are_no_id_are_refused(world: World, client: TestClient,
+                                                    bad: str) -> None:
+    """A token or delivery id that is not one (a superscript, words, nothing, 5,000 digits)
+    is a refusal on the admin page, never a 500."""
+    login(client, "admin")
+    csrf = csrf_of(client.get("/admin").text)
+    for action in ("revoke-token", "retry-delivery"):
+        r = client.post(f"/admin/{action}", data={"csrf_token": csrf, "id": bad})
+        assert 400 <= r.status_code < 500, (action, r.status_code)

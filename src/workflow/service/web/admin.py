@@ -103,7 +103,7 @@ async def change(request: Request, action: str) -> Response:
                                       field("label") or None, field("expires") or None)
             secret = made.secret
         elif action == "revoke-token":
-            calls.token_revoke(engine, acc, principal, int(field("id") or 0))
+            calls.token_revoke(engine, acc, principal, _number(field("id")))
         elif action == "retry-delivery":
             calls.outbox_retry(engine, principal, _number(field("id")))
         elif action == "grant":
