@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -207,3 +208,42 @@ def test_odd_digits_in_page_forms_are_refused_not_a_crash(
     assert client.get(f"/report?after={digits}").status_code < 500
     history = world.engine.history(iid)
     assert all(e.trigger in ("workshop", "revert", "correct") for e in history[before:])
+
+
+def test_migrate_page_checks_the_plan_then_migrates(world: World, tmp_path: Path) -> None:
+    """/migrate: "check the plan" lists each instance's move and changes nothing; a state
+    the new version lacks is shown as the problem until the map names it; "migrate" moves
+    them (a migrate event each); without CSRF it is 403; a bad map line is refused."""
+    from evolution_fixtures import NEXT, PROGRAMS, write_v2
+    from helpers import dump_tables
+
+    world.engine.close()
+    world.engine = Engine(world.engine.url, [write_v2(tmp_path / "next")],
+                          allow_override=PROGRAMS)
+    with Engine(world.engine.url) as bundled:  # started on the bundled version
+        inst = bundled.start("leader-development", area=LOPBURI, fiscal_year=2564,
+                             actor="udomrat", role=OFFICER)
+        bundled.fire(inst.id, "kickoff", actor="udomrat", role=OFFICER, evidence=KICKOFF)
+    with client_for(world, follow_redirects=False) as client:
+        login(client)
+        page = client.get("/migrate").text
+        assert 'action="/migrate"' in page
+        form = {"csrf_token": csrf_of(page), "program": "leader-development",
+                "to_version": str(NEXT), "role": OFFICER, "area": "16", "map": ""}
+        before = dump_tables(world.engine.url)
+        r = client.post("/migrate", data=form)
+        assert r.status_code == 200 and 'id="migrate-result"' in r.text
+        assert "kicked_off" in r.text and "badge overdue" in r.text  # not a state of NEXT
+        r = client.post("/migrate", data={**form, "map": "kicked_off=launched"})
+        assert "launched" in r.text and "badge overdue" not in r.text
+        assert dump_tables(world.engine.url) == before  # a plan changes nothing
+        assert client.post("/migrate", data={**form, "csrf_token": "x", "apply": "1",
+                                             "map": "kicked_off=launched"}).status_code == 403
+        r = client.post("/migrate", data={**form, "map": "kicked_off", "apply": "1"})
+        assert r.status_code == 422 and "OLD=NEW" in r.text
+        assert dump_tables(world.engine.url) == before
+        r = client.post("/migrate", data={**form, "map": "kicked_off=launched\n", "apply": "1"})
+        assert r.status_code == 200 and "ย้ายแล้ว 1 โครงการ" in r.text
+    moved = world.engine.get(inst.id)
+    assert (moved.program_version, moved.state) == (NEXT, "launched")
+    assert world.engine.history(inst.id)[-1].trigger == "migrate"
