@@ -273,7 +273,7 @@ def test_every_page_screenshots_and_axe(site: dict[str, Any], browser: Any) -> N
         "work": "/", "instance": f"/instances/{site['leader']}",
         "khok": f"/instances/{site['khok']}", "start": "/start", "report": "/report",
         "list": "/list?program=leader-development", "audit": "/audit",
-        "verify": "/audit/verify", "admin": "/admin",
+        "verify": "/audit/verify", "admin": "/admin", "migrate": "/migrate",
     }
     found: dict[str, list[str]] = {}
     for width in (1280, 360):

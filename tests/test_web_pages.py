@@ -21,7 +21,7 @@ from workflow.engine.work import _instances, my_work
 pytestmark = pytest.mark.parametrize("db_kind", ["sqlite"])
 
 PAGES = ("/", "/instances/1", "/start", "/report", "/list", "/audit", "/audit/verify",
-         "/audit/export.csv", "/audit/export.xlsx", "/admin", "/logout")
+         "/audit/export.csv", "/audit/export.xlsx", "/admin", "/logout", "/migrate")
 
 
 @pytest.fixture
