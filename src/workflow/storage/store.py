@@ -74,6 +74,7 @@ from workflow.errors import (
     SchemaOutOfDate,
     WorkflowError,
 )
+from workflow.storage import scan as _scan
 from workflow.storage.faults import (
     HIDDEN,
     driver_errors,
@@ -127,6 +128,7 @@ from workflow.storage.timeouts import (
     LOCK_TIMEOUT_ENV,
     STATEMENT_TIMEOUT_ENV,
     Timeouts,
+    ms,
 )
 
 __all__ = [
@@ -1001,11 +1003,7 @@ class Store(_AccessQueries):
         self, conn: Connection, lo: int | None = None, hi: int | None = None
     ) -> Iterator[InstanceRow]:
         """Instance rows by id; with ``lo``/``hi``, those with ``lo <= id < hi`` only."""
-        sql = (
-            f"SELECT {select_list(InstanceRow)} FROM workflow_instances"
-            f"{_id_range('id', lo, hi)} ORDER BY id"
-        )
-        for r in self._stream(conn, sql, "wf_instances"):
+        for r in self._stream(conn, _scan.instances_sql(lo, hi), "wf_instances"):
             yield InstanceRow(*r)
 
     def stream_events(
@@ -1023,11 +1021,7 @@ class Store(_AccessQueries):
     ) -> Iterator[tuple[Any, ...]]:
         """:meth:`stream_events` as the driver's plain tuples, in ``EventRow`` order: what
         verify reads (once per stored event: it indexes them, building no objects)."""
-        sql = (
-            f"SELECT {select_list(EventRow)} FROM workflow_events"
-            f"{_id_range('instance_id', lo, hi)} ORDER BY instance_id, seq"
-        )
-        return self._stream(conn, sql, "wf_events", 2000)
+        return self._stream(conn, _scan.events_sql(lo, hi), "wf_events", _scan.EVENT_CHUNK)
 
     def stream_heads(
         self, conn: Connection, lo: int | None = None, hi: int | None = None
@@ -1053,6 +1047,25 @@ class Store(_AccessQueries):
             if type(at) is int and (not bounds or at > bounds[-1]):
                 bounds.append(at)
         return bounds
+
+    def scan_source(self) -> _scan.Source:
+        """What a verify worker needs to read this database without SQLAlchemy
+        (:class:`workflow.storage.scan.Reader`): SQLite's file, or the ``psycopg`` connect
+        keywords and session settings this Store's URL and timeouts make."""
+        if self.is_sqlite:
+            if self.sqlite_path is None:
+                raise DatabaseUnavailable(self.safe_url, "an in-memory database has no file")
+            return ("sqlite", str(self.sqlite_path), self.timeouts.lock, self.safe_url)
+        args, params = cast(Any, self.engine.dialect).create_connect_args(self.engine.url)
+        params = {**dict(params), **self._dialect.engine_options().get("connect_args", {})}
+        # Only the connection's own keywords: SQLAlchemy adds its adapters (``context``).
+        params = {k: v for k, v in params.items() if isinstance(v, str | int | float)}
+        if args:
+            params["conninfo"] = args[0]
+        settings = [f"SET lock_timeout = {ms(self.timeouts.lock)}"]
+        if self.timeouts.statement is not None:
+            settings.append(f"SET statement_timeout = {ms(self.timeouts.statement)}")
+        return ("postgresql", params, settings, self.safe_url)
 
     def export_snapshot(self, conn: Connection) -> str | None:
         """An id other sessions can read this snapshot under (``snapshot(shared=...)``):
@@ -1146,12 +1159,7 @@ class Store(_AccessQueries):
 
 def _id_range(column: str, lo: int | None, hi: int | None) -> str:
     """`` WHERE lo <= column < hi`` (either side open when None); the bounds are ints."""
-    parts = []
-    if lo is not None:
-        parts.append(f"{column} >= {int(lo)}")
-    if hi is not None:
-        parts.append(f"{column} < {int(hi)}")
-    return (" WHERE " + " AND ".join(parts)) if parts else ""
+    return _scan.id_range(column, lo, hi)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
