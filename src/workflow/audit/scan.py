@@ -32,6 +32,8 @@ from workflow.storage.rowtypes import InstanceRow, KeyRow
 from workflow.storage.scan import Reader, Source, is_undecodable
 
 _STORED_GRANTS = StoredGrants.name
+_SPECIAL, _NOT_STEPS, _Step = _evolution.SPECIAL, _evolution.NOT_STEPS, _evolution.Step
+_OTHER_DEFINITION = _evolution.OTHER_DEFINITION
 
 #: (actor, role) -> [area, program, granted at, revoked at or None] for every grant ever made.
 Timeline = dict[tuple[str, str], list[list[Any]]]
@@ -65,15 +67,30 @@ class EventChecks:
         self._replaying: Chain | None = None
 
     def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
-        # Once per stored event: the replay's and the grant's checks, called directly.
+        # Once per stored event: the replay's and the grant's checks, the usual case inline.
         replay = self._replay
         if replay is None or self._replaying is not chain:
             replay = self._replay_of(chain)
-        try:
-            amended = replay.add(row)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            amended = f"a stored value is malformed ({type(e).__name__})"
-        granted = self._granted(chain, row)
+        seq, trigger = row[2], row[3]
+        if trigger not in _SPECIAL:
+            # evolution.Amendments.add's ordinary step (most events), inline.
+            amended = None if row[12] == replay.definition_hash else _OTHER_DEFINITION
+            before, after = row[4], row[5]
+            if trigger not in _NOT_STEPS and before is not None and before != after:
+                replay.steps.append(_Step(seq, row[15], before))
+            if type(seq) is int:
+                replay.hashes[seq] = (row[15], trigger)
+        else:
+            try:
+                amended = replay.add(row)
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                amended = f"a stored value is malformed ({type(e).__name__})"
+        # The grant check has nothing to say of an event another policy allowed, outside the
+        # auditor role, that no idempotency record names.
+        if self.keys or row[13] == _STORED_GRANTS or row[7] == AUDITOR:
+            granted = self._granted(chain, row)
+        else:
+            granted = None
         evidence = row[10]
         if isinstance(evidence, str) and '"sha256"' in evidence:
             self._files(row[1], row[2], evidence)

@@ -1088,7 +1088,7 @@ class Store(_AccessQueries):
             yield DenialRow(*r)
 
     def _stream(
-        self, conn: Connection, sql: str, name: str, chunk: int = 5000
+        self, conn: Connection, sql: str, name: str, chunk: int = _scan.ROW_CHUNK
     ) -> Iterator[tuple[Any, ...]]:
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
