@@ -34,6 +34,13 @@ from workflow.storage.rowtypes import EventRow, InstanceRow, select_list
 EVENT_CHUNK = 256
 #: Other rows per ``fetchmany``.
 ROW_CHUNK = 1000
+#: PostgreSQL: rows per ``FETCH`` of a server-side cursor (each one a round trip).
+SERVER_CHUNK = 2000
+
+
+def event_chunk(is_sqlite: bool) -> int:
+    """Events per ``fetchmany`` on this backend."""
+    return EVENT_CHUNK if is_sqlite else SERVER_CHUNK
 
 #: What a worker needs to open the database: ``("sqlite", path, lock timeout, safe url)`` or
 #: ``("postgresql", psycopg connect keywords, session settings, safe url)``; picklable.
@@ -112,12 +119,13 @@ class Reader:
     def instances(self, conn: Any, lo: int | None, hi: int | None) -> Iterator[InstanceRow]:
         """``Store.stream_instances``'s rows."""
         make = InstanceRow._make
-        for r in self._stream(conn, instances_sql(lo, hi), "wf_instances", ROW_CHUNK):
+        chunk = ROW_CHUNK if self.is_sqlite else SERVER_CHUNK
+        for r in self._stream(conn, instances_sql(lo, hi), "wf_instances", chunk):
             yield make(r)
 
     def event_tuples(self, conn: Any, lo: int | None, hi: int | None) -> Iterator[Any]:
         """``Store.stream_event_tuples``'s rows: the driver's plain tuples."""
-        return self._stream(conn, events_sql(lo, hi), "wf_events", EVENT_CHUNK)
+        return self._stream(conn, events_sql(lo, hi), "wf_events", event_chunk(self.is_sqlite))
 
     def _stream(self, conn: Any, sql: str, name: str, chunk: int) -> Iterator[Any]:
         cur = conn.cursor() if self.is_sqlite else conn.cursor(name=name)
