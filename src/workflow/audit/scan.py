@@ -16,7 +16,9 @@ import contextlib
 import hashlib
 import json
 import pickle
+import queue
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -344,48 +346,113 @@ def worker_main() -> None:
         source = pipe.recv()
     except EOFError:
         return
-    worker(pipe, source)
+    worker(_Inbox(pipe), source)
+
+
+class _Inbox:
+    """A worker's end of the socket, read by a thread of its own into a queue.
+
+    The coordinator hands out the next range while the worker may be sending the answer of
+    the last one; were both messages larger than the socket's buffers (a digest's heads, a
+    range's many problems), each side would wait for the other to read. The thread always
+    reads, so the coordinator's sends never wait on a worker busy sending or scanning."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            while True:
+                message = self.pipe.recv()
+                self.queue.put(message)
+                if message[0] not in ("begin", "context", "scan", "end"):
+                    return  # stop
+        except (EOFError, OSError):
+            self.queue.put(None)
+
+    def recv(self) -> Any:
+        message = self.queue.get()
+        if message is None:
+            self.queue.put(None)
+            raise EOFError
+        return message
+
+    def send(self, message: Any) -> None:
+        self.pipe.send(message)
 
 
 def worker(pipe: Any, source: Source) -> None:
-    """A verify worker: for each ``begin``, a snapshot of one instance range, scanned when
-    the coordinator sends what the checks need (see ``verify._Workers``)."""
+    """A verify worker: for each ``begin``, a snapshot in which it scans the instance ranges
+    the coordinator hands it, one answer per range, until ``end`` (see ``verify._Workers``)."""
     reader = Reader(source)
     try:
-        while True:
-            message = pipe.recv()
-            if message[0] != "begin":
-                return
-            _, lenient, shared, lo, hi = message
+        message = pipe.recv()
+        while message[0] == "begin":
+            _, lenient, shared = message
             try:
                 with reader.snapshot(lenient, shared) as conn:
                     pipe.send(("ready", None))
-                    task = pipe.recv()
-                    if task[0] != "scan":
-                        return
-                    _, definitions, timeline, keys, stored_hashes, wanted = task
-                    result = scan(
-                        reader.instances(conn, lo, hi),
-                        reader.event_tuples(conn, lo, hi),
-                        definitions,
-                        EventChecks(timeline, keys, stored_hashes),
-                        wanted,
-                    )
-                pipe.send(("done", result))
+                    message, failed = _session(pipe, reader, conn)
             except (EOFError, KeyboardInterrupt):
                 raise
-            except Exception as e:
-                if is_undecodable(e):
-                    pipe.send(("undecodable", None))
-                else:
-                    send_error(pipe, e)
+            except Exception as e:  # the snapshot could not be opened
+                _send_failure(pipe, e)
+                message, failed = None, True
+            if failed:
                 reader.close()  # a connection that saw an error is not reused
+            if message is None:
+                message = pipe.recv()
     except (EOFError, KeyboardInterrupt):
         return
     except Exception as e:
         send_error(pipe, e)
     finally:
         reader.close()
+
+
+def _session(pipe: Any, reader: Reader, conn: Any) -> tuple[Any, bool]:
+    """The ranges of one snapshot, scanned as they come: returns the first message that is
+    not this snapshot's (None after ``end``), and whether a range failed. After a failure
+    every further range is answered ``skipped``: the coordinator reports the failure."""
+    definitions: Mapping[int, Any] = {}
+    timeline: Timeline | None = None
+    stored_hashes: frozenset[str] | None = None
+    failed = False
+    while True:
+        task = pipe.recv()
+        if task[0] == "context":
+            _, definitions, timeline, stored_hashes = task
+            continue
+        if task[0] == "end":
+            return None, failed
+        if task[0] != "scan":
+            return task, failed
+        if failed:
+            pipe.send(("skipped", None))
+            continue
+        _, lo, hi, keys, wanted = task
+        try:
+            result = scan(
+                reader.instances(conn, lo, hi),
+                reader.event_tuples(conn, lo, hi),
+                definitions,
+                EventChecks(timeline, keys, stored_hashes),
+                wanted,
+            )
+        except Exception as e:
+            failed = True
+            _send_failure(pipe, e)
+            continue
+        pipe.send(("done", result))
+
+
+def _send_failure(pipe: Any, error: BaseException) -> None:
+    if is_undecodable(error):
+        pipe.send(("undecodable", None))  # the coordinator verifies again, leniently
+    else:
+        send_error(pipe, error)
 
 
 def send_error(pipe: Any, error: BaseException) -> None:

@@ -16,6 +16,7 @@ and seq, and the scan goes on.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -425,6 +426,11 @@ def _file_problems(
 #: ``verify(jobs=None)`` starts worker processes only from this many instances on (below,
 #: starting them costs more than they save).
 PARALLEL_FROM = 10_000
+#: Instance ranges per process: handed out as processes free up, so one that gets less CPU
+#: (a shared machine) holds the others up by one range at most.
+RANGES_PER_JOB = 32
+#: Ranges a worker holds at once (the next one queued while it scans one).
+_AHEAD = 2
 #: How many times a parallel verify is tried before falling back to one process (SQLite:
 #: a commit landed between the coordinator's snapshot and a worker's).
 _ATTEMPTS = 3
@@ -510,19 +516,15 @@ class _Workers:
         return cls(store, processes, pipes)
 
     def begin(self, conn: Any, lenient: bool) -> None:
-        """Have the workers open their snapshots now, as close as can be to ``conn``'s."""
+        """Have the workers open their snapshots now, as close as can be to ``conn``'s, and
+        cut the instances into :data:`RANGES_PER_JOB` ranges per process."""
         shared = self.store.export_snapshot(conn)
-        bounds = self.store.instance_bounds(conn, len(self.pipes) + 1)
+        bounds = self.store.instance_bounds(conn, (len(self.pipes) + 1) * RANGES_PER_JOB)
         edges: list[int | None] = [None, *bounds, None]
         self.ranges = list(itertools.pairwise(edges))
-        for pipe, (lo, hi) in zip(self.pipes, self.ranges[1:], strict=False):
-            pipe.send(("begin", lenient, shared, lo, hi))
+        for pipe in self.pipes:
+            pipe.send(("begin", lenient, shared))
         self._receive_all("ready")
-
-    @property
-    def active(self) -> list[Any]:
-        """The workers with a range (the first range is the coordinator's)."""
-        return self.pipes[: len(self.ranges) - 1]
 
     def scan(
         self,
@@ -533,8 +535,13 @@ class _Workers:
         stored_hashes: frozenset[str],
         wanted: Mapping[int, int],
     ) -> _Scanned | None:
-        """Every range scanned by its worker and put together; None if a worker's view
-        differs from ``conn``'s (SQLite: a commit fell between the snapshots)."""
+        """Every range scanned, by this process or a worker, and put together in range
+        order; None if a worker's view differs from ``conn``'s (SQLite: a commit fell
+        between the snapshots).
+
+        Ranges are handed out as processes free up (each worker holds :data:`_AHEAD` at a
+        time, this process takes the next one itself): on a machine whose cores are shared,
+        a process that gets less CPU scans fewer ranges instead of holding everyone up."""
         lows = [_audit.sort_key(lo) for lo, _ in self.ranges[1:]]
         key_parts: list[list[KeyRow]] = [[] for _ in self.ranges]
         for k in keys:
@@ -542,29 +549,82 @@ class _Workers:
         wanted_parts: list[dict[int, int]] = [{} for _ in self.ranges]
         for ident, seq in wanted.items():
             wanted_parts[bisect.bisect_right(lows, _audit.sort_key(ident))][ident] = seq
-        defs = dict(definitions)
-        for pipe, part_keys, part_wanted in zip(
-            self.active, key_parts[1:], wanted_parts[1:], strict=True
-        ):
-            pipe.send(("scan", defs, timeline, part_keys, stored_hashes, part_wanted))
-        lo, hi = self.ranges[0]
-        mine = _scan(
-            self.store.stream_instances(conn, lo, hi),
-            self.store.stream_event_tuples(conn, lo, hi),
-            definitions,
-            _EventChecks(timeline, key_parts[0], stored_hashes),
-            wanted_parts[0],
-        )
-        parts = [mine, *self._receive_all("done")]
+        parts: list[_Scanned | None] = [None] * len(self.ranges)
+        todo = collections.deque(range(len(self.ranges)))
+        owed: list[collections.deque[int]] = [collections.deque() for _ in self.pipes]
+        failures: list[Any] = []
+        by_worker: set[int] = set()
+
+        def give(w: int) -> None:
+            i = todo.popleft()
+            lo, hi = self.ranges[i]
+            self.pipes[w].send(("scan", lo, hi, key_parts[i], wanted_parts[i]))
+            owed[w].append(i)
+            by_worker.add(i)
+
+        def take(w: int) -> None:
+            try:
+                message = self.pipes[w].recv()
+            except (EOFError, OSError):
+                message = ("ended", None)
+            i = owed[w].popleft()
+            if message[0] == "done":
+                parts[i] = message[1]
+            elif message[0] != "skipped":  # skipped: the worker failed a range before
+                failures.append(message)
+                todo.clear()
+            if message[0] == "ended":
+                owed[w].clear()
+
+        try:
+            defs = dict(definitions)
+            for pipe in self.pipes:
+                pipe.send(("context", defs, timeline, stored_hashes))
+            for _ in range(_AHEAD):
+                for w in range(len(self.pipes)):
+                    if todo:
+                        give(w)
+            while todo:
+                i = todo.popleft()
+                lo, hi = self.ranges[i]
+                parts[i] = _scan(
+                    self.store.stream_instances(conn, lo, hi),
+                    self.store.stream_event_tuples(conn, lo, hi),
+                    definitions,
+                    _EventChecks(timeline, key_parts[i], stored_hashes),
+                    wanted_parts[i],
+                )
+                for w in range(len(self.pipes)):
+                    while owed[w] and self.pipes[w].poll():
+                        take(w)
+                        if todo:
+                            give(w)
+            for w in range(len(self.pipes)):
+                while owed[w]:
+                    take(w)
+        finally:
+            # Whatever happened here, every answer owed is read and each worker leaves its
+            # snapshot, so the next verify (or attempt) starts in step.
+            with contextlib.suppress(OSError, EOFError):
+                for w in range(len(self.pipes)):
+                    while owed[w]:
+                        take(w)
+                for pipe in self.pipes:
+                    pipe.send(("end",))
+        if failures:
+            self._answer(failures[0], "done")  # raises
+        assert all(part is not None for part in parts)
+        done = [part for part in parts if part is not None]
         if self.store.is_sqlite:
-            for (lo, hi), part in zip(self.ranges[1:], parts[1:], strict=True):
+            for i in sorted(by_worker):
+                (lo, hi), part = self.ranges[i], done[i]
                 heads = hashlib.sha256()
                 for ident, version, head in self.store.stream_heads(conn, lo, hi):
                     heads.update(_head_line(ident, version, head))
                 if heads.hexdigest() != part.heads:
                     return None
         out = _Scanned()
-        for part in parts:
+        for part in done:
             out.events += part.events
             out.instances += part.instances
             out.problems.extend(part.problems)
@@ -575,10 +635,10 @@ class _Workers:
         return out
 
     def _receive_all(self, expected: str) -> list[Any]:
-        """Every active worker's answer (all of them read first: a worker whose answer is
-        left unread would hand it to the next verify), or what the first failure says."""
+        """Every worker's answer (all of them read first: a worker whose answer is left
+        unread would hand it to the next verify), or what the first failure says."""
         messages = []
-        for pipe in self.active:
+        for pipe in self.pipes:
             try:
                 messages.append(pipe.recv())
             except EOFError:

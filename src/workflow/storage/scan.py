@@ -102,7 +102,8 @@ class Reader:
                 self._settle(conn)
                 yield conn
             finally:
-                conn.rollback()
+                with contextlib.suppress(Exception):  # a broken connection is closed later
+                    conn.rollback()
         else:
             conn = self._postgres()
             try:
@@ -114,7 +115,8 @@ class Reader:
                         )
                 yield conn
             finally:
-                conn.rollback()
+                with contextlib.suppress(Exception):
+                    conn.rollback()
 
     def instances(self, conn: Any, lo: int | None, hi: int | None) -> Iterator[InstanceRow]:
         """``Store.stream_instances``'s rows."""

@@ -59,7 +59,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -1038,15 +1038,22 @@ class Store(_AccessQueries):
     def instance_bounds(self, conn: Connection, parts: int) -> list[int]:
         """Up to ``parts - 1`` instance ids splitting the instances into ``parts`` ranges of
         about as many instances each (``[None, b1)``, ``[b1, b2)``... ``[bn, None)``)."""
-        total = conn.exec_driver_sql("SELECT count(*) FROM workflow_instances").scalar() or 0
+        total = int(
+            conn.exec_driver_sql("SELECT count(*) FROM workflow_instances").scalar() or 0
+        )
+        # One pass over the ids (an OFFSET query per bound would walk the index each time).
+        wanted = sorted({total * k // parts for k in range(1, parts)})
         bounds: list[int] = []
-        for k in range(1, parts):
-            at = conn.exec_driver_sql(
-                f"SELECT id FROM workflow_instances ORDER BY id LIMIT 1 "
-                f"OFFSET {int(total) * k // parts}"
-            ).scalar()
-            if type(at) is int and (not bounds or at > bounds[-1]):
-                bounds.append(at)
+        k = 0
+        ids = self._stream(conn, "SELECT id FROM workflow_instances ORDER BY id", "wf_ids")
+        with closing(ids):
+            for position, (at,) in enumerate(ids):
+                if k == len(wanted):
+                    break
+                if position == wanted[k]:
+                    if type(at) is int and (not bounds or at > bounds[-1]):
+                        bounds.append(at)
+                    k += 1
         return bounds
 
     def scan_source(self) -> _scan.Source:
