@@ -58,8 +58,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager, suppress
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -1046,14 +1046,14 @@ class Store(_AccessQueries):
         bounds: list[int] = []
         k = 0
         ids = self._stream(conn, "SELECT id FROM workflow_instances ORDER BY id", "wf_ids")
-        with closing(ids):
-            for position, (at,) in enumerate(ids):
-                if k == len(wanted):
-                    break
-                if position == wanted[k]:
-                    if type(at) is int and (not bounds or at > bounds[-1]):
-                        bounds.append(at)
-                    k += 1
+        for position, (at,) in enumerate(ids):
+            if k == len(wanted):
+                break
+            if position == wanted[k]:
+                if type(at) is int and (not bounds or at > bounds[-1]):
+                    bounds.append(at)
+                k += 1
+        cast(Generator[Any, None, None], ids).close()  # the cursor, if we stopped early
         return bounds
 
     def scan_source(self) -> _scan.Source:
