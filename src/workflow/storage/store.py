@@ -1021,8 +1021,7 @@ class Store(_AccessQueries):
     ) -> Iterator[tuple[Any, ...]]:
         """:meth:`stream_events` as the driver's plain tuples, in ``EventRow`` order: what
         verify reads (once per stored event: it indexes them, building no objects)."""
-        chunk = _scan.event_chunk(self.is_sqlite)
-        return self._stream(conn, _scan.events_sql(lo, hi), "wf_events", chunk)
+        return self._stream(conn, _scan.events_sql(lo, hi), "wf_events", _scan.EVENT_CHUNK)
 
     def stream_heads(
         self, conn: Connection, lo: int | None = None, hi: int | None = None
@@ -1096,14 +1095,12 @@ class Store(_AccessQueries):
             yield DenialRow(*r)
 
     def _stream(
-        self, conn: Connection, sql: str, name: str, chunk: int | None = None
+        self, conn: Connection, sql: str, name: str, chunk: int = _scan.ROW_CHUNK
     ) -> Iterator[tuple[Any, ...]]:
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
         dbapi_conn: Any = conn.connection.dbapi_connection
         cur = self._dialect.stream_cursor(dbapi_conn, name)
-        if chunk is None:
-            chunk = _scan.ROW_CHUNK if self.is_sqlite else _scan.SERVER_CHUNK
         try:
             cur.execute(sql)
             while True:
