@@ -443,13 +443,14 @@ class _Undecodable(Exception):
 class _Workers:
     """Worker processes re-hashing the chains of instance-id ranges for one verify.
 
-    ``jobs`` processes scan ``jobs`` ranges of about as many instances each: the coordinator
-    (the calling process) scans the first range itself and ``jobs - 1`` workers the others
-    (so ``jobs`` busy processes, one per CPU by default). The coordinator also keeps
+    ``jobs`` processes (the coordinator, i.e. the calling process, and ``jobs - 1`` workers:
+    one per CPU by default) scan :data:`RANGES_PER_JOB` ranges of instance ids each, handed
+    out as they free up (see :meth:`scan`). The coordinator also keeps
     everything global: the definitions, the grant chain (the timeline each event's grant is
     checked against), the idempotency records, denials, accounts, attachments and the
     digest. Each worker streams the instances and events of its range, runs the same
-    per-instance checks (:func:`_scan`) and sends back its problems, counts and what the
+    per-instance checks (:func:`_scan`; a worker is ``workflow.audit.scan``, reading through
+    the bare driver, ``workflow.storage.scan``) and sends back its problems, counts and what the
     coordinator needs to finish (the events idempotency records name, the files evidence
     names, the digest's heads); the coordinator puts them together in range order, which is
     the serial order, so the answer does not depend on the number of processes.
