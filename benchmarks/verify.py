@@ -13,9 +13,13 @@ order:
   and a worker process the other (what ``--jobs auto`` does on a 2-CPU machine).
 
 Printed: medians over the rounds of events/s, each as a ratio to the raw baseline of the same
-round set, and peak memory: the coordinator's peak RSS (VmHWM), the worker's (``ru_maxrss``
-of the waited children) and their sum (both peaks at once: an upper bound of the total).
-Then one ``jobs=2`` verify of a database a tenth the size, to show memory flat in events.
+round set, and peak memory: the coordinator's peak RSS (VmHWM), the worker's (its VmHWM, read
+from /proc just before verify stops it: ``ru_maxrss`` of children over-counts, it keeps the
+parent's pages from before ``exec``) and their sum (both peaks at once: an upper bound of
+the total). The verify children import only what ``workflow audit verify`` needs (the
+Store and workflow.audit.verify), not this harness's helpers (which pull in the engine's
+machine code), so their memory is verify's. Then one ``jobs=2`` and one ``jobs=1`` verify of
+a database a tenth the size, to show memory flat in events.
 
     python benchmarks/verify.py [--db PATH] [--small-db PATH] [--rounds N] [--quick] [--json]
 """
@@ -26,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -35,11 +38,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c
-import reads
-
-from workflow.audit import chain as audit
-
 TARGET_RATE = 200_000
 TARGET_RSS_MB = 100.0
 KINDS = ("raw", "jobs=1", "jobs=2")
@@ -47,8 +45,11 @@ KINDS = ("raw", "jobs=1", "jobs=2")
 
 def child(kind: str, backend: str, url: str, conninfo: str | None, path: str | None) -> None:
     """One timed run in this (fresh) process; prints one JSON line."""
-    db = c.Database(backend, url, path=Path(path) if path else None, conninfo=conninfo)
+    workers: list[float] = []
     if kind == "raw":
+        import _common as c
+
+        db = c.Database(backend, url, path=Path(path) if path else None, conninfo=conninfo)
         conn = db.raw()
         t0 = time.perf_counter()
         out = raw_rehash(db, conn)
@@ -56,19 +57,42 @@ def child(kind: str, backend: str, url: str, conninfo: str | None, path: str | N
         from workflow.audit import verify as _verify
         from workflow.storage.store import Store
 
-        store = Store(db.url)
+        stop = _verify._Workers.stop
+
+        def measured_stop(self: Any) -> None:
+            workers.extend(vmhwm_mb(p.pid) for p in self.processes)
+            stop(self)
+
+        _verify._Workers.stop = measured_stop  # type: ignore[method-assign]
+        store = Store(url)
         store.check_schema()
         t0 = time.perf_counter()
         result = _verify.verify(store, None, jobs=int(kind.split("=")[1]))
         out = {"ok": result.ok, "events": result.events_checked}
     seconds = time.perf_counter() - t0
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out.update(seconds=seconds, peak_rss_mb=c.peak_rss_mb(), worker_peak_rss_mb=workers)
+    out.update(
+        seconds=seconds, peak_rss_mb=vmhwm_mb("self"), worker_peak_rss_mb=sum(workers)
+    )
     print(json.dumps(out))
 
 
-def raw_rehash(db: c.Database, conn: Any) -> dict[str, Any]:
+def vmhwm_mb(pid: int | str) -> float:
+    """A process's peak resident set (VmHWM) in MB, 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def raw_rehash(db: Any, conn: Any) -> dict[str, Any]:
     """The driver's limit: stream every event by (instance, seq), re-hash, check the links."""
+    import reads
+
+    from workflow.audit import chain as audit
+
     if db.backend == "postgres":
         conn.autocommit = False
     cols = "instance_id, seq, trigger, from_state, to_state, actor, role, os_user, at, "
@@ -86,7 +110,7 @@ def raw_rehash(db: c.Database, conn: Any) -> dict[str, Any]:
     return {"ok": ok, "events": events}
 
 
-def run_child(kind: str, db: c.Database) -> dict[str, Any]:
+def run_child(kind: str, db: Any) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind]
     cmd += ["--child-url", db.url, "--child-backend", db.backend]
     if db.conninfo:
@@ -100,6 +124,9 @@ def run_child(kind: str, db: c.Database) -> dict[str, Any]:
 
 
 def main() -> int:
+    import _common as c
+    import reads
+
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--db", default=None, help="where to keep the 1M-event database for reuse")
     p.add_argument("--small-db", default=None, help="where to keep the tenth-size database")
@@ -143,6 +170,9 @@ def main() -> int:
 
 
 def _database(stack: contextlib.ExitStack, args: Any, where: str | None, label: str) -> Any:
+    import _common as c
+    import reads
+
     if where:
         return c.open_database(args.backend, args.pg_url, where)
     db = stack.enter_context(c.scratch(args.backend, args.pg_url, label=label))
@@ -160,6 +190,8 @@ def summarize(
     flat: dict[str, Any],
     flat_serial: dict[str, Any],
 ) -> dict[str, Any]:
+    import _common as c
+
     out: dict[str, Any] = {"instances": instances, "events": events, "rounds": rounds}
     raw_rate = c.median([x["events"] / x["seconds"] for x in runs["raw"]])
     for kind, items in runs.items():
@@ -186,6 +218,8 @@ def summarize(
 
 
 def render(r: dict[str, Any]) -> str:
+    import _common as c
+
     rows = []
     for kind in KINDS:
         v = r[kind]

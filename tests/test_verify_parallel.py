@@ -90,3 +90,36 @@ def test_a_moment_the_workers_cannot_be_shown_to_share_falls_back_to_one_process
     assert _verify.verify(trail.engine.store, None, jobs=2) == serial
     if db_kind == "sqlite":
         assert calls  # compared, and found different
+
+
+def test_text_that_is_not_utf8_in_a_workers_range_is_found_alike(
+    intruder: Trail,  # noqa: F811
+    db_kind: str,
+) -> None:
+    """A worker that meets SQLite TEXT that is not UTF-8 has verify read again leniently, as
+    one process does, and both answer the same."""
+    if db_kind != "sqlite":
+        pytest.skip("PostgreSQL refuses text that is not valid in its encoding")
+    t = intruder
+    t.sql(
+        "UPDATE workflow_events SET note = CAST(x'ff6e6f' AS TEXT) "
+        "WHERE instance_id = :i AND seq = 3",
+        i=t.khok,  # with jobs=2 or 3, a worker's range
+    )
+    _both(t)
+    assert not _verify.verify(t.engine.store, None, jobs=3).ok
+
+
+def test_a_worker_imports_neither_sqlalchemy_nor_the_engine() -> None:
+    """A worker's program (workflow.audit.scan) reads through the bare driver: starting one
+    does not import SQLAlchemy or the engine."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from workflow.audit.scan import worker_main; "
+        "print(sorted(m for m in ('sqlalchemy', 'workflow.engine', 'workflow.storage.store') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workflow.areas import Area
-from workflow.runtime.evidence import EvidenceValue
+if TYPE_CHECKING:  # annotations only: a verify worker imports these records, not the areas
+    from workflow.areas import Area
+    from workflow.runtime.evidence import EvidenceValue
 
 Configuration = tuple[str, ...]
 

@@ -641,7 +641,7 @@ def _close(
 
 
 def _as_event_row(row: tuple[Any, ...]) -> Any:
-    from workflow.storage.store import EventRow  # storage imports nothing from here at import time
+    from workflow.storage.rowtypes import EventRow  # lean: no SQLAlchemy (a verify worker)
 
     return row if isinstance(row, EventRow) else EventRow(*row)
 

@@ -30,6 +30,13 @@ AMENDING = frozenset({COMMENT, CORRECT, REVERT, MIGRATE})
 #: Events that are not steps a revert can take back (their from and to are the same, or they
 #: are not the program's steps at all).
 NOT_STEPS = frozenset({"start", COMMENT, CORRECT, REVERT, MIGRATE, "overdue"})
+#: Events the replay reads more of than the definition hash, the step and the hash.
+SPECIAL = AMENDING | {"start"}
+#: Why an event recorded under another definition than the instance ran on is wrong.
+OTHER_DEFINITION = (
+    "event recorded under a different definition than the instance ran on "
+    "(its last start or migration)"
+)
 #: Events whose evidence or note a correction may amend.
 UNCORRECTABLE = frozenset({"start", CORRECT, REVERT, MIGRATE, "overdue"})
 
@@ -77,13 +84,11 @@ class Amendments:
                 getattr(row, name) for name, _ in _READ
             )
         reason = None
-        if trigger not in AMENDING and trigger != "start":
+        if trigger not in SPECIAL:
             # An ordinary step (most events): recorded under the definition in force.
+            # (verify's scan runs this branch inline: workflow.audit.scan.EventChecks.)
             if definition_hash != self.definition_hash:
-                reason = (
-                    "event recorded under a different definition than the instance ran on "
-                    "(its last start or migration)"
-                )
+                reason = OTHER_DEFINITION
             if trigger not in NOT_STEPS and before is not None and before != after:
                 self.steps.append(Step(seq, digest, before))
             if type(seq) is int:
@@ -99,10 +104,7 @@ class Amendments:
         elif trigger == MIGRATE:
             reason = self._migrate(evidence_text, definition_hash)
         elif definition_hash != self.definition_hash:
-            reason = (
-                "event recorded under a different definition than the instance ran on "
-                "(its last start or migration)"
-            )
+            reason = OTHER_DEFINITION
         if reason is None and trigger == CORRECT:
             reason = self._correct(seq, evidence_text, before, after)
         elif reason is None and trigger == REVERT:

@@ -16,31 +16,32 @@ and seq, and the scan goes on.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import hashlib
 import itertools
 import json
 import os
-import pickle
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from workflow.access.policy import AUDITOR, StoredGrants
 from workflow.audit import accounts as _accounts_audit
 from workflow.audit import chain as _audit
-from workflow.audit import evolution as _evolution
-from workflow.audit.chain import Chain, Digest
-from workflow.errors import DatabaseUnavailable, UsageError
+from workflow.audit.chain import Digest
+from workflow.audit.scan import EventChecks as _EventChecks
+from workflow.audit.scan import Scanned as _Scanned
+from workflow.audit.scan import Timeline as _Timeline
+from workflow.audit.scan import head_line as _head_line
+from workflow.audit.scan import scan as _scan
+from workflow.errors import DatabaseUnavailable, UsageError, WorkflowError
 from workflow.records import NonBundled, VerifyProblem, VerifyResult
-from workflow.runtime import attachments as _files
 from workflow.storage import accounts as _accounts_store
 from workflow.storage import attachments as _stored_files
-from workflow.storage.store import InstanceRow, KeyRow, Store
+from workflow.storage.store import KeyRow, Store
 
 
 def _verify_grants(
@@ -345,132 +346,6 @@ def _verify(
     )
 
 
-_STORED_GRANTS = StoredGrants.name
-
-#: (actor, role) -> [area, program, granted at, revoked at or None] for every grant ever made.
-_Timeline = dict[tuple[str, str], list[list[Any]]]
-
-
-class _EventChecks:
-    """verify's per-event checks beyond the chain: the actor's grant at that moment, and the
-    idempotency records naming the event (see :func:`verify`)."""
-
-    def __init__(
-        self,
-        timeline: _Timeline | None,
-        keys: Sequence[KeyRow],
-        stored_hashes: frozenset[str] | None = None,
-    ) -> None:
-        self.timeline = timeline
-        self.keys: dict[tuple[Any, Any], list[KeyRow]] = {}
-        for k in keys:
-            self.keys.setdefault((k.instance_id, k.seq), []).append(k)
-        self.seen: set[tuple[Any, Any]] = set()
-        self.bad_keys: list[VerifyProblem] = []
-        self._scope: tuple[Any, str | None, str | None] = (None, None, None)
-        #: (instance, seq, field, sha256, bytes) of every file evidence names.
-        self.files: list[tuple[Any, Any, str, str, int]] = []
-        #: The definition hashes stored (a migration must name one of them).
-        self.stored_hashes: frozenset[str] | None = stored_hashes
-        #: instance -> its replay: the program version and definition hash after its last
-        #: start or migration (taken by ``_scan`` when the instance's chain is done).
-        self.evolved: dict[Any, _evolution.Amendments] = {}
-        self._replay: _evolution.Amendments | None = None
-        self._replaying: Chain | None = None
-
-    def __call__(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
-        # Once per stored event: the replay's and the grant's checks, called directly.
-        replay = self._replay
-        if replay is None or self._replaying is not chain:
-            replay = self._replay_of(chain)
-        try:
-            amended = replay.add(row)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            amended = f"a stored value is malformed ({type(e).__name__})"
-        granted = self._granted(chain, row)
-        evidence = row[10]
-        if isinstance(evidence, str) and '"sha256"' in evidence:
-            self._files(row[1], row[2], evidence)
-        return amended or granted
-
-    def _files(self, instance: Any, seq: Any, evidence: str) -> None:
-        """Note the files an event's evidence names (re-hashed after the scan)."""
-        try:
-            value = json.loads(evidence)
-        except ValueError:
-            return
-        if not isinstance(value, dict):
-            return
-        if isinstance(value.get("changes"), dict):  # a correction: its new values
-            value = {k: c.get("new") for k, c in value["changes"].items() if isinstance(c, dict)}
-        for name, described in _files.references(value):
-            self.files.append((instance, seq, name, described["sha256"], described["bytes"]))
-
-    def _replay_of(self, chain: Chain) -> _evolution.Amendments:
-        """A new workflow.audit.evolution replay for the instance starting (corrections,
-        reverts, migrations), kept in ``evolved``: which definition the instance runs on
-        after its last event."""
-        replay = _evolution.Amendments(stored_hashes=self.stored_hashes)
-        self._replay, self._replaying = replay, chain
-        self.evolved[chain.instance] = replay
-        return replay
-
-    def _granted(self, chain: Chain, row: tuple[Any, ...]) -> str | None:
-        instance, seq, at = row[1], row[2], row[9]
-        if not isinstance(at, str):
-            return None  # malformed: the chain check reports it
-        named = self.keys.get((instance, seq)) if self.keys else None
-        if named is not None:
-            self.seen.add((instance, seq))
-            for k in named:
-                if k.event_hash != row[15] or k.created_at != at:
-                    self.bad_keys.append(
-                        VerifyProblem(
-                            instance,
-                            seq,
-                            f"idempotency key {k.key!r} does not match the event it names "
-                            "(the key record was altered)",
-                        )
-                    )
-        actor, role, policy = row[6], row[7], row[13]
-        if role == AUDITOR:
-            return "an event recorded in the read-only auditor role"
-        if policy != _STORED_GRANTS or self.timeline is None:
-            # Another policy decided (its name is hashed into the event); a broken grant
-            # chain is reported once, not as every event it would leave uncovered.
-            return None
-        area, program = self._instance_scope(chain)
-        if area is None or program is None:
-            return None  # the start event is unreadable: _check_instance says so
-        for g_area, g_program, since, until in self.timeline.get((actor, role), ()):
-            if (
-                area.startswith(g_area)
-                and (not g_program or g_program == program)
-                and since <= at
-                and (until is None or at < until)
-            ):
-                return None
-        return (
-            f"no grant covered it: {actor!r} held no {role!r} grant for area {area}, "
-            f"program {program} at {at}"
-        )
-
-    def _instance_scope(self, chain: Chain) -> tuple[str | None, str | None]:
-        """The instance's area and program as its (hashed) start event recorded them."""
-        if self._scope[0] != chain.instance:
-            area = program = None
-            try:
-                identity = json.loads(chain.first.evidence)
-                if isinstance(identity, dict):
-                    a, p = identity.get("area"), identity.get("program")
-                    if isinstance(a, str) and isinstance(p, str):
-                        area, program = a, p
-            except (TypeError, ValueError):
-                pass
-            self._scope = (chain.instance, area, program)
-        return self._scope[1], self._scope[2]
-
-
 def _chain_link_problem(
     row: Any, expected: int, prev: str, last_at: str, hash_of: Callable[[Any], str]
 ) -> str | None:
@@ -510,162 +385,8 @@ def _grant_item(scope: object) -> tuple[str, str, str, str] | None:
     return item if all(isinstance(v, str) for v in item) else None
 
 
-def _check_instance(
-    inst: InstanceRow | None,
-    chain: _audit.Chain | None,
-    definitions: Mapping[int, Any],
-    evolved: tuple[int | None, str | None] | None = None,
-) -> VerifyProblem | None:
-    if inst is None:
-        assert chain is not None
-        return VerifyProblem(chain.instance, chain.first.seq, "events belong to no instance")
-    if chain is None:
-        return VerifyProblem(inst.id, 0, "instance has no events (its trail was removed)")
-    if chain.problem is not None:
-        return chain.problem
-    first = chain.first
-    if first.trigger != "start" or first.from_state is not None:
-        return VerifyProblem(inst.id, first.seq, "the first event is not the instance's start")
-    try:
-        identity = json.loads(first.evidence)
-    except ValueError:
-        return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
-    if not isinstance(identity, dict):
-        return VerifyProblem(inst.id, first.seq, "start event evidence is not a JSON object")
-    last = _configuration(chain.last_to)
-    if last is None:
-        return VerifyProblem(
-            inst.id, chain.last_seq, "the last event's configuration is not a list of states"
-        )
-    # A migrated instance runs on the version its last migrate event moved it to.
-    version, definition_hash = evolved or (identity.get("program_version"), None)
-    if version != inst.program_version:
-        return VerifyProblem(
-            inst.id, 0, "instance program_version differs from its start and migrate events"
-        )
-    expected = {
-        "program": inst.program,
-        "area": inst.area_code,
-        "fiscal_year": inst.fiscal_year,
-        "title": inst.title,
-        "duplicate_no": inst.duplicate_no,
-    }
-    for name, value in expected.items():
-        if identity.get(name) != value:
-            return VerifyProblem(inst.id, 0, f"instance {name} differs from its start event")
-    if inst.province_code != inst.area_code[:2]:
-        return VerifyProblem(inst.id, 0, "instance province differs from its area")
-    if inst.created_at != first.at:
-        return VerifyProblem(inst.id, 0, "instance created_at differs from its start event")
-    checks = (
-        (inst.version == chain.last_seq, "version"),
-        (inst.head_hash == chain.head, "head hash"),
-        (inst.active == chain.last_to, "active states"),
-        (inst.updated_at == chain.last_at, "updated_at"),
-        (inst.state == last[0].split(".")[0], "state"),
-    )
-    for ok, what in checks:
-        if not ok:
-            return VerifyProblem(
-                inst.id, chain.last_seq, f"instance {what} differs from its last event"
-            )
-    definition = definitions.get(inst.definition_id)
-    if definition is None or (definition.program, definition.version) != (
-        inst.program,
-        inst.program_version,
-    ):
-        return VerifyProblem(inst.id, 0, "instance refers to a missing or different definition")
-    if definition_hash is not None and definition_hash != definition.content_hash:
-        return VerifyProblem(
-            inst.id,
-            0,
-            "the instance's definition is not the one its last start or migrate event names",
-        )
-    if evolved is None and chain.definition_hashes != {definition.content_hash}:
-        return VerifyProblem(
-            inst.id,
-            0,
-            "events were recorded under a different definition "
-            "than the one stored for this instance",
-        )
-    return None
-
-
-def _configuration(text: object) -> list[str] | None:
-    """A stored configuration (JSON list of dotted state paths), or None if it is not one."""
-    try:
-        value = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
-    return None
-
-
 def _int_or_none(value: object) -> int | None:
     return value if type(value) is int else None
-
-
-# ----------------------------------------------------------------------------- the scan
-
-
-@dataclass
-class _Scanned:
-    """What re-hashing the chains of a range of instances found (all of them, serially)."""
-
-    events: int = 0
-    instances: int = 0
-    #: One problem at most per instance, in instance order.
-    problems: list[VerifyProblem] = field(default_factory=list)
-    #: Idempotency records that do not match the event they name, in scan order.
-    bad_keys: list[VerifyProblem] = field(default_factory=list)
-    #: (instance, seq) of every event some idempotency record names.
-    seen: set[tuple[Any, Any]] = field(default_factory=set)
-    #: (instance, seq, field, sha256, bytes) of every file evidence names, in scan order.
-    files: list[tuple[Any, Any, str, str, int]] = field(default_factory=list)
-    #: instance -> (seq, hash) of the events a digest asks about.
-    found: dict[int, tuple[int, str]] = field(default_factory=dict)
-    #: SHA-256 over (id, version, head hash) of the instance rows read.
-    heads: str = ""
-
-
-def _scan(
-    instances: Iterator[InstanceRow],
-    events: Iterator[Any],
-    definitions: Mapping[int, Any],
-    checks: _EventChecks,
-    wanted: Mapping[int, int],
-) -> _Scanned:
-    """Re-compute the chains of ``events`` and hold each of ``instances`` to its own."""
-    out = _Scanned()
-    heads = hashlib.sha256()
-    pairs = _audit.merge_by_instance(instances, _audit.chains(events, wanted, out.found, checks))
-    for inst, chain in pairs:
-        if chain is not None:
-            out.events += chain.events
-        if inst is not None:
-            out.instances += 1
-            heads.update(_head_line(inst.id, inst.version, inst.head_hash))
-        try:
-            replay = checks.evolved.pop(chain.instance, None) if chain else None
-            evolved = (replay.program_version, replay.definition_hash) if replay else None
-            problem = _check_instance(inst, chain, definitions, evolved)
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
-            ident = inst.id if inst is not None else chain.instance if chain else None
-            problem = VerifyProblem(
-                ident if type(ident) is int else None,
-                chain.last_seq if chain is not None else 0,
-                f"a stored value is malformed ({type(e).__name__}: {e})",
-            )
-        if problem is not None:
-            out.problems.append(problem)
-    out.bad_keys, out.seen, out.files = checks.bad_keys, checks.seen, checks.files
-    out.heads = heads.hexdigest()
-    return out
-
-
-def _head_line(ident: Any, version: Any, head: Any) -> bytes:
-    return f"{ident!r}:{version!r}:{head!r}\n".encode("utf-8", "surrogatepass")
 
 
 def _missing_keys(keys: Sequence[KeyRow], seen: set[tuple[Any, Any]]) -> list[VerifyProblem]:
@@ -705,6 +426,11 @@ def _file_problems(
 #: ``verify(jobs=None)`` starts worker processes only from this many instances on (below,
 #: starting them costs more than they save).
 PARALLEL_FROM = 10_000
+#: Instance ranges per process: handed out as processes free up, so one that gets less CPU
+#: (a shared machine) holds the others up by one range at most.
+RANGES_PER_JOB = 32
+#: Ranges a worker holds at once (the next one queued while it scans one).
+_AHEAD = 2
 #: How many times a parallel verify is tried before falling back to one process (SQLite:
 #: a commit landed between the coordinator's snapshot and a worker's).
 _ATTEMPTS = 3
@@ -717,13 +443,14 @@ class _Undecodable(Exception):
 class _Workers:
     """Worker processes re-hashing the chains of instance-id ranges for one verify.
 
-    ``jobs`` processes scan ``jobs`` ranges of about as many instances each: the coordinator
-    (the calling process) scans the first range itself and ``jobs - 1`` workers the others
-    (so ``jobs`` busy processes, one per CPU by default). The coordinator also keeps
+    ``jobs`` processes (the coordinator, i.e. the calling process, and ``jobs - 1`` workers:
+    one per CPU by default) scan :data:`RANGES_PER_JOB` ranges of instance ids each, handed
+    out as they free up (see :meth:`scan`). The coordinator also keeps
     everything global: the definitions, the grant chain (the timeline each event's grant is
     checked against), the idempotency records, denials, accounts, attachments and the
     digest. Each worker streams the instances and events of its range, runs the same
-    per-instance checks (:func:`_scan`) and sends back its problems, counts and what the
+    per-instance checks (:func:`_scan`; a worker is ``workflow.audit.scan``, reading through
+    the bare driver, ``workflow.storage.scan``) and sends back its problems, counts and what the
     coordinator needs to finish (the events idempotency records name, the files evidence
     names, the digest's heads); the coordinator puts them together in range order, which is
     the serial order, so the answer does not depend on the number of processes.
@@ -769,8 +496,12 @@ class _Workers:
         # `python -c` rather than multiprocessing's spawn, which would re-run the caller's
         # main module; they talk over a socket pair (the URL, which may hold a password,
         # goes through it rather than the command line). This process is the first job.
+        try:
+            source = store.scan_source()
+        except DatabaseUnavailable:
+            return None
         processes, pipes = [], []
-        code = "import sys; from workflow.audit.verify import _worker_main; _worker_main()"
+        code = "from workflow.audit.scan import worker_main; worker_main()"
         for _ in range(jobs - 1):
             mine, theirs = socket.socketpair()
             p = subprocess.Popen(
@@ -780,26 +511,21 @@ class _Workers:
             )
             theirs.close()
             pipe = Connection(mine.detach())
-            pipe.send((store.url, store.timeouts))
+            pipe.send(source)
             processes.append(p)
             pipes.append(pipe)
         return cls(store, processes, pipes)
 
     def begin(self, conn: Any, lenient: bool) -> None:
-        """Have the workers open their snapshots now, as close as can be to ``conn``'s."""
+        """Have the workers open their snapshots now, as close as can be to ``conn``'s, and
+        cut the instances into :data:`RANGES_PER_JOB` ranges per process."""
         shared = self.store.export_snapshot(conn)
-        bounds = self.store.instance_bounds(conn, len(self.pipes) + 1)
+        bounds = self.store.instance_bounds(conn, (len(self.pipes) + 1) * RANGES_PER_JOB)
         edges: list[int | None] = [None, *bounds, None]
         self.ranges = list(itertools.pairwise(edges))
-        for pipe, (lo, hi) in zip(self.pipes, self.ranges[1:], strict=False):
-            pipe.send(("begin", lenient, shared, lo, hi))
-        for pipe in self.active:
-            self._receive(pipe, "ready")
-
-    @property
-    def active(self) -> list[Any]:
-        """The workers with a range (the first range is the coordinator's)."""
-        return self.pipes[: len(self.ranges) - 1]
+        for pipe in self.pipes:
+            pipe.send(("begin", lenient, shared))
+        self._receive_all("ready")
 
     def scan(
         self,
@@ -810,8 +536,13 @@ class _Workers:
         stored_hashes: frozenset[str],
         wanted: Mapping[int, int],
     ) -> _Scanned | None:
-        """Every range scanned by its worker and put together; None if a worker's view
-        differs from ``conn``'s (SQLite: a commit fell between the snapshots)."""
+        """Every range scanned, by this process or a worker, and put together in range
+        order; None if a worker's view differs from ``conn``'s (SQLite: a commit fell
+        between the snapshots).
+
+        Ranges are handed out as processes free up (each worker holds :data:`_AHEAD` at a
+        time, this process takes the next one itself): on a machine whose cores are shared,
+        a process that gets less CPU scans fewer ranges instead of holding everyone up."""
         lows = [_audit.sort_key(lo) for lo, _ in self.ranges[1:]]
         key_parts: list[list[KeyRow]] = [[] for _ in self.ranges]
         for k in keys:
@@ -819,29 +550,82 @@ class _Workers:
         wanted_parts: list[dict[int, int]] = [{} for _ in self.ranges]
         for ident, seq in wanted.items():
             wanted_parts[bisect.bisect_right(lows, _audit.sort_key(ident))][ident] = seq
-        defs = dict(definitions)
-        for pipe, part_keys, part_wanted in zip(
-            self.active, key_parts[1:], wanted_parts[1:], strict=True
-        ):
-            pipe.send(("scan", defs, timeline, part_keys, stored_hashes, part_wanted))
-        lo, hi = self.ranges[0]
-        mine = _scan(
-            self.store.stream_instances(conn, lo, hi),
-            self.store.stream_event_tuples(conn, lo, hi),
-            definitions,
-            _EventChecks(timeline, key_parts[0], stored_hashes),
-            wanted_parts[0],
-        )
-        parts = [mine, *(self._receive(pipe, "done") for pipe in self.active)]
+        parts: list[_Scanned | None] = [None] * len(self.ranges)
+        todo = collections.deque(range(len(self.ranges)))
+        owed: list[collections.deque[int]] = [collections.deque() for _ in self.pipes]
+        failures: list[Any] = []
+        by_worker: set[int] = set()
+
+        def give(w: int) -> None:
+            i = todo.popleft()
+            lo, hi = self.ranges[i]
+            self.pipes[w].send(("scan", lo, hi, key_parts[i], wanted_parts[i]))
+            owed[w].append(i)
+            by_worker.add(i)
+
+        def take(w: int) -> None:
+            try:
+                message = self.pipes[w].recv()
+            except (EOFError, OSError):
+                message = ("ended", None)
+            i = owed[w].popleft()
+            if message[0] == "done":
+                parts[i] = message[1]
+            elif message[0] != "skipped":  # skipped: the worker failed a range before
+                failures.append(message)
+                todo.clear()
+            if message[0] == "ended":
+                owed[w].clear()
+
+        try:
+            defs = dict(definitions)
+            for pipe in self.pipes:
+                pipe.send(("context", defs, timeline, stored_hashes))
+            for _ in range(_AHEAD):
+                for w in range(len(self.pipes)):
+                    if todo:
+                        give(w)
+            while todo:
+                i = todo.popleft()
+                lo, hi = self.ranges[i]
+                parts[i] = _scan(
+                    self.store.stream_instances(conn, lo, hi),
+                    self.store.stream_event_tuples(conn, lo, hi),
+                    definitions,
+                    _EventChecks(timeline, key_parts[i], stored_hashes),
+                    wanted_parts[i],
+                )
+                for w in range(len(self.pipes)):
+                    while owed[w] and self.pipes[w].poll():
+                        take(w)
+                        if todo:
+                            give(w)
+            for w in range(len(self.pipes)):
+                while owed[w]:
+                    take(w)
+        finally:
+            # Whatever happened here, every answer owed is read and each worker leaves its
+            # snapshot, so the next verify (or attempt) starts in step.
+            with contextlib.suppress(OSError, EOFError):
+                for w in range(len(self.pipes)):
+                    while owed[w]:
+                        take(w)
+                for pipe in self.pipes:
+                    pipe.send(("end",))
+        if failures:
+            self._answer(failures[0], "done")  # raises
+        assert all(part is not None for part in parts)
+        done = [part for part in parts if part is not None]
         if self.store.is_sqlite:
-            for (lo, hi), part in zip(self.ranges[1:], parts[1:], strict=True):
+            for i in sorted(by_worker):
+                (lo, hi), part = self.ranges[i], done[i]
                 heads = hashlib.sha256()
                 for ident, version, head in self.store.stream_heads(conn, lo, hi):
                     heads.update(_head_line(ident, version, head))
                 if heads.hexdigest() != part.heads:
                     return None
         out = _Scanned()
-        for part in parts:
+        for part in done:
             out.events += part.events
             out.instances += part.instances
             out.problems.extend(part.problems)
@@ -851,20 +635,31 @@ class _Workers:
             out.found.update(part.found)
         return out
 
-    def _receive(self, pipe: Any, expected: str) -> Any:
-        try:
-            message = pipe.recv()
-        except EOFError:
+    def _receive_all(self, expected: str) -> list[Any]:
+        """Every worker's answer (all of them read first: a worker whose answer is left
+        unread would hand it to the next verify), or what the first failure says."""
+        messages = []
+        for pipe in self.pipes:
+            try:
+                messages.append(pipe.recv())
+            except EOFError:
+                messages.append(("ended", None))
+        return [self._answer(message, expected) for message in messages]
+
+    def _answer(self, message: Any, expected: str) -> Any:
+        if message[0] == "ended":
             raise DatabaseUnavailable(
                 self.store.safe_url, "a verify worker process ended unexpectedly"
-            ) from None
+            )
         if message[0] == expected:
             return message[1]
         if message[0] == "undecodable":
             raise _Undecodable()
         error = message[1]
-        if isinstance(error, BaseException):
+        if isinstance(error, WorkflowError):
             raise error
+        if isinstance(error, BaseException):  # a driver's error: the worker has no Store
+            error = f"{type(error).__name__}: {error}"
         raise DatabaseUnavailable(self.store.safe_url, f"a verify worker failed: {error}")
 
     def stop(self) -> None:
@@ -887,61 +682,3 @@ def _cpus() -> int:
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
-
-def _worker_main() -> None:
-    """The entry point of a worker process (see :meth:`_Workers.start`)."""
-    pipe = Connection(int(sys.argv[1]))
-    try:
-        url, timeouts = pipe.recv()
-    except EOFError:
-        return
-    _worker(pipe, url, timeouts)
-
-
-def _worker(pipe: Any, url: str, timeouts: Any) -> None:
-    """A verify worker: for each ``begin``, a snapshot of one instance range, scanned when
-    the coordinator sends what the checks need (see :class:`_Workers`)."""
-    store = None
-    try:
-        store = Store(url, timeouts)
-        while True:
-            message = pipe.recv()
-            if message[0] != "begin":
-                return
-            _, lenient, shared, lo, hi = message
-            try:
-                with store.snapshot(lenient, shared) as conn:
-                    pipe.send(("ready", None))
-                    task = pipe.recv()
-                    if task[0] != "scan":
-                        return
-                    _, definitions, timeline, keys, stored_hashes, wanted = task
-                    result = _scan(
-                        store.stream_instances(conn, lo, hi),
-                        store.stream_event_tuples(conn, lo, hi),
-                        definitions,
-                        _EventChecks(timeline, keys, stored_hashes),
-                        wanted,
-                    )
-                pipe.send(("done", result))
-            except DatabaseUnavailable as e:
-                if store.is_undecodable(e):
-                    pipe.send(("undecodable", None))
-                else:
-                    _send_error(pipe, e)
-    except (EOFError, KeyboardInterrupt):
-        return
-    except Exception as e:
-        _send_error(pipe, e)
-    finally:
-        if store is not None:
-            store.dispose()
-
-
-def _send_error(pipe: Any, error: BaseException) -> None:
-    try:
-        pickle.loads(pickle.dumps(error))
-        pipe.send(("error", error))
-    except Exception:
-        with contextlib.suppress(OSError):
-            pipe.send(("error", f"{type(error).__name__}: {error}"))

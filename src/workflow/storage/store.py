@@ -58,7 +58,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -74,6 +74,7 @@ from workflow.errors import (
     SchemaOutOfDate,
     WorkflowError,
 )
+from workflow.storage import scan as _scan
 from workflow.storage.faults import (
     HIDDEN,
     driver_errors,
@@ -127,6 +128,7 @@ from workflow.storage.timeouts import (
     LOCK_TIMEOUT_ENV,
     STATEMENT_TIMEOUT_ENV,
     Timeouts,
+    ms,
 )
 
 __all__ = [
@@ -1020,11 +1022,7 @@ class Store(_AccessQueries):
         self, conn: Connection, lo: int | None = None, hi: int | None = None
     ) -> Iterator[InstanceRow]:
         """Instance rows by id; with ``lo``/``hi``, those with ``lo <= id < hi`` only."""
-        sql = (
-            f"SELECT {select_list(InstanceRow)} FROM workflow_instances"
-            f"{_id_range('id', lo, hi)} ORDER BY id"
-        )
-        for r in self._stream(conn, sql, "wf_instances"):
+        for r in self._stream(conn, _scan.instances_sql(lo, hi), "wf_instances"):
             yield InstanceRow(*r)
 
     def stream_events(
@@ -1042,11 +1040,7 @@ class Store(_AccessQueries):
     ) -> Iterator[tuple[Any, ...]]:
         """:meth:`stream_events` as the driver's plain tuples, in ``EventRow`` order: what
         verify reads (once per stored event: it indexes them, building no objects)."""
-        sql = (
-            f"SELECT {select_list(EventRow)} FROM workflow_events"
-            f"{_id_range('instance_id', lo, hi)} ORDER BY instance_id, seq"
-        )
-        return self._stream(conn, sql, "wf_events", 2000)
+        return self._stream(conn, _scan.events_sql(lo, hi), "wf_events", _scan.EVENT_CHUNK)
 
     def stream_heads(
         self, conn: Connection, lo: int | None = None, hi: int | None = None
@@ -1062,16 +1056,42 @@ class Store(_AccessQueries):
     def instance_bounds(self, conn: Connection, parts: int) -> list[int]:
         """Up to ``parts - 1`` instance ids splitting the instances into ``parts`` ranges of
         about as many instances each (``[None, b1)``, ``[b1, b2)``... ``[bn, None)``)."""
-        total = conn.exec_driver_sql("SELECT count(*) FROM workflow_instances").scalar() or 0
+        total = int(
+            conn.exec_driver_sql("SELECT count(*) FROM workflow_instances").scalar() or 0
+        )
+        # One pass over the ids (an OFFSET query per bound would walk the index each time).
+        wanted = sorted({total * k // parts for k in range(1, parts)})
         bounds: list[int] = []
-        for k in range(1, parts):
-            at = conn.exec_driver_sql(
-                f"SELECT id FROM workflow_instances ORDER BY id LIMIT 1 "
-                f"OFFSET {int(total) * k // parts}"
-            ).scalar()
-            if type(at) is int and (not bounds or at > bounds[-1]):
-                bounds.append(at)
+        k = 0
+        ids = self._stream(conn, "SELECT id FROM workflow_instances ORDER BY id", "wf_ids")
+        for position, (at,) in enumerate(ids):
+            if k == len(wanted):
+                break
+            if position == wanted[k]:
+                if type(at) is int and (not bounds or at > bounds[-1]):
+                    bounds.append(at)
+                k += 1
+        cast(Generator[Any, None, None], ids).close()  # the cursor, if we stopped early
         return bounds
+
+    def scan_source(self) -> _scan.Source:
+        """What a verify worker needs to read this database without SQLAlchemy
+        (:class:`workflow.storage.scan.Reader`): SQLite's file, or the ``psycopg`` connect
+        keywords and session settings this Store's URL and timeouts make."""
+        if self.is_sqlite:
+            if self.sqlite_path is None:
+                raise DatabaseUnavailable(self.safe_url, "an in-memory database has no file")
+            return ("sqlite", str(self.sqlite_path), self.timeouts.lock, self.safe_url)
+        args, params = cast(Any, self.engine.dialect).create_connect_args(self.engine.url)
+        params = {**dict(params), **self._dialect.engine_options().get("connect_args", {})}
+        # Only the connection's own keywords: SQLAlchemy adds its adapters (``context``).
+        params = {k: v for k, v in params.items() if isinstance(v, str | int | float)}
+        if args:
+            params["conninfo"] = args[0]
+        settings = [f"SET lock_timeout = {ms(self.timeouts.lock)}"]
+        if self.timeouts.statement is not None:
+            settings.append(f"SET statement_timeout = {ms(self.timeouts.statement)}")
+        return ("postgresql", params, settings, self.safe_url)
 
     def export_snapshot(self, conn: Connection) -> str | None:
         """An id other sessions can read this snapshot under (``snapshot(shared=...)``):
@@ -1094,7 +1114,7 @@ class Store(_AccessQueries):
             yield DenialRow(*r)
 
     def _stream(
-        self, conn: Connection, sql: str, name: str, chunk: int = 5000
+        self, conn: Connection, sql: str, name: str, chunk: int = _scan.ROW_CHUNK
     ) -> Iterator[tuple[Any, ...]]:
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
@@ -1165,12 +1185,7 @@ class Store(_AccessQueries):
 
 def _id_range(column: str, lo: int | None, hi: int | None) -> str:
     """`` WHERE lo <= column < hi`` (either side open when None); the bounds are ints."""
-    parts = []
-    if lo is not None:
-        parts.append(f"{column} >= {int(lo)}")
-    if hi is not None:
-        parts.append(f"{column} < {int(hi)}")
-    return (" WHERE " + " AND ".join(parts)) if parts else ""
+    return _scan.id_range(column, lo, hi)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
