@@ -41,6 +41,22 @@ ROW_CHUNK = 1000
 Source = tuple[str, Any, Any, str]
 
 
+def in_chunks(cur: Any, sql: str, chunk: int) -> Iterator[Any]:
+    """The rows of ``sql`` on a DBAPI cursor, fetched ``chunk`` at a time (a server-side
+    cursor on PostgreSQL keeps memory flat); the cursor is closed at the end, or when the
+    reader stops early."""
+    try:
+        cur.execute(sql)
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                break
+            yield from rows
+    finally:
+        with contextlib.suppress(Exception):  # the connection may be closed already
+            cur.close()
+
+
 def id_range(column: str, lo: int | None, hi: int | None) -> str:
     """`` WHERE lo <= column < hi`` (either side open when None); the bounds are ints."""
     parts = []
@@ -124,16 +140,7 @@ class Reader:
 
     def _stream(self, conn: Any, sql: str, name: str, chunk: int) -> Iterator[Any]:
         cur = conn.cursor() if self.is_sqlite else conn.cursor(name=name)
-        try:
-            cur.execute(sql)
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    break
-                yield from rows
-        finally:
-            with contextlib.suppress(Exception):  # the connection may be closed already
-                cur.close()
+        return in_chunks(cur, sql, chunk)
 
     def _sqlite(self) -> Any:
         import sqlite3

@@ -1119,16 +1119,7 @@ class Store(_AccessQueries):
         """Rows of a big query in chunks, straight from the driver (a server-side cursor on
         PostgreSQL), so memory stays flat and no per-row SQLAlchemy work is paid."""
         dbapi_conn: Any = conn.connection.dbapi_connection
-        cur = self._dialect.stream_cursor(dbapi_conn, name)
-        try:
-            cur.execute(sql)
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    break
-                yield from rows
-        finally:
-            cur.close()
+        return _scan.in_chunks(self._dialect.stream_cursor(dbapi_conn, name), sql, chunk)
 
     def non_bundled_instances(self, conn: Connection) -> list[tuple[int, str, int, str]]:
         """(instance, program, version, source) of instances whose stored definition did not
