@@ -8,20 +8,16 @@ import io
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from argon2 import PasswordHasher
 from openpyxl import load_workbook
 
 from helpers import KHOK_REGIONS, KICKOFF, LOPBURI, OFFICER
-from service_helpers import PASSWORD, make_world
+from service_helpers import PASSWORD, make_world, serving
 from workflow import Engine
 from workflow.accounts import Accounts
 
@@ -32,47 +28,9 @@ ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-us
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-WORKFLOW = [sys.executable, "-c", "from workflow.cli.main import main; main()"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def _served(url: str, log: Path, *options: str) -> Iterator[str]:
-    """The base URL of a `workflow [OPTIONS] serve` on ``url`` (stopped when the block ends)."""
-    port = _free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen([*WORKFLOW, "--db", url, *options, "serve", "--port",
-                                 str(port)], stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -88,7 +46,7 @@ def site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
                               actor="udomrat", role=OFFICER)
     world.engine.close()
     log = tmp_path / "serve.log"
-    with _served(engine.url, log) as base:
+    with serving(engine.url, log, workers=1) as base:
         yield {"base": base, "leader": leader.id, "khok": khok.id, "url": engine.url,
                "log": log}
 
@@ -318,7 +276,8 @@ def files_site(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
     with Engine(engine.url, [definitions]) as eng:
         inst = eng.start("kickoff-files", area=LOPBURI, fiscal_year=2564, actor="udomrat",
                          role=OFFICER)
-    with _served(engine.url, tmp_path / "serve.log", "--definitions", str(definitions)) as base:
+    with serving(engine.url, tmp_path / "serve.log", workers=1,
+                 args=("--definitions", str(definitions))) as base:
         yield {"base": base, "instance": inst.id, "url": engine.url,
                "definitions": definitions}
 

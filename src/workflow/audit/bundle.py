@@ -39,7 +39,7 @@ from typing import Any
 
 from workflow.audit import merkle
 from workflow.audit.chain import _EVENT_FIELDS, GENESIS, UnknownFormat, encode_event
-from workflow.audit.log import ProofFailed, TreeDamaged, head, inclusion_proofs, integrate
+from workflow.audit.log import ProofFailed, inclusion_proofs, integrate, require_signed_tree
 from workflow.audit.note import NoteError, Verifier, open_checkpoint
 from workflow.errors import InstanceNotFound, UsageError
 from workflow.storage import auditlog as q
@@ -66,21 +66,11 @@ def prove(store: Store, instance_id: int, checkpoint_text: str) -> dict[str, Any
         raise UsageError(f"checkpoint: {e}") from None
     integrate(store)
     with store.snapshot() as conn:
-        size = q.tree_size(conn)
-        if cp.size > size:
-            raise ProofFailed(
-                f"the checkpoint covers {cp.size} entries, the log holds {size}: "
-                "entries were removed, or the checkpoint is of another log"
-            )
-        try:
-            root = head(conn, cp.size).root
-        except TreeDamaged as e:
-            raise ProofFailed(str(e)) from None
-        if root != cp.root:
-            raise ProofFailed(
-                f"the log's first {cp.size} entries no longer hash to the checkpoint's root: "
-                "history was rewritten (run `workflow audit verify --checkpoint` to locate it)"
-            )
+        require_signed_tree(
+            conn, cp, removed=": entries were removed, or the checkpoint is of another log",
+            rewritten=f"the log's first {cp.size} entries no longer hash to the checkpoint's "
+            "root: history was rewritten (run `workflow audit verify --checkpoint` to locate it)",
+        )
         entries = q.instance_entries(conn, instance_id)
         if not entries:
             raise InstanceNotFound(instance_id)

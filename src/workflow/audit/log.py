@@ -343,6 +343,28 @@ def _scan_leaves(conn: Any) -> tuple[LogProblem | None, bytes]:
 # --------------------------------------------------------------------------- witnesses
 
 
+def require_signed_tree(
+    conn: Any, cp: Checkpoint, *, removed: str = "", rewritten: str | None = None
+) -> None:
+    """ProofFailed unless the tree ``cp`` signed is still this log's: at least ``cp.size``
+    entries, the first ``cp.size`` of them hashing to ``cp.root``. ``removed`` is added to
+    the message of a log smaller than the checkpoint, ``rewritten`` replaces the message of
+    a root that differs (each caller says what it means for its reader)."""
+    size = q.tree_size(conn)
+    if cp.size > size:
+        raise ProofFailed(f"the checkpoint covers {cp.size} entries, the log holds {size}{removed}")
+    try:
+        root = head(conn, cp.size).root
+    except TreeDamaged as e:
+        raise ProofFailed(str(e)) from None
+    if root != cp.root:
+        raise ProofFailed(
+            rewritten
+            or f"the checkpoint's root is not this log's at size {cp.size} "
+            "(another log, or history was rewritten)"
+        )
+
+
 def cosign(
     store: Store,
     checkpoint_text: str,
@@ -366,18 +388,7 @@ def cosign(
         )
     integrate(store)
     with store.snapshot() as conn:
-        size = q.tree_size(conn)
-        if cp.size > size:
-            raise ProofFailed(f"the checkpoint covers {cp.size} entries, the log holds {size}")
-        try:
-            root = head(conn, cp.size).root
-        except TreeDamaged as e:
-            raise ProofFailed(str(e)) from None
-        if root != cp.root:
-            raise ProofFailed(
-                f"the checkpoint's root is not this log's at size {cp.size} "
-                "(another log, or history was rewritten)"
-            )
+        require_signed_tree(conn, cp)
         if before is not None:
             if cp.size < before.size:
                 raise ProofFailed(

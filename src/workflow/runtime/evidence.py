@@ -31,11 +31,12 @@ _TRUE = {"true", "yes", "y", "1", "on", "ใช่"}
 _FALSE = {"false", "no", "n", "0", "off", "ไม่ใช่"}
 
 
-#: The years an evidence date may carry: those of the fiscal years workflow accepts (BE
-#: 2400-2800). Anything else is a mistyped year (``0010-01-25`` from a two-digit year in a
+#: The fiscal years workflow accepts (BE) and, the same years in CE, those an evidence date
+#: may carry. Anything else is a mistyped year (``0010-01-25`` from a two-digit year in a
 #: form, a BE year converted twice), never the date of a CDD activity. Other dates (a token's
 #: or a grant's end, a query's bounds) may lie further out: "2999-12-31" means "never".
-CE_YEARS = (BE_THRESHOLD - BE_OFFSET, 2800 - BE_OFFSET)
+BE_YEARS = (BE_THRESHOLD, 2800)
+CE_YEARS = (BE_YEARS[0] - BE_OFFSET, BE_YEARS[1] - BE_OFFSET)
 
 
 def parse_date(value: object) -> dt.date:
@@ -92,8 +93,8 @@ def check_fiscal_year(value: object) -> int:
         raise UsageError(
             f"fiscal year must be a Buddhist-Era year such as 2564, not {_show(value)}"
         ) from None
-    if isinstance(value, bool) or not 2400 <= year <= 2800:
-        hint = f" (did you mean {year + BE_OFFSET}?)" if 1857 <= year <= 2257 else ""
+    if isinstance(value, bool) or not BE_YEARS[0] <= year <= BE_YEARS[1]:
+        hint = f" (did you mean {year + BE_OFFSET}?)" if CE_YEARS[0] <= year <= CE_YEARS[1] else ""
         raise UsageError(f"fiscal year must be a Buddhist-Era year such as 2564, not {year}{hint}")
     return year
 

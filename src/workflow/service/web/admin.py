@@ -20,6 +20,7 @@ from workflow.errors import UsageError, WorkflowError
 from workflow.service import calls
 from workflow.service.auth import CSRF_FIELD, accounts
 from workflow.service.web import forms, i18n
+from workflow.service.web.forms import whole_number
 from workflow.service.web.frame import (
     caller,
     check_csrf,
@@ -126,6 +127,7 @@ async def change(request: Request, action: str) -> Response:
 
 def _number(text: str) -> int:
     """An id from a form (a UsageError, not a crash, for anything else)."""
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    number = whole_number(text) if text.isascii() else None
+    if number is None:
         raise UsageError(f"not an id: {text!r}")
-    return int(text)
+    return number

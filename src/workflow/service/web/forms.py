@@ -151,16 +151,24 @@ def date_parts(prefix: str) -> tuple[str, str, str]:
     return (f"{prefix}__d", f"{prefix}__m", f"{prefix}__y")
 
 
+def whole_number(text: str, digits: int = 18) -> int | None:
+    """A number typed into a form, or None: digits ``int`` reads (``isdecimal``; ``isdigit``
+    also passes "²", which ``int`` refuses; Thai digits are read), at most ``digits`` of
+    them (``int`` refuses thousands of digits)."""
+    return int(text) if text.isdecimal() and len(text) <= digits else None
+
+
 def date_value(data: Mapping[str, Any], prefix: str) -> str | None:
     """The date a post gives in the day, month and BE year controls of ``prefix``, as BE
     ``YYYY-MM-DD`` (the engine reads it); None when all three are empty, ``ValueError`` when
-    it is given in part or not in digits (``isdecimal``: what ``int`` reads, not "²")."""
+    it is given in part or not in digits (:func:`whole_number`)."""
     d, m, y = (str(data.get(k, "")).strip() for k in date_parts(prefix))
     if not (d or m or y):
         return None
-    if not (d and m and y) or not all(x.isdecimal() and len(x) <= 4 for x in (d, m, y)):
+    day, month, year = (whole_number(x, 4) for x in (d, m, y))
+    if day is None or month is None or year is None:
         raise ValueError("a date given in part")
-    return f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
+    return f"{year:04d}-{month:02d}-{day:02d}"
 
 
 def read(form: FireForm, data: Mapping[str, Any], lang: str,

@@ -124,3 +124,4 @@ def error_page(request: Request, principal: Any | None, error: WorkflowError) ->
 
 def year_now() -> int:
     return i18n.current_fiscal_year(dt.date.today())
+

@@ -30,6 +30,7 @@ from workflow.records import Event, Instance
 from workflow.service import calls, problems
 from workflow.service.auth import CSRF_FIELD
 from workflow.service.web import i18n
+from workflow.service.web.forms import whole_number
 from workflow.service.web.frame import caller, check_csrf, engine_of, error_page, lang_for, to_login
 
 router = APIRouter(include_in_schema=False)
@@ -113,12 +114,6 @@ def offer(request: Request, principal: Any, inst: Instance, program: Program,
     return out
 
 
-def _number(text: str) -> bool:
-    """Digits ``int`` reads (``isdigit`` also passes "²", which ``int`` refuses), not too
-    many of them."""
-    return text.isdecimal() and len(text) <= 18
-
-
 def new_value(kind: str, text: str) -> str:
     """A typed value as the engine takes it: a date as d/m/BE-year becomes BE ``Y-M-D``."""
     found = _DMY.match(text) if kind == "date" else None
@@ -151,12 +146,12 @@ async def _post(request: Request, instance_id: int, kind: str) -> Response:
             version = values.get("version", "")
             calls.revert(engine, principal, instance_id, role=role,
                          reason=values.get("reason", ""),
-                         expect_version=int(version) if _number(version) else None)
+                         expect_version=whole_number(version))
         else:
             seq_text, _, name = values.get("target", "").partition(":")
-            if not _number(seq_text) or not name:
+            seq = whole_number(seq_text)
+            if seq is None or not name:
                 raise _usage(lang)
-            seq = int(seq_text)
             value = values.get("value", "")
             if name == NOTE:
                 calls.correct(engine, principal, instance_id, seq, role=role,

@@ -18,6 +18,7 @@ from workflow.errors import UsageError, WorkflowError
 from workflow.service import calls
 from workflow.service.auth import CSRF_FIELD
 from workflow.service.web import i18n
+from workflow.service.web.forms import whole_number
 from workflow.service.web.frame import (
     caller,
     check_csrf,
@@ -49,9 +50,10 @@ def parse_map(text: str) -> dict[str, str]:
 def _version(text: str, what: str) -> int | None:
     if not text:
         return None
-    if not (text.isdecimal() and len(text) <= 9):
+    number = whole_number(text, 9)
+    if number is None:
         raise UsageError(f"{what} must be a version number, not {text[:20]!r}")
-    return int(text)
+    return number
 
 
 def _page(request: Request, principal: Any, *, values: dict[str, str] | None = None,

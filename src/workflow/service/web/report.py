@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from workflow.errors import WorkflowError
 from workflow.service import calls
 from workflow.service.web import i18n, places
+from workflow.service.web.forms import whole_number
 from workflow.service.web.frame import (
     caller,
     context,
@@ -95,9 +96,7 @@ def instances(request: Request) -> Response:
     problem = None
     try:
         items, more = calls.list_instances(engine, principal, limit=PAGE,
-                                           after=int(after) if after and after.isdecimal()
-                                           and len(after) <= 18
-                                           else None, **filters)
+                                           after=whole_number(after or ""), **filters)
     except WorkflowError as e:
         items, more = [], False
         problem = i18n.error_text(lang, type(e).__name__, str(e))
