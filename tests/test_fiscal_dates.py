@@ -77,3 +77,21 @@ def test_a_date_outside_the_fiscal_year_is_refused(engine: Engine, tmp_path: Pat
         eng.correct(inst.id, 2, actor="u", role=OFFICER, reason="r",
                     evidence={"date": "2563-10-01"})
         assert eng.verify().ok
+
+
+def test_dates_are_prefilled_with_a_year_of_the_instances_fiscal_year() -> None:
+    """The year offered in an empty date is this year when it lies in the instance's fiscal
+    year (FY N: Oct N-1 to Sep N), else the fiscal year itself (never a year its
+    `within: fiscal_year` dates would refuse)."""
+    import datetime as dt
+
+    from workflow.programs.registry import Registry
+    from workflow.service.web import forms
+
+    program = Registry().get("leader-development")
+    for today, fiscal_year, offered in [(dt.date(2026, 12, 6), 2570, "2569"),
+                                        (dt.date(2027, 3, 1), 2570, "2570"),
+                                        (dt.date(2026, 12, 6), 2564, "2564")]:
+        form = forms.fire_form(program, "kickoff", ("planned",), ["provincial_officer"], "th")
+        forms.prefill_dates(form, fiscal_year, today)
+        assert [c.year for c in form.controls if c.kind == "date"] == [offered]

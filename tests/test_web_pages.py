@@ -419,3 +419,4 @@ def test_admin_id_fields_that_are_no_id_are_refused(world: World, client: TestCl
     for action in ("revoke-token", "retry-delivery"):
         r = client.post(f"/admin/{action}", data={"csrf_token": csrf, "id": bad})
         assert 400 <= r.status_code < 500, (action, r.status_code)
+

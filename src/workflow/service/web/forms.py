@@ -222,9 +222,13 @@ def mark(form: FireForm, problems: Mapping[str, str]) -> None:
     form.open = True
 
 
-def prefill_dates(form: FireForm, today: dt.date | None = None) -> None:
-    """Offer this year (BE) in empty date fields, so that a date is a day and a month away."""
-    year = str((today or dt.date.today()).year + BE_OFFSET)
+def prefill_dates(form: FireForm, fiscal_year: int, today: dt.date | None = None) -> None:
+    """Offer a year (BE) in empty date fields, so that a date is a day and a month away: this
+    year when it is one of the instance's fiscal year's two calendar years (FY N runs from
+    October N-1 to September N), else N (an instance of an earlier year is being caught up:
+    this year's date would be outside it)."""
+    this = (today or dt.date.today()).year + BE_OFFSET
+    year = str(this if this in (fiscal_year - 1, fiscal_year) else fiscal_year)
     for c in form.controls:
         if c.kind == "date" and c.required and not (c.day or c.month or c.year):
             c.year = year

@@ -399,7 +399,7 @@ def page(
             built.append(failed)
             continue
         form = forms.fire_form(program, trigger, inst.active, roles, lang)
-        forms.prefill_dates(form)
+        forms.prefill_dates(form, inst.fiscal_year)
         built.append(form)
     recorded = request.query_params.get("recorded")
     mend = mending.offer(request, principal, inst, program, events, lang, step_label)
