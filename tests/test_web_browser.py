@@ -322,6 +322,9 @@ def test_coordinator_attaches_a_photo_and_downloads_it(files_site: dict[str, Any
     assert f"ภาพประชุม.jpg ({len(jpeg)} ไบต์, image/jpeg)" in entry.inner_text()
     thumbnail = entry.locator("img")
     assert thumbnail.get_attribute("src") == f"/instances/{iid}/files/2/photo"
+    # The thumbnail loads lazily: once scrolled to, as a reader on a phone would.
+    thumbnail.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete", arg=thumbnail.element_handle())
     assert thumbnail.evaluate("img => img.complete && img.naturalWidth") == 64  # it shows
     overflow = page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth")
