@@ -9,6 +9,7 @@ an intruder changed, the answer (problems, their order, the counts) must not dep
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from test_tamper import Trail, intruder, trail  # noqa: F401 (fixtures)
 from workflow.audit import verify as _verify
@@ -97,10 +98,19 @@ def test_text_that_is_not_utf8_in_a_workers_range_is_found_alike(
     db_kind: str,
 ) -> None:
     """A worker that meets SQLite TEXT that is not UTF-8 has verify read again leniently, as
-    one process does, and both answer the same."""
-    if db_kind != "sqlite":
-        pytest.skip("PostgreSQL refuses text that is not valid in its encoding")
+    one process does, and both answer the same; PostgreSQL refuses to store such text at all,
+    so there the trail stays whole and verifies alike."""
     t = intruder
+    if db_kind == "postgres":
+        with pytest.raises(sa.exc.DataError, match="UTF8"):
+            t.sql(
+                "UPDATE workflow_events SET note = convert_from('\\xff6e6f'::bytea, 'UTF8') "
+                "WHERE instance_id = :i AND seq = 3",
+                i=t.khok,
+            )
+        _both(t)
+        assert _verify.verify(t.engine.store, None, jobs=3).ok
+        return
     t.sql(
         "UPDATE workflow_events SET note = CAST(x'ff6e6f' AS TEXT) "
         "WHERE instance_id = :i AND seq = 3",
