@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from test_tamper import Trail, intruder, trail  # noqa: F401 (fixtures)
 from workflow.audit import verify as _verify
@@ -133,3 +135,55 @@ def test_a_worker_imports_neither_sqlalchemy_nor_the_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@given(st.integers(min_value=2, max_value=16))
+def test_the_ranges_cover_the_instances_and_shrink_at_the_end(processes: int) -> None:
+    """The cuts of a parallel verify ascend inside (0, 1); the first ranges are equal and
+    the last ones each no larger than the one before, down to a small share."""
+    cuts = _verify._cuts(processes)
+    assert all(0 < a < b < 1 for a, b in zip(cuts, cuts[1:], strict=False))
+    sizes = [b - a for a, b in zip([0.0, *cuts], cuts, strict=False)]
+    size = 1 / (processes * _verify.RANGES_PER_JOB)
+    assert sizes[0] == pytest.approx(size)
+    tail = sizes[len(sizes) // 2 :]
+    assert all(b <= a + 1e-12 for a, b in zip(tail, tail[1:], strict=False))
+    assert 1 - cuts[-1] < size / 4  # the last range is a fraction of an equal one
+    assert len(cuts) < processes * _verify.RANGES_PER_JOB * 2
+
+
+def test_instance_bounds_split_at_the_fractions_asked(trail: Trail) -> None:  # noqa: F811
+    """Store.instance_bounds cuts the instances at the fractions asked, by id; cuts that
+    would leave a range empty are dropped."""
+    store = trail.engine.store
+    with store.snapshot() as conn:
+        ids = [r[0] for r in store.stream_heads(conn)]
+        assert store.instance_bounds(conn, [0.34, 0.67]) == [ids[1], ids[2]]
+        assert store.instance_bounds(conn, [0.01, 0.02]) == []  # position 0: nothing below
+        assert store.instance_bounds(conn, []) == []
+
+
+def test_replaying_events_keeps_no_new_objects_the_collector_tracks() -> None:
+    """An instance's replay (verify runs it on every stored event) keeps what it needs in
+    flat maps: replaying more events leaves no more objects for the cyclic garbage
+    collector, which otherwise ran often enough to cost a fifth of verify's scan."""
+    import gc
+
+    from workflow.audit.evolution import Amendments
+
+    def replay(n: int) -> int:
+        a = Amendments()
+        rows = [
+            (seq, 1, seq, "step", f'["s{seq}"]', f'["s{seq + 1}"]', "a", "r", "u", "t",
+             "{}", None, "d", "p", "h", f"hash{seq}", None, "wf3")
+            for seq in range(1, n + 1)
+        ]
+        gc.collect()
+        before = len(gc.get_objects())
+        for row in rows:
+            a.add(row)
+        after = len(gc.get_objects())
+        assert [s.seq for s in a.steps] == list(range(1, n + 1))
+        return after - before
+
+    assert replay(2000) == replay(10)

@@ -42,8 +42,7 @@ UNCORRECTABLE = frozenset({"start", CORRECT, REVERT, MIGRATE, "overdue"})
 
 
 class Step(NamedTuple):
-    """A state change a revert could take back: its seq, hash and the configuration before
-    (a tuple: verify makes one for most events it reads)."""
+    """A state change a revert could take back: its seq, hash and the configuration before."""
 
     seq: int
     hash: str
@@ -67,13 +66,29 @@ class Amendments:
     """Replays one instance's events, in order, keeping what the amending events refer to.
 
     ``add(row)`` returns why the row's claims do not hold, or None.
+
+    What it keeps per event is in flat maps of strings by seq (``hashes``, ``triggers``,
+    ``befores``) and a list of seqs (``step_seqs``), never a new tuple per event: verify
+    replays every stored event, and objects the cyclic garbage collector tracks, kept alive
+    until the instance's chain ends, made it run often enough to cost a fifth of the scan
+    (docs/performance.md, "verify").
     """
 
-    hashes: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> (hash, trigger)
-    steps: list[Step] = field(default_factory=list)
+    hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash
+    triggers: dict[int, str] = field(default_factory=dict)  # seq -> trigger
+    befores: dict[int, str] = field(default_factory=dict)  # a step's seq -> configuration
+    #: The state changes a revert could take back, oldest first (see :attr:`steps`).
+    step_seqs: list[int] = field(default_factory=list)
     definition_hash: str | None = None
     program_version: int | None = None
     stored_hashes: frozenset[str] | None = None
+    #: The evidence text of the last ``start`` event replayed and its JSON, if it was JSON.
+    start: tuple[Any, Any] = (None, None)
+
+    @property
+    def steps(self) -> list[Step]:
+        """The state changes a revert could still take back, oldest first."""
+        return [Step(s, self.hashes[s], self.befores[s]) for s in self.step_seqs]
 
     def add(self, row: Any) -> str | None:
         if isinstance(row, tuple):  # a stored row (verify: once per event)
@@ -89,17 +104,24 @@ class Amendments:
             # (verify's scan runs this branch inline: workflow.audit.scan.EventChecks.)
             if definition_hash != self.definition_hash:
                 reason = OTHER_DEFINITION
-            if trigger not in NOT_STEPS and before is not None and before != after:
-                self.steps.append(Step(seq, digest, before))
             if type(seq) is int:
-                self.hashes[seq] = (digest, trigger)
+                self.hashes[seq] = digest
+                self.triggers[seq] = trigger
+                if trigger not in NOT_STEPS and before is not None and before != after:
+                    self.step_seqs.append(seq)
+                    self.befores[seq] = before
             return reason
         if trigger == "start":
             self.definition_hash = definition_hash
             try:
-                version = json.loads(evidence_text).get("program_version")
-            except (TypeError, ValueError, AttributeError):
-                version = None
+                identity = json.loads(evidence_text)
+            except (TypeError, ValueError):
+                identity, self.start = None, (None, None)
+            else:
+                # verify holds the instance row to this identity too: it reads it from
+                # here rather than parse the same text again (the text says which it was).
+                self.start = (evidence_text, identity)
+            version = identity.get("program_version") if isinstance(identity, dict) else None
             self.program_version = version if type(version) is int else None
         elif trigger == MIGRATE:
             reason = self._migrate(evidence_text, definition_hash)
@@ -110,11 +132,16 @@ class Amendments:
         elif reason is None and trigger == REVERT:
             reason = self._revert(evidence_text, before, after)
         elif trigger == MIGRATE:
-            self.steps.clear()  # a step before a migration cannot be taken back
-        elif trigger not in NOT_STEPS and before is not None and before != after:
-            self.steps.append(Step(seq, digest, before))
+            self.step_seqs.clear()  # a step before a migration cannot be taken back
+        elif (
+            trigger not in NOT_STEPS and before is not None and before != after
+            and type(seq) is int
+        ):
+            self.step_seqs.append(seq)
+            self.befores[seq] = before
         if type(seq) is int:
-            self.hashes[seq] = (digest, trigger)
+            self.hashes[seq] = digest
+            self.triggers[seq] = trigger
         return reason
 
     def _evidence(self, text: Any) -> Mapping[str, Any] | None:
@@ -133,11 +160,11 @@ class Amendments:
         of_seq, of_hash = ev.get("of_seq"), ev.get("of_hash")
         if type(of_seq) is not int or type(seq) is not int or not 1 <= of_seq < seq:
             return f"correction names no earlier event (of_seq {of_seq!r})"
-        named = self.hashes.get(of_seq)
-        if named is None or named[0] != of_hash:
+        if of_seq not in self.hashes or self.hashes[of_seq] != of_hash:
             return f"correction names event {of_seq} with a hash it does not have"
-        if named[1] in UNCORRECTABLE:
-            return f"correction names a {named[1]} event, which cannot be corrected"
+        named = self.triggers[of_seq]
+        if named in UNCORRECTABLE:
+            return f"correction names a {named} event, which cannot be corrected"
         changes, note = ev.get("changes"), ev.get("note")
         if not isinstance(changes, dict) or not isinstance(ev.get("reason"), str):
             return "correction evidence lacks its changes or reason"
@@ -149,9 +176,10 @@ class Amendments:
         ev = self._evidence(text)
         if ev is None:
             return "revert evidence is not a JSON object"
-        if not self.steps:
+        if not self.step_seqs:
             return "revert with no step to take back"
-        step = self.steps.pop()
+        seq = self.step_seqs.pop()
+        step = Step(seq, self.hashes[seq], self.befores[seq])
         if ev.get("of_seq") != step.seq or ev.get("of_hash") != step.hash:
             return f"revert names a step other than the last one not taken back (seq {step.seq})"
         if after != step.before:

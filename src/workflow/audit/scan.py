@@ -13,6 +13,7 @@ and seq, and the scan goes on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import pickle
@@ -34,7 +35,7 @@ from workflow.storage.rowtypes import InstanceRow, KeyRow
 from workflow.storage.scan import Reader, Source, is_undecodable
 
 _STORED_GRANTS = StoredGrants.name
-_SPECIAL, _NOT_STEPS, _Step = _evolution.SPECIAL, _evolution.NOT_STEPS, _evolution.Step
+_SPECIAL, _NOT_STEPS = _evolution.SPECIAL, _evolution.NOT_STEPS
 _OTHER_DEFINITION = _evolution.OTHER_DEFINITION
 
 #: (actor, role) -> [area, program, granted at, revoked at or None] for every grant ever made.
@@ -77,11 +78,13 @@ class EventChecks:
         if trigger not in _SPECIAL:
             # evolution.Amendments.add's ordinary step (most events), inline.
             amended = None if row[12] == replay.definition_hash else _OTHER_DEFINITION
-            before, after = row[4], row[5]
-            if trigger not in _NOT_STEPS and before is not None and before != after:
-                replay.steps.append(_Step(seq, row[15], before))
             if type(seq) is int:
-                replay.hashes[seq] = (row[15], trigger)
+                replay.hashes[seq] = row[15]
+                replay.triggers[seq] = trigger
+                before = row[4]
+                if trigger not in _NOT_STEPS and before is not None and before != row[5]:
+                    replay.step_seqs.append(seq)
+                    replay.befores[seq] = before
         else:
             try:
                 amended = replay.add(row)
@@ -182,7 +185,13 @@ def check_instance(
     chain: _audit.Chain | None,
     definitions: Mapping[int, Any],
     evolved: tuple[int | None, str | None] | None = None,
+    start: tuple[Any, Any] = (None, None),
 ) -> VerifyProblem | None:
+    """Whether the instance row and its chain agree (None), or the first way they do not.
+
+    ``evolved`` is the (program version, definition hash) the replay ended on after a
+    migration; ``start`` the replay's (text, JSON) of a start event, used when its text is
+    the first event's evidence (one JSON parse per instance fewer)."""
     if inst is None:
         assert chain is not None
         return VerifyProblem(chain.instance, chain.first.seq, "events belong to no instance")
@@ -193,10 +202,12 @@ def check_instance(
     first = chain.first
     if first.trigger != "start" or first.from_state is not None:
         return VerifyProblem(inst.id, first.seq, "the first event is not the instance's start")
-    try:
-        identity = json.loads(first.evidence)
-    except ValueError:
-        return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
+    text, identity = start
+    if text is None or text != first.evidence:
+        try:
+            identity = json.loads(first.evidence)
+        except ValueError:
+            return VerifyProblem(inst.id, first.seq, "start event evidence is not JSON")
     if not isinstance(identity, dict):
         return VerifyProblem(inst.id, first.seq, "start event evidence is not a JSON object")
     last = _configuration(chain.last_to)
@@ -258,14 +269,23 @@ def check_instance(
     return None
 
 
-def _configuration(text: object) -> list[str] | None:
+def _configuration(text: object) -> tuple[str, ...] | None:
     """A stored configuration (JSON list of dotted state paths), or None if it is not one."""
+    if type(text) is str:
+        return _configuration_of(text)
+    return None  # bytes, numbers, null: not what workflow writes
+
+
+@functools.lru_cache(maxsize=4096)
+def _configuration_of(text: str) -> tuple[str, ...] | None:
+    # Cached: instances end in few distinct configurations, and this is a JSON parse per
+    # instance; the bound keeps a trail full of forged ones from growing it.
     try:
-        value = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        value = json.loads(text)
+    except ValueError:
         return None
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
+        return tuple(value)
     return None
 
 
@@ -315,8 +335,11 @@ def scan(
             heads.update(head_line(inst.id, inst.version, inst.head_hash))
         try:
             replay = checks.evolved.pop(chain.instance, None) if chain else None
-            evolved = (replay.program_version, replay.definition_hash) if replay else None
-            problem = check_instance(inst, chain, definitions, evolved)
+            if replay is None:
+                problem = check_instance(inst, chain, definitions)
+            else:
+                evolved = (replay.program_version, replay.definition_hash)
+                problem = check_instance(inst, chain, definitions, evolved, replay.start)
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
             ident = inst.id if inst is not None else chain.instance if chain else None
             problem = VerifyProblem(

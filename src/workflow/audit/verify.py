@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from workflow.audit import accounts as _accounts_audit
@@ -427,7 +427,8 @@ def _file_problems(
 #: starting them costs more than they save).
 PARALLEL_FROM = 10_000
 #: Instance ranges per process: handed out as processes free up, so one that gets less CPU
-#: (a shared machine) holds the others up by one range at most.
+#: (a shared machine) holds the others up by one range at most. The last ranges are cut
+#: smaller and smaller (:func:`_cuts`), so that the processes also finish close together.
 RANGES_PER_JOB = 32
 #: Ranges a worker holds at once (the next one queued while it scans one).
 _AHEAD = 2
@@ -518,9 +519,9 @@ class _Workers:
 
     def begin(self, conn: Any, lenient: bool) -> None:
         """Have the workers open their snapshots now, as close as can be to ``conn``'s, and
-        cut the instances into :data:`RANGES_PER_JOB` ranges per process."""
+        cut the instances into ranges (:func:`_cuts`)."""
         shared = self.store.export_snapshot(conn)
-        bounds = self.store.instance_bounds(conn, (len(self.pipes) + 1) * RANGES_PER_JOB)
+        bounds = self.store.instance_bounds(conn, _cuts(len(self.pipes) + 1))
         edges: list[int | None] = [None, *bounds, None]
         self.ranges = list(itertools.pairwise(edges))
         for pipe in self.pipes:
@@ -555,6 +556,9 @@ class _Workers:
         owed: list[collections.deque[int]] = [collections.deque() for _ in self.pipes]
         failures: list[Any] = []
         by_worker: set[int] = set()
+        #: Ranges a worker scanned whose heads this process has compared with its own.
+        checked: set[int] = set()
+        stale = False  # a worker read a range otherwise than this process does
 
         def give(w: int) -> None:
             i = todo.popleft()
@@ -600,9 +604,21 @@ class _Workers:
                         take(w)
                         if todo:
                             give(w)
-            for w in range(len(self.pipes)):
-                while owed[w]:
-                    take(w)
+            # This process's ranges are done: while the workers finish theirs, check those
+            # they answered (SQLite), rather than wait and check them all afterwards.
+            while any(owed):
+                for w in range(len(self.pipes)):
+                    while owed[w] and self.pipes[w].poll():
+                        take(w)
+                answered = [j for j in sorted(by_worker - checked) if parts[j] is not None]
+                if answered and self.store.is_sqlite:
+                    j = answered[0]
+                    part = parts[j]
+                    assert part is not None
+                    stale = stale or not self._same_heads(conn, j, part)
+                    checked.add(j)
+                elif any(owed):
+                    wait([p for w, p in enumerate(self.pipes) if owed[w]])
         finally:
             # Whatever happened here, every answer owed is read and each worker leaves its
             # snapshot, so the next verify (or attempt) starts in step.
@@ -617,13 +633,10 @@ class _Workers:
         assert all(part is not None for part in parts)
         done = [part for part in parts if part is not None]
         if self.store.is_sqlite:
-            for i in sorted(by_worker):
-                (lo, hi), part = self.ranges[i], done[i]
-                heads = hashlib.sha256()
-                for ident, version, head in self.store.stream_heads(conn, lo, hi):
-                    heads.update(_head_line(ident, version, head))
-                if heads.hexdigest() != part.heads:
-                    return None
+            for i in sorted(by_worker - checked):
+                stale = stale or not self._same_heads(conn, i, done[i])
+        if stale:
+            return None
         out = _Scanned()
         for part in done:
             out.events += part.events
@@ -634,6 +647,15 @@ class _Workers:
             out.files.extend(part.files)
             out.found.update(part.found)
         return out
+
+    def _same_heads(self, conn: Any, i: int, part: _Scanned) -> bool:
+        """Whether the instance rows (id, version, head hash) of range ``i`` are, in
+        ``conn``'s snapshot, the ones the worker that scanned it read in its own."""
+        lo, hi = self.ranges[i]
+        heads = hashlib.sha256()
+        for ident, version, head in self.store.stream_heads(conn, lo, hi):
+            heads.update(_head_line(ident, version, head))
+        return heads.hexdigest() == part.heads
 
     def _receive_all(self, expected: str) -> list[Any]:
         """Every worker's answer (all of them read first: a worker whose answer is left
@@ -674,6 +696,24 @@ class _Workers:
                 p.wait()
         for pipe in self.pipes:
             pipe.close()
+
+
+def _cuts(processes: int) -> list[float]:
+    """Where the instance ranges of a parallel verify end, as fractions of the instances:
+    :data:`RANGES_PER_JOB` equal ranges per process, except that the last few are cut
+    smaller and smaller (each a share of what is left: guided self-scheduling). A process
+    that takes the last range then finishes soon after the others, where an equal range
+    would keep them waiting for most of its length."""
+    size = 1 / (processes * RANGES_PER_JOB)
+    cuts: list[float] = []
+    at = 0.0
+    while True:
+        remaining = 1 - at
+        step = max(min(size, remaining / (2 * processes)), size / 8)
+        if remaining - step < size / 16:  # too little would be left for a range of its own
+            return cuts
+        at += step
+        cuts.append(at)
 
 
 def _cpus() -> int:

@@ -1053,14 +1053,15 @@ class Store(_AccessQueries):
         for r in self._stream(conn, sql, "wf_heads"):
             yield (r[0], r[1], r[2])
 
-    def instance_bounds(self, conn: Connection, parts: int) -> list[int]:
-        """Up to ``parts - 1`` instance ids splitting the instances into ``parts`` ranges of
-        about as many instances each (``[None, b1)``, ``[b1, b2)``... ``[bn, None)``)."""
+    def instance_bounds(self, conn: Connection, cuts: Sequence[float]) -> list[int]:
+        """Instance ids splitting the instances into ranges (``[None, b1)``, ``[b1, b2)``...
+        ``[bn, None)``) ending at the fractions ``cuts`` (each in (0, 1), ascending) of the
+        instances, by id; fewer where ranges would be empty."""
         total = int(
             conn.exec_driver_sql("SELECT count(*) FROM workflow_instances").scalar() or 0
         )
         # One pass over the ids (an OFFSET query per bound would walk the index each time).
-        wanted = sorted({total * k // parts for k in range(1, parts)})
+        wanted = sorted({p for p in (int(total * c) for c in cuts) if 0 < p < total})
         bounds: list[int] = []
         k = 0
         ids = self._stream(conn, "SELECT id FROM workflow_instances ORDER BY id", "wf_ids")
