@@ -14,8 +14,11 @@ with the reason when the test runs without the privileges (mounting needs root).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import shutil
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -394,17 +397,48 @@ def test_read_only_filesystem_refuses_writes_with_exit_6(
     _tally(request, len(WRITES) + 1)
 
 
-@pytest.mark.xfail(reason="BUG (limitation): a WAL database on a read-only filesystem (a "
-                   "snapshot, a backup on read-only media) cannot even be read: 'unable to "
-                   "open database file', so an auditor cannot `audit verify` it", strict=True)
-def test_database_on_read_only_media_can_still_be_verified(tmpfs: Callable[[str], Mount]
-                                                           ) -> None:
-    """`workflow audit verify` works on a database on a read-only filesystem."""
+def test_database_on_read_only_media_can_still_be_read_and_verified(
+        tmpfs: Callable[[str], Mount]) -> None:
+    """A database on a read-only filesystem (a snapshot, a backup on read-only media), its
+    WAL checkpointed: every read works, `audit verify` (one process or a worker's too) finds
+    it intact, and writes exit 6 as before."""
     fs = tmpfs("4m")
     url, _ = _sqlite_with_story(fs.path / "w.db")
+    before = dump_tables(url)
     fs.remount("ro")
-    r = _cli(url, "audit", "verify")
-    assert r.code == 0, r
+    for args in [*READS, ["audit", "verify", "--jobs", "2"], ["audit", "verify", "--json"]]:
+        r = _cli(url, *args)
+        assert r.code == 0, (args, r)
+    r = _cli(url, "audit", "verify", "--json")
+    assert json.loads(r.out)["ok"] is True
+    for args in WRITES:
+        assert_exit_6(url, args, "read")
+    assert not (fs.path / "w.db-shm").exists() and not (fs.path / "w.db-wal").exists()
+    fs.remount("rw")
+    assert dump_tables(url) == before
+
+
+def test_copy_with_changes_only_in_its_wal_on_read_only_media_is_refused_clearly(
+        tmpfs: Callable[[str], Mount], tmp_path: Path) -> None:
+    """A copy taken while a writer held the database open (its -wal holds changes, no -shm)
+    on read-only media: every command exits 6 with one line saying to copy it to writable
+    storage; it is never read without its WAL (that would show an older trail as intact)."""
+    source = tmp_path / "live.db"
+    url, inst = _sqlite_with_story(source)
+    keep = sqlite3.connect(source)  # holds the WAL open: the fire below stays in it
+    keep.execute("PRAGMA wal_autocheckpoint=0")
+    keep.execute("SELECT count(*) FROM workflow_events").fetchall()
+    with open_engine(url) as eng:
+        leader_fire(eng, inst, "kickoff")
+    fs = tmpfs("4m")
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{source}{suffix}", fs.path / f"w.db{suffix}")
+    keep.close()
+    assert (fs.path / "w.db-wal").stat().st_size > 0
+    fs.remount("ro")
+    copy = f"sqlite:///{fs.path / 'w.db'}"
+    for args in (["history", str(inst)], ["audit", "verify"], ["audit", "verify", "--jobs", "2"]):
+        assert_exit_6(copy, args, "-wal", "writable storage")
 
 
 # --------------------------------------------------------------------------- disk full

@@ -8,6 +8,8 @@ an intruder changed, the answer (problems, their order, the counts) must not dep
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import sqlalchemy as sa
 from hypothesis import given
@@ -142,12 +144,12 @@ def test_the_ranges_cover_the_instances_and_shrink_at_the_end(processes: int) ->
     """The cuts of a parallel verify ascend inside (0, 1); the first ranges are equal and
     the last ones each no larger than the one before, down to a small share."""
     cuts = _verify._cuts(processes)
-    assert all(0 < a < b < 1 for a, b in zip(cuts, cuts[1:], strict=False))
+    assert all(0 < a < b < 1 for a, b in itertools.pairwise(cuts))
     sizes = [b - a for a, b in zip([0.0, *cuts], cuts, strict=False)]
     size = 1 / (processes * _verify.RANGES_PER_JOB)
     assert sizes[0] == pytest.approx(size)
     tail = sizes[len(sizes) // 2 :]
-    assert all(b <= a + 1e-12 for a, b in zip(tail, tail[1:], strict=False))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(tail))
     assert 1 - cuts[-1] < size / 4  # the last range is a fraction of an equal one
     assert len(cuts) < processes * _verify.RANGES_PER_JOB * 2
 

@@ -31,6 +31,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from workflow.errors import DatabaseUnavailable, SchemaOutOfDate
+from workflow.storage import scan as _scan
 from workflow.storage.faults import is_locked
 from workflow.storage.schema import SCHEMA_REVISION
 from workflow.storage.timeouts import Timeouts, ms
@@ -67,6 +68,19 @@ class SQLite:
     def configure(self, engine: sa.Engine) -> None:
         """Set up every new connection, and begin write transactions IMMEDIATE."""
         busy_ms = min(200, ms(self.timeouts.lock))
+        path = self.path
+
+        @sa_event.listens_for(engine, "do_connect")
+        def _on_do_connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: Any) -> None:
+            # A database on read-only media is opened immutable, or not at all: SQLite cannot
+            # make the -shm file WAL needs there (workflow.storage.scan.on_read_only_media).
+            if path is None:
+                return
+            if _scan.on_read_only_media(path):
+                cargs[:] = [_scan.sqlite_uri(path)]
+                cparams["uri"] = True
+            elif _scan.unreadable_on_read_only_media(path):
+                raise DatabaseUnavailable(self.safe_url, _scan.UNREADABLE_ON_READ_ONLY_MEDIA)
 
         @sa_event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
