@@ -483,6 +483,7 @@ class Spec:
     area: str
     fiscal_year: int
     events: int  # 1 = just started; at most len(template.steps)
+    duplicate_no: int = 0  # another instance of the program, area and fiscal year
 
 
 def build(
@@ -526,7 +527,7 @@ def build(
                     "area": spec.area,
                     "fiscal_year": spec.fiscal_year,
                     "title": None,
-                    "duplicate_no": 0,
+                    "duplicate_no": spec.duplicate_no,
                 }
             )
             prev = audit.GENESIS
@@ -585,7 +586,7 @@ def build(
                     spec.area,
                     spec.area[:2],
                     spec.fiscal_year,
-                    0,
+                    spec.duplicate_no,
                     None,
                     last.state,
                     last.to_state,
@@ -654,12 +655,14 @@ def _flush(
     batch_e.clear()
 
 
-def implementing_specs(n: int, *, first_year: int = 2561) -> list[Spec]:
+def implementing_specs(n: int, *, year: int = 2564) -> list[Spec]:
     """``n`` leader-development instances standing in ``implementing`` (start, kickoff,
-    workshop, report_progress), where every further ``report_progress`` is valid."""
+    workshop, report_progress), where every further ``report_progress`` is valid: all of
+    fiscal year ``year``, which :data:`PROGRESS`'s date lies in (the bundled version 2 holds
+    activity dates to the instance's fiscal year), a tambon's further ones as duplicates."""
     tambons = all_tambons()
     return [
-        Spec("leader-development", tambons[i % len(tambons)], first_year + i // len(tambons), 4)
+        Spec("leader-development", tambons[i % len(tambons)], year, 4, i // len(tambons))
         for i in range(n)
     ]
 

@@ -16,19 +16,16 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
+import json
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-# benchmarks/http.py would shadow the standard library's http package.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-import http.client  # noqa: E402
-import http.server  # noqa: E402
-import json  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
 sys.path.insert(0, str(_HERE))
 
 import _common as c  # noqa: E402

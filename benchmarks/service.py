@@ -1,4 +1,3 @@
-# ruff: noqa: E402 (the path is set up before the imports: see below)
 """The HTTP service: fires through `workflow serve` against `Engine.fire` in-process, and reads.
 
 Per backend (PostgreSQL, then SQLite), on a scratch database of leader-development instances
@@ -15,7 +14,7 @@ Then, on the demo database (``workflow demo``), ``GET /api/v1/instances/{id}`` f
 (latency of each request) against ``Engine.get`` in-process. Medians over rounds; the database
 verifies at the end over everything both contenders wrote (checked).
 
-    python benchmarks/http.py [--backends postgres,sqlite] [--quick] [--json]
+    python benchmarks/service.py [--backends postgres,sqlite] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -33,21 +32,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# This script is named like the standard library's `http`, and Python puts its folder first on
-# the path: take that folder off, import the real `http` (httpx needs it), then put the folder
-# back for `_common`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-import http.client  # noqa: F401
-
 sys.path.insert(0, str(HERE))
 
-import _common as c
-import httpx
-from argon2 import PasswordHasher
+import _common as c  # noqa: E402
+import httpx  # noqa: E402
+from argon2 import PasswordHasher  # noqa: E402
 
-import workflow
-from workflow.accounts import Accounts
-from workflow.engine.demo import load
+import workflow  # noqa: E402
+from workflow.accounts import Accounts  # noqa: E402
+from workflow.engine.demo import load  # noqa: E402
 
 CLIENTS = 8
 WORKERS = 2
