@@ -151,3 +151,47 @@ def test_multipart_fire_with_files(backend: str, world: World, tmp_path: Path) -
         r = client.post(url, data={**form, "actor": "x"}, headers=me)
         assert r.status_code == 400
     assert world.engine.attachment(iid, 2, "photo")[1] == JPEG
+
+
+def test_multipart_correction_replaces_a_file(backend: str, world: World,
+                                              tmp_path: Path) -> None:
+    """A correction as multipart/form-data (`workflow correct --attach` over HTTP): its file
+    part replaces the photo (201; the event's file is now the new one, the original still
+    in the trail); a PDF where an image is wanted is 422 and a form without its reason 400,
+    neither changing anything; JSON corrections work as before."""
+    from test_attachments import JPEG, PDF, PROGRAM
+
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "files.yaml").write_text(PROGRAM, encoding="utf-8")
+    world.engine.close()
+    world.engine = Engine(backend, [tmp_path / "defs"])
+    me = world.auth("udomrat")
+    newer = JPEG[:-1] + b"\x01"
+    with client_for(world) as client:
+        r = client.post(f"{API}/instances", json=start_body(program="kickoff-files"), headers=me)
+        iid = r.json()["id"]
+        form = {"trigger": "kickoff", "role": OFFICER, "evidence": '{"date": "2564-03-01"}'}
+        r = client.post(f"{API}/instances/{iid}/events", data=form,
+                        files={"photo": ("kickoff.jpg", JPEG)}, headers=me)
+        assert r.status_code == 201, r.text
+        url = f"{API}/instances/{iid}/corrections"
+        fix = {"seq": "2", "role": OFFICER, "reason": "รูปผิดงาน"}
+        r = client.post(url, data=fix, files={"photo": ("x.jpg", PDF)}, headers=me)
+        assert r.status_code == 422, r.text
+        r = client.post(url, data={"seq": "2", "role": OFFICER},
+                        files={"photo": ("x.jpg", newer)}, headers=me)
+        assert r.status_code == 400 and "reason" in r.json()["detail"]
+        assert len(world.engine.history(iid)) == 2  # the refusals changed nothing
+        r = client.post(url, data=fix, files={"photo": ("ถูกต้อง.jpg", newer)}, headers=me)
+        assert r.status_code == 201, r.text
+        change = r.json()["event"]["evidence"]["changes"]["photo"]
+        assert change["old"]["sha256"] != change["new"]["sha256"]
+        assert change["new"]["name"] == "ถูกต้อง.jpg"
+        r = client.get(f"{API}/instances/{iid}/events/2/files/photo", headers=me)
+        assert r.status_code == 200 and r.content == newer
+        r = client.post(url, json={"seq": 2, "role": OFFICER, "reason": "วันที่ผิด",
+                                   "evidence": {"date": "2564-03-02"}}, headers=me)
+        assert r.status_code == 201, r.text
+    value, data = world.engine.attachment(iid, 2, "photo")
+    assert data == newer and value["name"] == "ถูกต้อง.jpg"
+    assert world.engine.verify().ok

@@ -20,6 +20,7 @@ from helpers import KHOK_REGIONS, KICKOFF, LOPBURI, OFFICER
 from service_helpers import PASSWORD, make_world, serving
 from workflow import Engine
 from workflow.accounts import Accounts
+from workflow.runtime.attachments import Upload
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -341,4 +342,43 @@ def test_coordinator_attaches_a_photo_and_downloads_it(files_site: dict[str, Any
         last = eng.history(iid)[-1]
         assert last.evidence["photo"]["name"] == "ภาพประชุม.jpg"  # type: ignore[index]
         assert last.auth is not None and last.auth.startswith("session:")
+        assert eng.verify().ok
+
+
+def test_officer_replaces_a_wrong_photo_from_the_correction_form(
+        files_site: dict[str, Any], browser: Any) -> None:
+    """At 360 px: the kickoff's photo was the wrong one; the officer opens the correction
+    form, picks the photo field, chooses the right file and gives the reason; the timeline
+    then shows the new photo and marks the first corrected; the page neither overflows nor
+    has a serious axe violation, and the trail verifies."""
+    from test_attachments import JPEG
+
+    base, iid = files_site["base"], files_site["instance"]
+    with Engine(files_site["url"], [files_site["definitions"]]) as eng:
+        eng.fire(iid, "kickoff", actor="udomrat", role=OFFICER,
+                 evidence={"date": "2564-03-01", "photo": Upload("ผิดงาน.jpg", JPEG)})
+    context = browser.new_context(viewport={"width": 360, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    log_in(page, base, "udomrat")
+    page.goto(f"{base}/instances/{iid}")
+    page.click("#act-correct > summary")
+    page.select_option("#m-correct-target", "2:photo")
+    right = JPEG[:-1] + b"\x02"
+    page.set_input_files("#m-correct-file", files=[
+        {"name": "ภาพที่ถูกต้อง.jpg", "mimeType": "image/jpeg", "buffer": right}])
+    page.fill("#m-correct-reason", "แนบรูปผิดงาน")
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the correction form overflows at 360px by {overflow}px"
+    page.screenshot(path=str(SHOTS / "files-correct-360.png"), full_page=True)
+    page.click("#act-correct button.primary")
+    page.wait_for_url(f"{base}/instances/{iid}?recorded=correct#timeline")
+    kickoff = page.locator("#e2").text_content() or ""  # the original is folded away
+    assert "ภาพที่ถูกต้อง.jpg" in kickoff and "ผิดงาน.jpg" in kickoff
+    assert not _axe(page)
+    context.close()
+    with Engine(files_site["url"], [files_site["definitions"]]) as eng:
+        assert eng.attachment(iid, 2, "photo")[1] == right
+        assert eng.history(iid)[-1].evidence["reason"] == "แนบรูปผิดงาน"
         assert eng.verify().ok

@@ -257,6 +257,36 @@ def test_a_corrected_file_shows_as_corrected(client: TestClient, world: World) -
                       headers=world.auth("udomrat")).content == PNG
 
 
+def test_the_correction_form_replaces_a_file(client: TestClient, world: World) -> None:
+    """The instance page's correction form offers the file fields (with the file's name) and
+    a file input; posting a new photo records a correction whose file the timeline then
+    shows; a file field picked without a file, or a PDF where an image is wanted, is
+    refused on the page and changes nothing."""
+    iid = _kicked_off(world)
+    login(client)
+    page = client.get(f"/instances/{iid}").text
+    form = page.split('id="act-correct"')[1].split("</form>")[0]
+    assert 'enctype="multipart/form-data"' in form and 'type="file"' in form
+    assert '<option value="2:photo">' in form and "kickoff.jpg" in form
+    fix = {"csrf_token": csrf_of(page), "role": OFFICER, "target": "2:photo",
+           "value": "", "reason": "ภาพผิดงาน"}
+    before = dump_tables(world.engine.store.url)
+    r = client.post(f"/instances/{iid}/correct", data=fix)
+    assert r.status_code == 400 and "เลือกไฟล์ใหม่สำหรับช่องที่เป็นไฟล์" in r.text
+    r = client.post(f"/instances/{iid}/correct", data=fix,
+                    files={"file": ("ผิด.pdf", PDF, "application/pdf")})
+    assert r.status_code == 422 and 'id="correct-error"' in r.text
+    assert dump_tables(world.engine.store.url) == before
+    r = client.post(f"/instances/{iid}/correct", data=fix,
+                    files={"file": ("ภาพใหม่.png", PNG, "image/png")})
+    assert r.status_code == 303, r.text
+    timeline = client.get(f"/instances/{iid}").text.split('id="timeline"')[1]
+    assert "ภาพใหม่.png" in timeline.split('id="e2"')[1]
+    assert client.get(f"/instances/{iid}/files/2/photo").content == PNG
+    assert world.engine.history(iid)[-1].evidence["reason"] == "ภาพผิดงาน"
+    assert world.engine.verify().ok
+
+
 # --------------------------------------------------------------------------- grants that end
 
 

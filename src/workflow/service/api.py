@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -244,6 +244,9 @@ class StartBody(BaseModel):
     allow_duplicate: bool = False
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 class FireBody(BaseModel):
     """Fire one transition; the actor is the authenticated account."""
 
@@ -311,7 +314,7 @@ def show(response: Response, caller: Caller, engine: EngineDep,
 
 
 #: The form fields of a multipart fire besides its file parts.
-_FORM_FIELDS = {"trigger", "role", "note", "evidence"}
+_FORM_FIELDS = ("trigger", "role", "note", "evidence")
 _FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["trigger", "role"],
@@ -336,24 +339,36 @@ _FIRE_BODY: dict[str, Any] = {
 }
 
 
-async def _fire_body(request: Request) -> FireBody:
-    """The fire a request asks for: a JSON body (:class:`FireBody`), or ``multipart/form-data``
-    whose file parts are the evidence of ``file`` fields (CONTRACT §8, ``fire --attach``)."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return await _fire_form(request)
+def media_type(request: Request) -> str:
+    """The request body's media type, lower case, without parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_form(request: Request) -> bool:
+    """Whether the body is an HTML form (``multipart/form-data`` or urlencoded)."""
+    return media_type(request) in ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def json_body(request: Request, model: type[_Model], what: str) -> _Model:
+    """A JSON body validated as ``model`` (errors as FastAPI's own 422 for a body)."""
+    media = media_type(request)
     if media not in ("", "application/json") and not media.endswith("+json"):
-        raise UsageError(f"a fire is JSON or multipart/form-data, not {media[:100]}")
+        raise UsageError(f"{what} is JSON or multipart/form-data, not {media[:100]}")
     raw = await request.body()
     try:
-        return FireBody.model_validate_json(raw or b"null")
+        return model.model_validate_json(raw or b"null")
     except ValidationError as e:
         errors = [{**err, "loc": ("body", *err.get("loc", ()))}
                   for err in e.errors(include_url=False, include_context=False)]
         raise RequestValidationError(errors) from None
 
 
-async def _fire_form(request: Request) -> FireBody:
+async def form_evidence(
+    request: Request, fields_allowed: tuple[str, ...], required: set[str], what: str
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A form post's text fields (each at most once, only ``fields_allowed``, ``required``
+    present) and its evidence: the JSON object of its ``evidence`` field plus one
+    :class:`Upload` per file part (CONTRACT §8, ``--attach``)."""
     form = await request.form(max_files=20, max_fields=50, max_part_size=MAX_BYTES)
     fields: dict[str, str] = {}
     files: dict[str, Upload] = {}
@@ -369,9 +384,9 @@ async def _fire_form(request: Request) -> FireBody:
             if len(data) > MAX_BYTES:
                 raise UsageError(f"file {name[:100]} is larger than {MAX_BYTES} bytes")
             files[name] = Upload(value.filename or name, data)
-    if set(fields) - _FORM_FIELDS or "trigger" not in fields or "role" not in fields:
-        raise UsageError("a multipart fire takes trigger, role, note and evidence (JSON) "
-                         "fields and one file part per file field")
+    if set(fields) - set(fields_allowed) or required - set(fields):
+        raise UsageError(f"{what} takes the form fields {', '.join(fields_allowed)} "
+                         "(evidence as a JSON object) and one file part per file field")
     try:
         given = json.loads(fields.get("evidence") or "{}")
     except ValueError:
@@ -381,9 +396,20 @@ async def _fire_form(request: Request) -> FireBody:
     for name in given:
         if name in files:
             raise UsageError(f"evidence field {name[:100]} given twice")
+    return fields, {**given, **files}
+
+
+async def _fire_body(request: Request) -> FireBody:
+    """The fire a request asks for: a JSON body (:class:`FireBody`), or ``multipart/form-data``
+    whose file parts are the evidence of ``file`` fields (CONTRACT §8, ``fire --attach``)."""
+    if not is_form(request):
+        return await json_body(request, FireBody, "a fire")
+    fields, evidence = await form_evidence(
+        request, _FORM_FIELDS, {"trigger", "role"}, "a multipart fire"
+    )
     try:
         return FireBody(trigger=fields["trigger"], role=fields["role"], note=fields.get("note"),
-                        evidence={**given, **files})
+                        evidence=evidence)
     except ValidationError as e:
         raise UsageError(f"a multipart fire's fields: {e.errors()[0]['msg']}") from None
 

@@ -135,6 +135,12 @@ TEXTS: dict[str, tuple[str, str]] = {
     "mend.value_hint": ("วันที่ให้พิมพ์ วว/ดด/ปปปป (พ.ศ.) เช่น 8/3/2564; เว้นว่างเพื่อลบช่องที่ไม่บังคับ",
                         "Type a date as dd/mm/yyyy (BE), e.g. 8/3/2564; leave empty to "
                         "remove an optional field."),
+    "mend.file": ("ไฟล์ใหม่", "New file"),
+    "mend.file_hint": ("สำหรับช่องที่เป็นไฟล์ (รูปถ่าย เอกสาร): ไฟล์นี้แทนไฟล์เดิม ซึ่งยังอยู่ในประวัติ",
+                       "For a file field (a photo, a document): this file replaces the one "
+                       "recorded, which stays in the timeline."),
+    "mend.file_missing": ("เลือกไฟล์ใหม่สำหรับช่องที่เป็นไฟล์",
+                          "choose the new file for a file field"),
     "mend.reason": ("เหตุผล", "Reason"),
     "mend.correct_submit": ("บันทึกการแก้ไข", "Save correction"),
     "mend.correct_this": ("แก้ไขรายการนี้", "Correct this record"),

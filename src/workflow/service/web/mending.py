@@ -6,7 +6,9 @@ instance page with the engine's message, in the reader's language.
 
 The forms work without JavaScript. The correction form offers one list of "event · field"
 pairs (the events that can be corrected: the program's steps and comments) plus the note of
-each, a new value and the required reason; a date is typed as day/month/BE year. Revert is
+each, a new value and the required reason; a date is typed as day/month/BE year, and a file
+field's new file is chosen in the form's file input (the form is multipart: a coordinator
+who attached the wrong photo from a phone replaces it there). Revert is
 offered only when the caller holds a corrections role and there is a step to take back (not
 from a final state unless the program allows it).
 """
@@ -21,12 +23,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
 from workflow.audit import evolution as _evo
 from workflow.engine.amend import KEEP
 from workflow.errors import EvidenceInvalid, WorkflowError
 from workflow.programs.model import Program
 from workflow.records import Event, Instance
+from workflow.runtime.attachments import MAX_BYTES, Upload
 from workflow.service import calls, problems
 from workflow.service.auth import CSRF_FIELD
 from workflow.service.web import i18n
@@ -48,6 +52,8 @@ class Mending:
     correct: tuple[str, ...] = ()
     revert: tuple[str, ...] = ()
     targets: list[tuple[str, str]] = field(default_factory=list)
+    #: Whether a target is a file field (the form then offers a file input).
+    files: bool = False
     revert_step: str = ""
     failed: str = ""  # which form failed: comment | correct | revert
     error: str = ""
@@ -89,11 +95,12 @@ def targets(program: Program, events: list[Event], lang: str,
         if e.corrected_by and e.corrected_evidence is not None:
             now = dict(e.corrected_evidence)
         for name, (label, kind) in field_labels(program, e.trigger, lang).items():
-            if kind == "file":
-                continue
             value = now.get(name)
-            shown = "" if value is None else (
-                i18n.be_date(str(value), lang) if kind == "date" else str(value))
+            if kind == "file":
+                shown = str(value.get("name", "")) if isinstance(value, dict) else ""
+            else:
+                shown = "" if value is None else (
+                    i18n.be_date(str(value), lang) if kind == "date" else str(value))
             out.append((f"{e.seq}:{name}",
                         f"#{e.seq} {step} · {label}" + (f" ({shown})" if shown else "")))
         out.append((f"{e.seq}:{NOTE}", f"#{e.seq} {step} · {i18n.tr(lang, 'ev.note')}"))
@@ -106,6 +113,7 @@ def offer(request: Request, principal: Any, inst: Instance, program: Program,
     out = Mending(comment=mine.get("comment", ()), correct=mine.get("correct", ()))
     if out.correct:
         out.targets = targets(program, events, lang, step_label)
+        out.files = any(f.type == "file" for t in program.transitions for f in t.evidence)
     seq = revertable(program, inst, events) if mine.get("revert") else None
     if seq is not None:
         out.revert = mine["revert"]
@@ -136,7 +144,7 @@ async def _post(request: Request, instance_id: int, kind: str) -> Response:
         return error_page(request, principal, e)
     engine = engine_of(request)
     lang = lang_for(request, principal)
-    values = {k: str(v) for k, v in data.items() if k != CSRF_FIELD}
+    values = {k: v for k, v in data.items() if k != CSRF_FIELD and isinstance(v, str)}
     role = values.get("role", "")
     try:
         if kind == "comment":
@@ -163,9 +171,12 @@ async def _post(request: Request, instance_id: int, kind: str) -> Response:
                 events = calls.history(engine, principal, instance_id)
                 trigger = next((e.trigger for e in events if e.seq == seq), "")
                 kind_of = field_labels(program, trigger, lang).get(name, ("", ""))[1]
+                given: object = new_value(kind_of, value)
+                if kind_of == "file":
+                    given = await _upload(data.get("file"), lang)
                 calls.correct(engine, principal, instance_id, seq, role=role,
                               reason=values.get("reason", ""),
-                              evidence={name: new_value(kind_of, value)}, note=KEEP)
+                              evidence={name: given}, note=KEEP)
     except EvidenceInvalid as e:
         message = "; ".join(f"{n}: {i18n.field_problem(lang, r)}" for n, r in e.problems)
         return instances.page(request, principal, instance_id, mend_failed=(kind, message,
@@ -184,6 +195,19 @@ async def _post(request: Request, instance_id: int, kind: str) -> Response:
                               mend_failed=(kind, message, values), status=status)
     return RedirectResponse(f"/instances/{instance_id}?recorded={kind}#timeline",
                             status_code=303)
+
+
+async def _upload(part: object, lang: str) -> Upload:
+    """The new file of a file field's correction, read to one byte past the largest file
+    any field takes: its field's ``max_bytes`` and media types are the engine's to check
+    (a larger file is refused there, in the field's words)."""
+    if isinstance(part, UploadFile):
+        content = await part.read(MAX_BYTES + 1)
+        if part.filename or content:
+            return Upload(part.filename or "file", content)
+    from workflow.errors import UsageError
+
+    raise UsageError(i18n.tr(lang, "mend.file_missing"))
 
 
 def _usage(lang: str) -> WorkflowError:
