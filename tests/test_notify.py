@@ -439,3 +439,21 @@ def test_slow_answers_are_marked_before_the_next_send(engine: Engine) -> None:
         assert seen == [0, 1, 2, 3, 4]
     finally:
         slow.close()
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://example.org/hook", "https:///no-host", "http://example.org:99999/",
+    "https://bob:pw123@example.org/hook", "https://token@example.org/hook",
+    "mailto:nobody", "https://example.org/a b",
+])
+def test_a_hook_url_deliveries_cannot_use_is_refused_without_echoing_a_password(
+        engine: Engine, url: str) -> None:
+    """A hook URL deliveries could not use (another scheme, no host, a bad port, a user name
+    or password, which they would not send: the signature authenticates them) is a
+    UsageError naming the problem, nothing is stored, and a password is never repeated."""
+    from workflow.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        engine.notifications.add_hook(url)
+    assert "pw123" not in str(caught.value)
+    assert engine.notifications.hooks() == []

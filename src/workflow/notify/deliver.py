@@ -146,6 +146,13 @@ def _check_url(value: object) -> str:
     except ValueError as e:
         raise UsageError(f"not a usable hook URL ({e}): {url!r}") from None
     if parsed.scheme in ("http", "https") and host:
+        if "@" in parsed.netloc:
+            # Deliveries would not send it (the receiver checks Workflow-Signature instead),
+            # and a listing would show the password to everyone who reads hooks.
+            raise UsageError(
+                "a hook URL carries no user name or password: the receiver authenticates "
+                "deliveries by their Workflow-Signature (give the hook a secret)"
+            )
         return url
     if parsed.scheme == "mailto" and "@" in parsed.path and len(parsed.path) <= 254:
         return url
