@@ -189,3 +189,26 @@ def test_replaying_events_keeps_no_new_objects_the_collector_tracks() -> None:
         return after - before
 
     assert replay(2000) == replay(10)
+
+
+def test_a_pass_that_fails_before_its_scan_leaves_the_workers_in_step(
+    trail: Trail,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers' answers to a pass's start are read when its scan begins; when the
+    pass fails before that (here: text that is not UTF-8 met in the grant chain, so verify
+    reads again leniently), the next pass on the same workers reads them first and answers
+    as one process does."""
+    serial = _verify.verify(trail.engine.store, None, jobs=1)
+    real = _verify._verify_grants
+    calls: list[bool] = []
+
+    def once_undecodable(*args: object, **kwargs: object) -> object:
+        calls.append(True)
+        if len(calls) == 1:
+            raise _verify._Undecodable()
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_verify, "_verify_grants", once_undecodable)
+    assert _verify.verify(trail.engine.store, None, jobs=3) == serial
+    assert len(calls) == 2

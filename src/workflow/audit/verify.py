@@ -472,6 +472,8 @@ class _Workers:
         self.processes = processes
         self.pipes = pipes
         self.ranges: list[tuple[int | None, int | None]] = []
+        #: Whether the workers' answers to the last ``begin`` are still to be read.
+        self._unready = False
 
     @classmethod
     def start(cls, store: Store, jobs: int | None) -> _Workers | None:
@@ -519,14 +521,23 @@ class _Workers:
 
     def begin(self, conn: Any, lenient: bool) -> None:
         """Have the workers open their snapshots now, as close as can be to ``conn``'s, and
-        cut the instances into ranges (:func:`_cuts`)."""
+        cut the instances into ranges (:func:`_cuts`).
+
+        The workers' answers (``ready``) are read by :meth:`scan`: a worker that is still
+        starting (its imports, its connection) does so while this process cuts the ranges
+        and reads the definitions, the grants and the idempotency records."""
+        if self._unready:  # the last begin's answers, never read (its verify failed before)
+            self._unready = False
+            for pipe in self.pipes:
+                with contextlib.suppress(EOFError):
+                    pipe.recv()
         shared = self.store.export_snapshot(conn)
+        for pipe in self.pipes:
+            pipe.send(("begin", lenient, shared))
+        self._unready = True
         bounds = self.store.instance_bounds(conn, _cuts(len(self.pipes) + 1))
         edges: list[int | None] = [None, *bounds, None]
         self.ranges = list(itertools.pairwise(edges))
-        for pipe in self.pipes:
-            pipe.send(("begin", lenient, shared))
-        self._receive_all("ready")
 
     def scan(
         self,
@@ -544,6 +555,9 @@ class _Workers:
         Ranges are handed out as processes free up (each worker holds :data:`_AHEAD` at a
         time, this process takes the next one itself): on a machine whose cores are shared,
         a process that gets less CPU scans fewer ranges instead of holding everyone up."""
+        if self._unready:
+            self._unready = False
+            self._receive_all("ready")
         lows = [_audit.sort_key(lo) for lo, _ in self.ranges[1:]]
         key_parts: list[list[KeyRow]] = [[] for _ in self.ranges]
         for k in keys:
