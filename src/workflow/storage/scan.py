@@ -216,7 +216,8 @@ def on_read_only_media(path: Path) -> bool:
     holds changes the database file lacks (``immutable`` would not read them).
 
     Nothing can change the file through a read-only mount, which is what ``immutable``
-    asks SQLite to assume."""
+    asks SQLite to assume; a read-only mount of a database that another, writable mount
+    still writes to breaks that promise (docs/audit.md says not to verify it that way)."""
     try:
         if not os.statvfs(path).f_flag & os.ST_RDONLY:
             return False
