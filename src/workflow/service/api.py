@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -244,9 +245,6 @@ class StartBody(BaseModel):
     allow_duplicate: bool = False
 
 
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
 class FireBody(BaseModel):
     """Fire one transition; the actor is the authenticated account."""
 
@@ -258,6 +256,8 @@ class FireBody(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     note: str | None = Field(default=None, max_length=10000)
 
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
                                               description="The CLI's --key")]
@@ -313,112 +313,123 @@ def show(response: Response, caller: Caller, engine: EngineDep,
     return inst.to_dict()
 
 
-#: The form fields of a multipart fire besides its file parts.
-_FORM_FIELDS = ("trigger", "role", "note", "evidence")
-_FORM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["trigger", "role"],
-    "properties": {
-        "trigger": {"type": "string", "maxLength": 200},
-        "role": {"type": "string", "maxLength": 200},
-        "note": {"type": "string", "maxLength": 10000},
-        "evidence": {"type": "string",
-                     "description": "the evidence that is not a file, as a JSON object"},
-    },
-    "additionalProperties": {"type": "string", "format": "binary",
-                             "description": "one part per `file` evidence field"},
-}
-_FIRE_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": FireBody.model_json_schema()},
-        "multipart/form-data": {"schema": _FORM_SCHEMA},
-        # A form without files may come urlencoded (an HTML form, curl --data).
-        "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
-    },
-}
-
-
-def media_type(request: Request) -> str:
+def _media_type(request: Request) -> str:
     """The request body's media type, lower case, without parameters."""
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def is_form(request: Request) -> bool:
-    """Whether the body is an HTML form (``multipart/form-data`` or urlencoded)."""
-    return media_type(request) in ("multipart/form-data", "application/x-www-form-urlencoded")
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-async def json_body(request: Request, model: type[_Model], what: str) -> _Model:
-    """A JSON body validated as ``model`` (errors as FastAPI's own 422 for a body)."""
-    media = media_type(request)
-    if media not in ("", "application/json") and not media.endswith("+json"):
-        raise UsageError(f"{what} is JSON or multipart/form-data, not {media[:100]}")
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"null")
-    except ValidationError as e:
-        errors = [{**err, "loc": ("body", *err.get("loc", ()))}
-                  for err in e.errors(include_url=False, include_context=False)]
-        raise RequestValidationError(errors) from None
+@dataclass(frozen=True)
+class FormOrJson(Generic[_Model]):
+    """A request body taken as JSON (``model``) or as the same fields in a form: ``evidence``
+    a JSON object of the values that are not files, and one file part per ``file``
+    evidence field (CONTRACT §8, ``--attach``). How a fire and a correction are posted;
+    :meth:`openapi` documents both forms, :meth:`read` takes either."""
 
+    model: type[_Model]
+    #: What the body is, for messages: "fire", "correction".
+    what: str
+    #: The form's text fields other than ``evidence``, in order, as OpenAPI properties.
+    properties: dict[str, Any]
+    required: tuple[str, ...]
+    #: The descriptions of the ``evidence`` field and of a file part.
+    evidence: str
+    files: str
 
-async def form_evidence(
-    request: Request, fields_allowed: tuple[str, ...], required: set[str], what: str
-) -> tuple[dict[str, str], dict[str, Any]]:
-    """A form post's text fields (each at most once, only ``fields_allowed``, ``required``
-    present) and its evidence: the JSON object of its ``evidence`` field plus one
-    :class:`Upload` per file part (CONTRACT §8, ``--attach``)."""
-    form = await request.form(max_files=20, max_fields=50, max_part_size=MAX_BYTES)
-    fields: dict[str, str] = {}
-    files: dict[str, Upload] = {}
-    for name, value in form.multi_items():
-        if isinstance(value, str):
-            if name in fields:
-                raise UsageError(f"form field {name[:100]} given twice")
-            fields[name] = value
-        else:
+    def openapi(self) -> dict[str, Any]:
+        """The route's ``requestBody``."""
+        form = {
+            "type": "object",
+            "required": list(self.required),
+            "properties": {**self.properties,
+                           "evidence": {"type": "string", "description": self.evidence}},
+            "additionalProperties": {"type": "string", "format": "binary",
+                                     "description": self.files},
+        }
+        return {
+            "required": True,
+            "content": {
+                "application/json": {"schema": self.model.model_json_schema()},
+                "multipart/form-data": {"schema": form},
+                # A form without files may come urlencoded (an HTML form, curl --data).
+                "application/x-www-form-urlencoded": {"schema": form},
+            },
+        }
+
+    async def read(self, request: Request) -> _Model:
+        media = _media_type(request)
+        if media in _FORMS:
+            return await self._form(request)
+        if media not in ("", "application/json") and not media.endswith("+json"):
+            raise UsageError(f"a {self.what} is JSON or multipart/form-data, not {media[:100]}")
+        raw = await request.body()
+        try:
+            return self.model.model_validate_json(raw or b"null")
+        except ValidationError as e:  # as FastAPI's own 422 for a body
+            errors = [{**err, "loc": ("body", *err.get("loc", ()))}
+                      for err in e.errors(include_url=False, include_context=False)]
+            raise RequestValidationError(errors) from None
+
+    async def _form(self, request: Request) -> _Model:
+        names = (*self.properties, "evidence")
+        form = await request.form(max_files=20, max_fields=50, max_part_size=MAX_BYTES)
+        fields: dict[str, str] = {}
+        files: dict[str, Upload] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                if name in fields:
+                    raise UsageError(f"form field {name[:100]} given twice")
+                fields[name] = value
+            else:
+                if name in files:
+                    raise UsageError(f"file field {name[:100]} given twice")
+                data = await value.read(MAX_BYTES + 1)
+                if len(data) > MAX_BYTES:
+                    raise UsageError(f"file {name[:100]} is larger than {MAX_BYTES} bytes")
+                files[name] = Upload(value.filename or name, data)
+        if set(fields) - set(names) or set(self.required) - set(fields):
+            raise UsageError(f"a multipart {self.what} takes the form fields "
+                             f"{', '.join(names)} (evidence as a JSON object) and one file "
+                             "part per file field")
+        try:
+            given = json.loads(fields.pop("evidence", "") or "{}")
+        except ValueError:
+            raise UsageError("evidence must be a JSON object") from None
+        if not isinstance(given, dict):
+            raise UsageError("evidence must be a JSON object")
+        for name in given:
             if name in files:
-                raise UsageError(f"file field {name[:100]} given twice")
-            data = await value.read(MAX_BYTES + 1)
-            if len(data) > MAX_BYTES:
-                raise UsageError(f"file {name[:100]} is larger than {MAX_BYTES} bytes")
-            files[name] = Upload(value.filename or name, data)
-    if set(fields) - set(fields_allowed) or required - set(fields):
-        raise UsageError(f"{what} takes the form fields {', '.join(fields_allowed)} "
-                         "(evidence as a JSON object) and one file part per file field")
-    try:
-        given = json.loads(fields.get("evidence") or "{}")
-    except ValueError:
-        raise UsageError("evidence must be a JSON object") from None
-    if not isinstance(given, dict):
-        raise UsageError("evidence must be a JSON object")
-    for name in given:
-        if name in files:
-            raise UsageError(f"evidence field {name[:100]} given twice")
-    return fields, {**given, **files}
+                raise UsageError(f"evidence field {name[:100]} given twice")
+        try:
+            # Only the fields given: the model knows which were (a correction's note).
+            return self.model(**fields, evidence={**given, **files})
+        except ValidationError as e:
+            raise UsageError(
+                f"a multipart {self.what}'s fields: {e.errors()[0]['msg']}"
+            ) from None
 
 
-async def _fire_body(request: Request) -> FireBody:
-    """The fire a request asks for: a JSON body (:class:`FireBody`), or ``multipart/form-data``
-    whose file parts are the evidence of ``file`` fields (CONTRACT §8, ``fire --attach``)."""
-    if not is_form(request):
-        return await json_body(request, FireBody, "a fire")
-    fields, evidence = await form_evidence(
-        request, _FORM_FIELDS, {"trigger", "role"}, "a multipart fire"
-    )
-    try:
-        return FireBody(trigger=fields["trigger"], role=fields["role"], note=fields.get("note"),
-                        evidence=evidence)
-    except ValidationError as e:
-        raise UsageError(f"a multipart fire's fields: {e.errors()[0]['msg']}") from None
+_FIRE = FormOrJson(
+    FireBody,
+    "fire",
+    properties={
+        "trigger": {"type": "string", "maxLength": 200},
+        "role": {"type": "string", "maxLength": 200},
+        "note": {"type": "string", "maxLength": 10000},
+    },
+    required=("trigger", "role"),
+    evidence="the evidence that is not a file, as a JSON object",
+    files="one part per `file` evidence field",
+)
 
 
 @router.post("/instances/{instance}/events", status_code=201, summary="Fire a transition",
              description="A JSON body, or `multipart/form-data` with the form fields `trigger`, "
              "`role`, `note`, `evidence` (JSON) and one file part per `file` evidence field.",
              responses=_problems(400, 401, 403, 404, 409, 412, 422, 503),
-             openapi_extra={"requestBody": _FIRE_BODY})
+             openapi_extra={"requestBody": _FIRE.openapi()})
 async def fire(
     request: Request,
     response: Response,
@@ -430,7 +441,7 @@ async def fire(
 ) -> dict[str, Any]:
     _no_actor(request)
     expect = parse_if_match(request, if_match)
-    body = await _fire_body(request)
+    body = await _FIRE.read(request)
     result = await run_in_threadpool(
         calls.fire, engine, caller, instance, body.trigger, role=body.role,
         evidence=body.evidence, note=body.note, expect_version=expect, key=idempotency_key,

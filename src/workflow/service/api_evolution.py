@@ -7,22 +7,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from workflow.engine.amend import KEEP
-from workflow.errors import UsageError
 from workflow.service import calls
 from workflow.service.api import (
     Caller,
     EngineDep,
+    FormOrJson,
     InstanceId,
     _no_actor,
     _problems,
     etag,
-    form_evidence,
-    is_form,
-    json_body,
     parse_if_match,
 )
 
@@ -80,40 +77,20 @@ def _answer(response: Response, instance: int, result: Any) -> dict[str, Any]:
     return out
 
 
-#: The form fields of a multipart correction besides its file parts.
-_CORRECTION_FIELDS = ("seq", "role", "reason", "note", "evidence")
-_CORRECTION_FORM: dict[str, Any] = {
-    "type": "object",
-    "required": ["seq", "role", "reason"],
-    "properties": {
+_CORRECTION = FormOrJson(
+    CorrectionBody,
+    "correction",
+    properties={
         "seq": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
         "role": {"type": "string", "maxLength": 200},
         "reason": {"type": "string", "maxLength": 2000},
         "note": {"type": "string", "maxLength": 10000,
                  "description": "the corrected note (omit to keep it)"},
-        "evidence": {"type": "string",
-                     "description": "the corrected evidence that is not a file, as a JSON "
-                     "object"},
     },
-    "additionalProperties": {"type": "string", "format": "binary",
-                             "description": "the corrected file of a `file` evidence field"},
-}
-
-
-async def _correction_body(request: Request) -> CorrectionBody:
-    """A JSON :class:`CorrectionBody`, or the same as ``multipart/form-data`` whose file
-    parts replace the files of ``file`` fields (``workflow correct --attach``)."""
-    if not is_form(request):
-        return await json_body(request, CorrectionBody, "a correction")
-    fields, evidence = await form_evidence(
-        request, _CORRECTION_FIELDS, {"seq", "role", "reason"}, "a multipart correction"
-    )
-    values: dict[str, Any] = {k: fields[k] for k in ("seq", "role", "reason", "note")
-                              if k in fields}
-    try:
-        return CorrectionBody(**values, evidence=evidence)
-    except ValidationError as e:
-        raise UsageError(f"a multipart correction's fields: {e.errors()[0]['msg']}") from None
+    required=("seq", "role", "reason"),
+    evidence="the corrected evidence that is not a file, as a JSON object",
+    files="the corrected file of a `file` evidence field",
+)
 
 
 @router.post("/instances/{instance}/corrections", status_code=201,
@@ -121,15 +98,11 @@ async def _correction_body(request: Request) -> CorrectionBody:
              description="A JSON body, or `multipart/form-data` with the form fields `seq`, "
              "`role`, `reason`, `note`, `evidence` (JSON) and one file part per `file` "
              "evidence field whose file is replaced.",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": CorrectionBody.model_json_schema()},
-                 "multipart/form-data": {"schema": _CORRECTION_FORM},
-                 "application/x-www-form-urlencoded": {"schema": _CORRECTION_FORM},
-             }}})
+             openapi_extra={"requestBody": _CORRECTION.openapi()})
 async def correct(request: Request, response: Response, caller: Caller, engine: EngineDep,
                   instance: InstanceId) -> dict[str, Any]:
     _no_actor(request)
-    body = await _correction_body(request)
+    body = await _CORRECTION.read(request)
     note = body.note if "note" in body.model_fields_set else KEEP
     result = await run_in_threadpool(
         calls.correct, engine, caller, instance, body.seq, role=body.role,
