@@ -215,6 +215,12 @@ def test_other_province_sees_a_403_page(site: dict[str, Any], browser: Any) -> N
         assert any(d.actor == "other" and d.instance == site["leader"] for d in eng.denials())
 
 
+def _overflow(page: Any) -> int:
+    """How many pixels the page is wider than the window (0 or less: it fits)."""
+    return int(page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+
+
 def _axe(page: Any) -> list[dict[str, Any]]:
     page.add_script_tag(path=str(AXE))
     result = page.evaluate(
@@ -248,8 +254,7 @@ def test_every_page_screenshots_and_axe(site: dict[str, Any], browser: Any) -> N
             assert response is not None and response.status == 200, path
             if name == "instance":
                 page.click("#act-kickoff > summary")
-            overflow = page.evaluate(
-                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            overflow = _overflow(page)
             assert overflow <= 0, f"{path} overflows at {width}px by {overflow}px"
             assert page.evaluate("document.fonts.check('16px Loma, Garuda, sans-serif', 'ก')")
             page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
@@ -313,8 +318,7 @@ def test_coordinator_attaches_a_photo_and_downloads_it(files_site: dict[str, Any
     assert photo.get_attribute("accept") == "image/*"
     photo.set_input_files(files=[{"name": "ภาพประชุม.jpg", "mimeType": "image/jpeg",
                                   "buffer": jpeg}])
-    overflow = page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    overflow = _overflow(page)
     assert overflow <= 0, f"the form with its file inputs overflows at 360px by {overflow}px"
     page.screenshot(path=str(SHOTS / "files-form-360.png"), full_page=True)
     page.click("#act-kickoff button.primary")
@@ -327,8 +331,7 @@ def test_coordinator_attaches_a_photo_and_downloads_it(files_site: dict[str, Any
     thumbnail.scroll_into_view_if_needed()
     page.wait_for_function("img => img.complete", arg=thumbnail.element_handle())
     assert thumbnail.evaluate("img => img.complete && img.naturalWidth") == 64  # it shows
-    overflow = page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    overflow = _overflow(page)
     assert overflow <= 0, f"the instance page overflows at 360px by {overflow}px"
     page.screenshot(path=str(SHOTS / "files-360.png"), full_page=True)
     assert not _axe(page)
@@ -368,8 +371,7 @@ def test_officer_replaces_a_wrong_photo_from_the_correction_form(
     page.set_input_files("#m-correct-file", files=[
         {"name": "ภาพที่ถูกต้อง.jpg", "mimeType": "image/jpeg", "buffer": right}])
     page.fill("#m-correct-reason", "แนบรูปผิดงาน")
-    overflow = page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    overflow = _overflow(page)
     assert overflow <= 0, f"the correction form overflows at 360px by {overflow}px"
     page.screenshot(path=str(SHOTS / "files-correct-360.png"), full_page=True)
     page.click("#act-correct button.primary")

@@ -150,9 +150,9 @@ class Reader:
             path = Path(self._where)
             if not path.exists():
                 raise DatabaseUnavailable(self.safe_url, "the database file is gone")
-            if unreadable_on_read_only_media(path):
-                raise DatabaseUnavailable(self.safe_url, UNREADABLE_ON_READ_ONLY_MEDIA)
-            uri = sqlite_uri(path, "ro")
+            uri = read_only_uri(path, self.safe_url, "ro") or (
+                "file:" + quote(str(path.resolve())) + "?mode=ro"
+            )
             self._conn = sqlite3.connect(
                 uri, uri=True, timeout=min(0.2, self._settings), isolation_level=None
             )
@@ -185,57 +185,37 @@ class Reader:
         return self._conn
 
 
-def unreadable_on_read_only_media(path: Path) -> bool:
-    """Whether ``path`` lies on a read-only filesystem beside a ``-wal`` file with changes
-    but no ``-shm`` file: SQLite can neither make the one nor skip the other (a copy taken
-    while a writer had the database open)."""
-    try:
-        wal = path.with_name(path.name + "-wal")
-        return (
-            bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-            and wal.exists()
-            and wal.stat().st_size > 0
-            and not path.with_name(path.name + "-shm").exists()
-        )
-    except OSError:
-        return False
-
-
-#: Why a database :func:`unreadable_on_read_only_media` is refused.
-UNREADABLE_ON_READ_ONLY_MEDIA = (
-    "the database is on a read-only filesystem and its -wal file holds changes the database "
-    "file lacks, which SQLite cannot read there: copy the database and its -wal file to "
-    "writable storage and open the copy"
-)
-
-
-def on_read_only_media(path: Path) -> bool:
-    """Whether the SQLite database ``path`` can only be opened ``immutable``: it lies on a
-    read-only filesystem (a snapshot, a backup on read-only media), where SQLite cannot make
-    the ``-shm`` file a WAL database needs even to be read, and no ``-wal`` file beside it
-    holds changes the database file lacks (``immutable`` would not read them).
+def read_only_uri(path: Path, safe_url: str, mode: str | None = None) -> str | None:
+    """How to open the SQLite database ``path`` when it lies on a read-only filesystem (a
+    snapshot, a backup on read-only media), where SQLite cannot make the ``-shm`` file a
+    WAL database needs even to be read: a ``file:`` URI (``mode`` as given, ``ro``) with
+    ``immutable=1`` when no ``-wal`` file beside it holds changes the database file lacks;
+    ``DatabaseUnavailable`` when one does and there is no ``-shm`` (a copy taken while a
+    writer had it open: ``immutable`` would read an older trail, SQLite nothing at all).
+    None elsewhere (a writable filesystem, or both files there: SQLite reads them itself).
 
     Nothing can change the file through a read-only mount, which is what ``immutable``
     asks SQLite to assume; a read-only mount of a database that another, writable mount
     still writes to breaks that promise (docs/audit.md says not to verify it that way)."""
     try:
         if not os.statvfs(path).f_flag & os.ST_RDONLY:
-            return False
+            return None
         wal = path.with_name(path.name + "-wal")
-        return not wal.exists() or wal.stat().st_size == 0
+        pending = wal.exists() and wal.stat().st_size > 0
+        shm = path.with_name(path.name + "-shm").exists()
     except OSError:
-        return False
-
-
-def sqlite_uri(path: Path, mode: str | None = None) -> str:
-    """A ``file:`` URI of ``path`` for :func:`sqlite3.connect` (``uri=True``): ``mode`` as
-    given (``ro``), and ``immutable=1`` on read-only media (:func:`on_read_only_media`)."""
-    params = []
-    if mode is not None:
-        params.append(f"mode={mode}")
-    if on_read_only_media(path):
-        params.append("immutable=1")
-    return "file:" + quote(str(path.resolve())) + ("?" + "&".join(params) if params else "")
+        return None
+    if not pending:
+        params = [f"mode={mode}"] if mode is not None else []
+        return "file:" + quote(str(path.resolve())) + "?" + "&".join([*params, "immutable=1"])
+    if not shm:
+        raise DatabaseUnavailable(
+            safe_url,
+            "the database is on a read-only filesystem and its -wal file holds changes the "
+            "database file lacks, which SQLite cannot read there: copy the database and its "
+            "-wal file to writable storage and open the copy",
+        )
+    return None
 
 
 def is_undecodable(e: BaseException) -> bool:

@@ -72,15 +72,12 @@ class SQLite:
 
         @sa_event.listens_for(engine, "do_connect")
         def _on_do_connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: Any) -> None:
-            # A database on read-only media is opened immutable, or not at all: SQLite cannot
-            # make the -shm file WAL needs there (workflow.storage.scan.on_read_only_media).
-            if path is None:
-                return
-            if _scan.on_read_only_media(path):
-                cargs[:] = [_scan.sqlite_uri(path)]
+            # A database on read-only media is opened immutable, or refused: SQLite cannot
+            # make the -shm file WAL needs there (workflow.storage.scan.read_only_uri).
+            uri = None if path is None else _scan.read_only_uri(path, self.safe_url)
+            if uri is not None:
+                cargs[:] = [uri]
                 cparams["uri"] = True
-            elif _scan.unreadable_on_read_only_media(path):
-                raise DatabaseUnavailable(self.safe_url, _scan.UNREADABLE_ON_READ_ONLY_MEDIA)
 
         @sa_event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
