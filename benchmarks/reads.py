@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _child
 import _common as c
 
 from workflow.audit import chain as audit
@@ -246,25 +246,8 @@ def raw_digest(db: c.Database, conn: Any) -> dict[str, Any]:
     return {"ok": True, "events": events, "instances": n, "root": h.hexdigest()}
 
 
-def run_child(kind: str, db: c.Database) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        kind,
-        "--child-url",
-        db.url,
-        "--child-backend",
-        db.backend,
-    ]
-    if db.conninfo:
-        cmd += ["--child-conninfo", db.conninfo]
-    if db.path:
-        cmd += ["--child-path", str(db.path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} child failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run_child(kind: str, db: Any) -> dict[str, Any]:
+    return _child.run(__file__, kind, db)
 
 
 # --------------------------------------------------------------------------- in-process reads
@@ -316,11 +299,7 @@ def main() -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--db", default=None, help="where to keep the built database for reuse")
     p.add_argument("--instances", type=int, default=None)
-    p.add_argument("--child", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-url", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-backend", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-conninfo", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-path", default=None, help=__import__("argparse").SUPPRESS)
+    _child.add_options(p)
     args = p.parse_args()
     if args.child:
         child(args.child, args.child_backend, args.child_url, args.child_conninfo, args.child_path)

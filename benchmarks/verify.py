@@ -30,13 +30,14 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _child  # the standard library only: a verify child loads nothing more
 
 TARGET_RATE = 200_000
 TARGET_RSS_MB = 100.0
@@ -111,19 +112,15 @@ def raw_rehash(db: Any, conn: Any) -> dict[str, Any]:
 
 
 def run_child(kind: str, db: Any) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind]
-    cmd += ["--child-url", db.url, "--child-backend", db.backend]
-    if db.conninfo:
-        cmd += ["--child-conninfo", db.conninfo]
-    if db.path:
-        cmd += ["--child-path", str(db.path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} child failed:\n{done.stderr}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return _child.run(__file__, kind, db)
 
 
 def main() -> int:
+    mine = _child.options()
+    if mine is not None:  # before the harness's helpers are imported
+        child(mine.child, mine.child_backend, mine.child_url, mine.child_conninfo,
+              mine.child_path)
+        return 0
     import _common as c
     import reads
 
@@ -131,15 +128,8 @@ def main() -> int:
     p.add_argument("--db", default=None, help="where to keep the 1M-event database for reuse")
     p.add_argument("--small-db", default=None, help="where to keep the tenth-size database")
     p.add_argument("--instances", type=int, default=None)
-    p.add_argument("--child", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-url", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-backend", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-conninfo", default=None, help=__import__("argparse").SUPPRESS)
-    p.add_argument("--child-path", default=None, help=__import__("argparse").SUPPRESS)
+    _child.add_options(p)
     args = p.parse_args()
-    if args.child:
-        child(args.child, args.child_backend, args.child_url, args.child_conninfo, args.child_path)
-        return 0
     n = args.instances or (5_000 if args.quick else 100_000)
     rounds = args.rounds or (2 if args.quick else 5)
     with contextlib.ExitStack() as stack:
